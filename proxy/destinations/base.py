@@ -1,0 +1,131 @@
+"""The destination interface: pure mapping from events to vendor HTTP requests, and back from answers.
+
+A destination does no I/O and never sleeps. The delivery worker batches events to `limits`, asks
+`build()` for requests, sends them, and asks `classify()` what each answer means.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar, Generic, TypeVar
+
+from proxy.events import Event
+from proxy.settings import DestinationSettings
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    max_events: int
+    max_bytes: int
+    # Events older than this are dead letters (`dead:too_old`) instead of requests the vendor refuses.
+    max_age_secs: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+    event_ids: tuple[str, ...]  # messageIds this request carries
+
+    def __repr__(self) -> str:
+        # URLs and headers may carry credentials (api_secret query, tokens); never print them.
+        return f"HttpRequest({self.method} <{len(self.body)} bytes> events={len(self.event_ids)})"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class Verdict(StrEnum):
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    REJECT = "reject"  # the vendor will never take it: dead letter
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    verdict: Verdict
+    reason: str  # e.g. "http_204", "http_429", "timeout", "connection_refused"
+    retry_after_secs: float | None = None
+    # Events the vendor refused one by one inside an otherwise accepted answer: messageId -> reason.
+    rejected: Mapping[str, str] = field(default_factory=dict)
+
+
+# The largest Retry-After we honour; a vendor asking for more is retried at this delay.
+MAX_RETRY_AFTER_SECS = 3600.0
+
+
+def retry_after(headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds from a Retry-After header (delta seconds or HTTP date), capped; None if absent/bad."""
+    value = headers.get("Retry-After") or headers.get("retry-after")
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER_SECS)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return min(max(0.0, moment.timestamp() - now), MAX_RETRY_AFTER_SECS)
+
+
+def classify_status(response: HttpResponse, now: float) -> Result:
+    """The default table: 2xx delivered; 408, 429 and 5xx except 501 retry; other 4xx reject."""
+    status = response.status
+    reason = f"http_{status}"
+    if 200 <= status < 300:
+        return Result(Verdict.DELIVERED, reason)
+    if status in (408, 429) or (status >= 500 and status != 501):
+        return Result(Verdict.RETRY, reason, retry_after(response.headers, now))
+    return Result(Verdict.REJECT, reason)
+
+
+ConfigT = TypeVar("ConfigT")
+
+
+class Destination(Generic[ConfigT]):
+    """Base of every vendor adapter. Subclasses set `type`, `limits` and `config_type`."""
+
+    type: ClassVar[str]
+    limits: ClassVar[BatchLimits]
+    # A frozen dataclass with the vendor's own setting names; settings.py fills it from TOML.
+    config_type: ClassVar[type[Any]]
+
+    def __init__(self, settings: DestinationSettings) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.config: ConfigT = settings.config
+
+    def vendor_name(self, event: Event, default: str | None) -> str | None:
+        """The vendor's name for the event: the user's `event_names` map first, then `default`."""
+        ours = event.name
+        if ours is not None and ours in self.settings.event_names:
+            return self.settings.event_names[ours]
+        return default
+
+    def skip_reason(self, event: Event) -> str | None:
+        """Why this vendor cannot take the event at all (e.g. "unsupported_type"), else None."""
+        return None
+
+    def size(self, event: Event) -> int:
+        """Bytes the event adds to a request body, for batching to `limits.max_bytes`."""
+        return len(event.raw) + 1
+
+    def build(self, events: Sequence[Event], now: float) -> list[HttpRequest]:
+        """Requests that carry these events (each event in exactly one); `now` is the send time."""
+        raise NotImplementedError
+
+    def classify(self, request: HttpRequest, response: HttpResponse, now: float) -> Result:
+        return classify_status(response, now)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"

@@ -1,0 +1,121 @@
+"""The shape of the relay's configuration: frozen dataclasses, filled and validated by config.py.
+
+Names carry their units (`timeout_secs`, `linger_ms`, `max_bytes`). Secrets are `Secret`, whose
+repr never shows the value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    value: str
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    prefix: str = ""  # "" or "/k7q2xz": every public route lives under it
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    test_page: bool = True
+    max_event_bytes: int = 32 * 1024  # Segment's per-event limit
+    max_body_bytes: int = 5 * 1024 * 1024  # per request; the largest batch an official SDK sends
+    shutdown_timeout_secs: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8081
+    token: Secret | None = None
+
+
+class SpoolBackend(StrEnum):
+    SQLITE = "sqlite"
+    REDIS = "redis"
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolSettings:
+    backend: SpoolBackend = SpoolBackend.SQLITE
+    path: str = "var/spool.sqlite3"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    max_bytes: int = 2_000_000_000
+    # "full" fsyncs every group commit (survives power loss); "normal" survives a process crash only.
+    synchronous: str = "full"
+    retry_after_secs: int = 30  # what a 503 at the cap tells clients
+
+
+@dataclass(frozen=True, slots=True)
+class GeoSettings:
+    city_db: str | None = None
+    country_db: str | None = None
+    asn_db: str | None = None
+
+
+class SourceKind(StrEnum):
+    BROWSER = "browser"  # public key, checked against origins
+    SERVER = "server"  # secret key (HTTP Basic), may send server-only events
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSettings:
+    name: str
+    kind: SourceKind
+    write_key: Secret
+    origins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    server_only_events: tuple[str, ...] = ("Order Completed", "Order Refunded")
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationSettings:
+    """What every destination takes, plus its vendor config (a dataclass of the adapter's own).
+
+    Vendor settings (ids, secrets, `endpoint` / `url`, region) live in `config`, under the vendor's
+    own names; the keys below are common to every type.
+    """
+
+    name: str
+    type: str
+    config: Any  # an instance of the adapter's `config_type`
+    events: tuple[str, ...] = ()  # names or fnmatch patterns; empty = all
+    exclude_events: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()  # event types received; empty = all
+    event_names: dict[str, str] = field(default_factory=dict)  # our name -> the vendor's
+    consent: tuple[str, ...] = ()  # categories needed
+    timeout_secs: float = 10.0
+    linger_ms: int = 200  # how long a worker waits to fill a batch
+    max_in_flight: int = 4  # concurrent requests to this vendor
+    max_attempts: int = 20  # then dead:max_attempts
+    backoff_base_secs: float = 1.0
+    backoff_max_secs: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    spool: SpoolSettings = field(default_factory=SpoolSettings)
+    geo: GeoSettings = field(default_factory=GeoSettings)
+    sources: tuple[SourceSettings, ...] = ()
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    destinations: tuple[DestinationSettings, ...] = ()
+    demo: bool = False  # True when started without a config file

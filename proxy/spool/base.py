@@ -1,0 +1,93 @@
+"""The Spool protocol: durable storage of accepted events and per-destination delivery progress.
+
+One interface, two backends (SQLite embedded, Redis Streams scaled out), one contract test suite.
+Delivery code sees only this file; no backend detail leaks into it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class SpoolFull(Exception):
+    """The spool is at its byte cap; ingest answers 503 with Retry-After."""
+
+
+class SpoolUnavailable(Exception):
+    """The backend cannot take writes right now (e.g. Redis is away); ingest answers 503."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """An event handed to one destination's worker. `id` is opaque to callers."""
+
+    id: str
+    raw: bytes
+    attempts: int  # failed attempts so far at this destination
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    id: str
+    not_before: float  # epoch seconds
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dead:
+    id: str
+    reason: str  # outcome reason, e.g. "dead:http_400", "dead:too_old", "dead:max_attempts"
+    response: str = ""  # the vendor's answer (truncated), for the operator
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    destination: str
+    id: str
+    message_id: str
+    reason: str
+    response: str
+    failed_at: float
+    raw: bytes
+
+
+class Spool(Protocol):
+    async def append(self, events: Sequence[bytes]) -> None:
+        """Commit events durably; returns only once they survive a crash. Raises SpoolFull."""
+
+    async def claim(self, destination: str, max_events: int, now: float) -> list[Stored]:
+        """The next events due for `destination` (new, or retries whose time has come), oldest first.
+
+        Claimed events are not handed out again until settled, or until the process restarts.
+        """
+
+    async def settle(
+        self,
+        destination: str,
+        done: Sequence[str] = (),
+        retry: Sequence[Retry] = (),
+        dead: Sequence[Dead] = (),
+    ) -> None:
+        """Finish claimed events: delivered or filtered (`done`), to try again later, or dead."""
+
+    async def next_retry_at(self, destination: str) -> float | None:
+        """When the earliest waiting retry of `destination` is due; None if none waits."""
+
+    async def backlog(self, destination: str) -> int:
+        """Events not yet finished by `destination` (new, in flight, or waiting to retry)."""
+
+    async def dead_letters(self, destination: str | None = None) -> list[DeadLetter]: ...
+
+    async def replay(self, destination: str, since: float | None = None) -> int:
+        """Put dead letters (failed at or after `since`) back in line; returns how many."""
+
+    async def discard(self, destination: str, ids: Sequence[str]) -> int: ...
+
+    async def wait_for_events(self, destination: str) -> None:
+        """Return when events may have arrived for `destination` since the last claim."""
+
+    def size_bytes(self) -> int: ...
+
+    async def close(self) -> None: ...
