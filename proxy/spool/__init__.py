@@ -1,0 +1,26 @@
+"""Opens the configured spool backend behind the one Spool protocol (proxy/spool/base.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from proxy.clock import Clock
+from proxy.settings import SpoolBackend, SpoolSettings
+from proxy.spool.base import Spool
+
+
+async def open_spool(
+    settings: SpoolSettings, clock: Clock | None = None, destinations: Sequence[str] = ()
+) -> Spool:
+    """`destinations` are those that will deliver from it in this process (none for the CLI)."""
+    if settings.backend is SpoolBackend.SQLITE:
+        from proxy.spool.sqlite import SqliteSpool
+
+        return await SqliteSpool.open(
+            settings.path,
+            max_bytes=settings.max_bytes,
+            destinations=destinations,
+            synchronous=settings.synchronous,
+            clock=clock,
+        )
+    raise NotImplementedError("the Redis spool comes with the scale-out work")

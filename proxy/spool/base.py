@@ -58,7 +58,7 @@ class Spool(Protocol):
         """Commit events durably; returns only once they survive a crash. Raises SpoolFull."""
 
     async def claim(self, destination: str, max_events: int, now: float) -> list[Stored]:
-        """The next events due for `destination` (new, or retries whose time has come), oldest first.
+        """The next events due for `destination`: retries whose time has come, then new ones.
 
         Claimed events are not handed out again until settled, or until the process restarts.
         """

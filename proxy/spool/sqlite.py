@@ -1,0 +1,493 @@
+"""The embedded spool: one SQLite file in WAL mode, written by one thread with group commit.
+
+Invariant: for each destination, every event at or below its cursor is finished there, parked
+in `retries`, or parked in `dead_letters` — and the cursor moves in the same transaction that
+parks. So a crash at any moment loses nothing: what was in flight is simply handed out again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from proxy.clock import Clock, SystemClock
+from proxy.spool.base import Dead, DeadLetter, Retry, SpoolFull, SpoolUnavailable, Stored
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    body BLOB NOT NULL,
+    appended_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cursors (
+    destination TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS retries (
+    destination TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    not_before REAL NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (destination, seq)
+);
+CREATE INDEX IF NOT EXISTS retries_due ON retries (destination, not_before);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    destination TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    response TEXT NOT NULL,
+    failed_at REAL NOT NULL,
+    PRIMARY KEY (destination, seq)
+);
+"""
+
+# How often finished events are deleted: often enough to keep the file small, rarely enough
+# that the DELETE's scan of the parking tables is noise next to the appends.
+CLEANUP_INTERVAL_SECS = 1.0
+
+
+def _connect(path: str, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    # WAL: readers (delivery claims) never block the writer (ingest commits), and a commit is one
+    # sequential append to the log.
+    conn.execute("PRAGMA journal_mode=WAL")
+    # FULL fsyncs the log on every commit: acknowledged events survive power loss, not only a
+    # crash of this process. Group commit is what keeps that affordable.
+    conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+    # The CLI (replay) may write while the relay runs; wait for the lock instead of failing.
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute("PRAGMA temp_store=MEMORY")
+    return conn
+
+
+@dataclass(slots=True)
+class _Progress:
+    """In-memory delivery state of one destination (rebuilt from the cursor at open)."""
+
+    next_seq: int  # the next new event to hand out
+    in_flight: set[int] = field(default_factory=set)  # new events claimed, not settled
+    claimed_retries: set[int] = field(default_factory=set)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def cursor(self) -> int:
+        """Highest seq below which nothing is in flight: safe to persist."""
+        return (min(self.in_flight) if self.in_flight else self.next_seq) - 1
+
+
+class _Writer:
+    """One thread owns the write connection. Whatever is queued when it comes round is committed
+    together, so concurrent ingest requests share one fsync (group commit)."""
+
+    def __init__(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
+        self._conn = conn
+        self._loop = loop
+        self._queue: queue.SimpleQueue[
+            tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]] | None
+        ] = queue.SimpleQueue()
+        self.commits = 0  # transactions committed; appends per commit shows group commit working
+        self._thread = threading.Thread(target=self._run, name="spool-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._queue.put((op, future))
+        return future
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._conn.close()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            stop = False
+            while True:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            self._commit(batch)
+            if stop:
+                return
+
+    def _commit(
+        self, batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]]
+    ) -> None:
+        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            for op, future in batch:
+                # A savepoint per operation: one failing op (a bug) must not undo the others.
+                self._conn.execute("SAVEPOINT op")
+                try:
+                    results.append((future, op(self._conn), None))
+                    self._conn.execute("RELEASE op")
+                except sqlite3.Error as error:
+                    self._conn.execute("ROLLBACK TO op")
+                    self._conn.execute("RELEASE op")
+                    results.append((future, None, error))
+            self._conn.execute("COMMIT")
+            self.commits += 1
+        except sqlite3.Error as error:
+            log.error("Spool commit failed.", extra={"error": str(error)})
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            results = [(future, None, error) for _, future in batch]
+        for future, value, failure in results:
+            self._loop.call_soon_threadsafe(_resolve, future, value, failure)
+
+
+def _resolve(future: asyncio.Future[Any], value: Any, failure: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if failure is not None:
+        future.set_exception(failure)
+    else:
+        future.set_result(value)
+
+
+class SqliteSpool:
+    """The Spool protocol on one SQLite file. Open with `SqliteSpool.open(...)`."""
+
+    def __init__(
+        self,
+        path: str,
+        max_bytes: int,
+        destinations: Sequence[str],
+        clock: Clock,
+        writer: _Writer,
+        reader: sqlite3.Connection,
+        progress: dict[str, _Progress],
+        size: int,
+    ) -> None:
+        self.path = path
+        self._max_bytes = max_bytes
+        self._destinations = tuple(destinations)
+        self._clock = clock
+        self._writer = writer
+        self._reader = reader
+        # One reader thread: SQLite reads are short, and a single connection keeps them ordered.
+        self._read_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-reader")
+        self._progress = progress
+        self._bytes = size
+        self._last_cleanup = 0.0
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | Path,
+        *,
+        max_bytes: int,
+        destinations: Sequence[str] = (),
+        synchronous: str = "full",
+        clock: Clock | None = None,
+    ) -> SqliteSpool:
+        """Open (or create) the spool. `destinations` are the ones delivering from it now: a new
+        one starts at the end of the spool; events finished by all of them are deleted. The CLI
+        opens with none, and then never deletes."""
+        file = Path(path)
+        file.parent.mkdir(parents=True, exist_ok=True)
+
+        def setup() -> tuple[sqlite3.Connection, sqlite3.Connection, dict[str, int], int]:
+            writer = _connect(str(file), synchronous)
+            writer.executescript(SCHEMA)
+            last = writer.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+            for name in destinations:
+                writer.execute(
+                    "INSERT OR IGNORE INTO cursors (destination, seq) VALUES (?, ?)", (name, last)
+                )
+            cursors = dict(writer.execute("SELECT destination, seq FROM cursors").fetchall())
+            size = writer.execute("SELECT COALESCE(SUM(length(body)), 0) FROM events").fetchone()[0]
+            reader = _connect(str(file), synchronous)
+            return writer, reader, cursors, size
+
+        writer_conn, reader, cursors, size = await asyncio.to_thread(setup)
+        progress = {name: _Progress(next_seq=cursors[name] + 1) for name in destinations}
+        writer = _Writer(writer_conn, asyncio.get_running_loop())
+        return cls(
+            str(file),
+            max_bytes,
+            destinations,
+            clock or SystemClock(),
+            writer,
+            reader,
+            progress,
+            size,
+        )
+
+    async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._read_pool, query, self._reader)
+
+    def _state(self, destination: str) -> _Progress:
+        try:
+            return self._progress[destination]
+        except KeyError:
+            raise KeyError(
+                f"destination {destination!r} does not deliver from this spool"
+            ) from None
+
+    # -- ingest -----------------------------------------------------------------------------
+
+    async def append(self, events: Sequence[bytes]) -> None:
+        incoming = sum(len(body) for body in events)
+        if self._bytes + incoming > self._max_bytes:
+            raise SpoolFull(f"spool holds {self._bytes} bytes of {self._max_bytes}")
+        # Reserve the bytes now, so concurrent appends cannot together overshoot the cap.
+        self._bytes += incoming
+        now = self._clock.now()
+        rows = [(body, now) for body in events]
+
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.executemany("INSERT INTO events (body, appended_at) VALUES (?, ?)", rows)
+
+        try:
+            await self._writer.submit(insert)
+        except sqlite3.Error as error:
+            self._bytes -= incoming
+            raise SpoolUnavailable(f"spool write failed: {error}") from error
+        except BaseException:
+            self._bytes -= incoming
+            raise
+        for state in self._progress.values():
+            state.arrived.set()
+
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def commits(self) -> int:
+        return self._writer.commits
+
+    # -- delivery ---------------------------------------------------------------------------
+
+    async def claim(self, destination: str, max_events: int, now: float) -> list[Stored]:
+        state = self._state(destination)
+        skip = tuple(state.claimed_retries)
+        next_seq = state.next_seq
+
+        def query(
+            conn: sqlite3.Connection,
+        ) -> tuple[list[tuple[int, bytes, int]], list[tuple[int, bytes]]]:
+            due = conn.execute(
+                "SELECT r.seq, e.body, r.attempts FROM retries r JOIN events e ON e.seq = r.seq"
+                " WHERE r.destination = ? AND r.not_before <= ? ORDER BY r.not_before LIMIT ?",
+                (destination, now, max_events + len(skip)),
+            ).fetchall()
+            fresh = conn.execute(
+                "SELECT seq, body FROM events WHERE seq >= ? ORDER BY seq LIMIT ?",
+                (next_seq, max_events),
+            ).fetchall()
+            return due, fresh
+
+        due, fresh = await self._read(query)
+        claimed: list[Stored] = []
+        for seq, body, attempts in due:
+            if seq in state.claimed_retries or len(claimed) >= max_events:
+                continue
+            state.claimed_retries.add(seq)
+            claimed.append(Stored(str(seq), body, attempts))
+        for seq, body in fresh:
+            # A concurrent claim may have taken these already; never hand one out twice.
+            if seq < state.next_seq or len(claimed) >= max_events:
+                continue
+            state.in_flight.add(seq)
+            state.next_seq = seq + 1
+            claimed.append(Stored(str(seq), body, 0))
+        return claimed
+
+    async def settle(
+        self,
+        destination: str,
+        done: Sequence[str] = (),
+        retry: Sequence[Retry] = (),
+        dead: Sequence[Dead] = (),
+    ) -> None:
+        state = self._state(destination)
+        done_seqs = [int(i) for i in done]
+        retry_rows = [(int(r.id), r.not_before, r.reason) for r in retry]
+        dead_rows = [(int(d.id), d.reason, d.response) for d in dead]
+        was_retry = {
+            s
+            for s in (*done_seqs, *(r[0] for r in retry_rows), *(d[0] for d in dead_rows))
+            if s in state.claimed_retries
+        }
+        for seq in (*done_seqs, *(r[0] for r in retry_rows), *(d[0] for d in dead_rows)):
+            state.in_flight.discard(seq)
+        cursor = state.cursor()
+        now = self._clock.now()
+        # Cleanup cadence is housekeeping, not event time: monotonic, not the (injectable) clock.
+        tick = time.monotonic()
+        cleanup = bool(self._destinations) and tick - self._last_cleanup >= CLEANUP_INTERVAL_SECS
+        if cleanup:
+            self._last_cleanup = tick
+        min_cursor = self._min_cursor() if cleanup else None
+
+        def write(conn: sqlite3.Connection) -> int:
+            conn.executemany(
+                "DELETE FROM retries WHERE destination = ? AND seq = ?",
+                [(destination, s) for s in done_seqs if s in was_retry],
+            )
+            conn.executemany(
+                "INSERT INTO retries (destination, seq, attempts, not_before, reason)"
+                " VALUES (?, ?, 1, ?, ?) ON CONFLICT (destination, seq) DO UPDATE SET"
+                " attempts = attempts + 1, not_before = excluded.not_before,"
+                " reason = excluded.reason",
+                [(destination, seq, not_before, reason) for seq, not_before, reason in retry_rows],
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO dead_letters"
+                " (destination, seq, reason, response, failed_at) VALUES (?, ?, ?, ?, ?)",
+                [(destination, seq, reason, response, now) for seq, reason, response in dead_rows],
+            )
+            conn.executemany(
+                "DELETE FROM retries WHERE destination = ? AND seq = ?",
+                [(destination, seq) for seq, _, _ in dead_rows],
+            )
+            conn.execute(
+                "UPDATE cursors SET seq = MAX(seq, ?) WHERE destination = ?", (cursor, destination)
+            )
+            return _delete_finished(conn, min_cursor) if min_cursor is not None else 0
+
+        try:
+            freed = await self._writer.submit(write)
+        finally:
+            state.claimed_retries.difference_update(was_retry)
+        self._bytes -= freed
+
+    def _min_cursor(self) -> int:
+        return min(state.cursor() for state in self._progress.values())
+
+    async def next_retry_at(self, destination: str) -> float | None:
+        state = self._state(destination)
+        skip = set(state.claimed_retries)
+
+        def query(conn: sqlite3.Connection) -> list[tuple[int, float]]:
+            return conn.execute(
+                "SELECT seq, not_before FROM retries WHERE destination = ?"
+                " ORDER BY not_before LIMIT ?",
+                (destination, len(skip) + 1),
+            ).fetchall()
+
+        for seq, not_before in await self._read(query):
+            if seq not in skip:
+                return float(not_before)
+        return None
+
+    async def wait_for_events(self, destination: str) -> None:
+        arrived = self._state(destination).arrived
+        await arrived.wait()
+        arrived.clear()
+
+    async def backlog(self, destination: str) -> int:
+        state = self._state(destination)
+        cursor = state.cursor()
+
+        def query(conn: sqlite3.Connection) -> int:
+            fresh = conn.execute("SELECT COUNT(*) FROM events WHERE seq > ?", (cursor,)).fetchone()
+            parked = conn.execute(
+                "SELECT COUNT(*) FROM retries WHERE destination = ?", (destination,)
+            ).fetchone()
+            return int(fresh[0]) + int(parked[0])
+
+        return await self._read(query)
+
+    # -- dead letters -----------------------------------------------------------------------
+
+    async def dead_letters(self, destination: str | None = None) -> list[DeadLetter]:
+        def query(conn: sqlite3.Connection) -> list[tuple[str, int, str, str, float, bytes]]:
+            sql = (
+                "SELECT d.destination, d.seq, d.reason, d.response, d.failed_at, e.body"
+                " FROM dead_letters d JOIN events e ON e.seq = d.seq"
+            )
+            if destination is None:
+                return conn.execute(sql + " ORDER BY d.destination, d.seq").fetchall()
+            return conn.execute(
+                sql + " WHERE d.destination = ? ORDER BY d.seq", (destination,)
+            ).fetchall()
+
+        return [
+            DeadLetter(name, str(seq), _message_id(body), reason, response, failed_at, body)
+            for name, seq, reason, response, failed_at, body in await self._read(query)
+        ]
+
+    async def replay(self, destination: str, since: float | None = None) -> int:
+        now = self._clock.now()
+        since_time = since if since is not None else float("-inf")
+
+        def write(conn: sqlite3.Connection) -> int:
+            # Attempts start again at 0: the operator decided the cause is fixed.
+            conn.execute(
+                "INSERT OR REPLACE INTO retries (destination, seq, attempts, not_before, reason)"
+                " SELECT destination, seq, 0, ?, 'replay' FROM dead_letters"
+                " WHERE destination = ? AND failed_at >= ?",
+                (now, destination, since_time),
+            )
+            moved = conn.execute(
+                "DELETE FROM dead_letters WHERE destination = ? AND failed_at >= ?",
+                (destination, since_time),
+            ).rowcount
+            return int(moved)
+
+        moved = await self._writer.submit(write)
+        if destination in self._progress:
+            self._progress[destination].arrived.set()
+        return moved
+
+    async def discard(self, destination: str, ids: Sequence[str]) -> int:
+        rows = [(destination, int(i)) for i in ids]
+
+        def write(conn: sqlite3.Connection) -> int:
+            before = conn.total_changes
+            conn.executemany("DELETE FROM dead_letters WHERE destination = ? AND seq = ?", rows)
+            return conn.total_changes - before
+
+        return await self._writer.submit(write)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._writer.stop)
+        self._read_pool.shutdown(wait=True)
+        self._reader.close()
+
+
+def _delete_finished(conn: sqlite3.Connection, min_cursor: int) -> int:
+    """Delete events every destination has finished with; returns the bytes freed."""
+    freed = conn.execute(
+        "DELETE FROM events WHERE seq <= ?"
+        " AND seq NOT IN (SELECT seq FROM retries) AND seq NOT IN (SELECT seq FROM dead_letters)"
+        " RETURNING length(body)",
+        (min_cursor,),
+    ).fetchall()
+    return sum(row[0] for row in freed)
+
+
+def _message_id(body: bytes) -> str:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return ""
+    return str(data.get("messageId", "")) if isinstance(data, dict) else ""

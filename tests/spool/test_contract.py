@@ -1,0 +1,237 @@
+"""The Spool contract: every backend passes these same tests (SQLite now; Redis joins later)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from proxy.clock import ManualClock
+from proxy.settings import SpoolSettings
+from proxy.spool import open_spool
+from proxy.spool.base import Dead, Retry, Spool, SpoolFull
+from proxy.spool.sqlite import SqliteSpool
+
+OpenSpool = Callable[..., Awaitable[Spool]]
+
+
+def body(n: int) -> bytes:
+    return orjson.dumps({"type": "track", "event": "E", "messageId": f"m-{n}"})
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture(params=["sqlite"])
+async def reopen(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
+) -> AsyncIterator[OpenSpool]:
+    """Opens the backend on the same storage each call (a restart); closes all at the end."""
+    opened: list[Spool] = []
+
+    async def factory(destinations: tuple[str, ...] = ("a", "b"), max_bytes: int = 10**9) -> Spool:
+        settings = SpoolSettings(path=str(tmp_path / "spool.sqlite3"), max_bytes=max_bytes)
+        spool = await open_spool(settings, clock, destinations)
+        opened.append(spool)
+        return spool
+
+    yield factory
+    for spool in opened:
+        await spool.close()
+
+
+async def test_append_then_claim_in_order(reopen: OpenSpool, clock: ManualClock) -> None:
+    spool = await reopen()
+    await spool.append([body(1), body(2)])
+    await spool.append([body(3)])
+    claimed = await spool.claim("a", 10, clock.now())
+    assert [s.raw for s in claimed] == [body(1), body(2), body(3)]
+    assert all(s.attempts == 0 for s in claimed)
+
+
+async def test_claimed_events_are_not_handed_out_twice(
+    reopen: OpenSpool, clock: ManualClock
+) -> None:
+    spool = await reopen()
+    await spool.append([body(n) for n in range(5)])
+    first = await spool.claim("a", 3, clock.now())
+    second = await spool.claim("a", 10, clock.now())
+    assert [s.raw for s in first] == [body(0), body(1), body(2)]
+    assert [s.raw for s in second] == [body(3), body(4)]
+    assert await spool.claim("a", 10, clock.now()) == []
+
+
+async def test_destinations_progress_independently(reopen: OpenSpool, clock: ManualClock) -> None:
+    spool = await reopen()
+    await spool.append([body(1), body(2)])
+    taken = await spool.claim("a", 10, clock.now())
+    await spool.settle("a", done=[s.id for s in taken])
+    assert await spool.backlog("a") == 0
+    assert await spool.backlog("b") == 2
+    assert [s.raw for s in await spool.claim("b", 10, clock.now())] == [body(1), body(2)]
+
+
+async def test_retry_waits_until_due_and_counts_attempts(
+    reopen: OpenSpool, clock: ManualClock
+) -> None:
+    spool = await reopen()
+    await spool.append([body(1)])
+    [stored] = await spool.claim("a", 10, clock.now())
+    await spool.settle("a", retry=[Retry(stored.id, clock.now() + 30, "http_500")])
+    assert await spool.next_retry_at("a") == clock.now() + 30
+    assert await spool.claim("a", 10, clock.now()) == []
+    assert await spool.backlog("a") == 1
+    clock.advance(30)
+    [again] = await spool.claim("a", 10, clock.now())
+    assert (again.raw, again.attempts) == (body(1), 1)
+    # Claimed retries are not reported as waiting (the worker would spin on them).
+    assert await spool.next_retry_at("a") is None
+    await spool.settle("a", retry=[Retry(again.id, clock.now() + 60, "http_500")])
+    clock.advance(60)
+    [third] = await spool.claim("a", 10, clock.now())
+    assert third.attempts == 2
+    await spool.settle("a", done=[third.id])
+    assert await spool.backlog("a") == 0
+    assert await spool.next_retry_at("a") is None
+
+
+async def test_dead_letters_keep_reason_and_replay(reopen: OpenSpool, clock: ManualClock) -> None:
+    spool = await reopen()
+    await spool.append([body(1), body(2)])
+    claimed = await spool.claim("a", 10, clock.now())
+    await spool.settle(
+        "a",
+        done=[claimed[1].id],
+        dead=[Dead(claimed[0].id, "dead:http_400", '{"error":"bad"}')],
+    )
+    [letter] = await spool.dead_letters("a")
+    assert (letter.message_id, letter.reason, letter.response) == (
+        "m-1",
+        "dead:http_400",
+        '{"error":"bad"}',
+    )
+    assert letter.raw == body(1)
+    assert await spool.dead_letters("b") == []
+    assert await spool.backlog("a") == 0
+
+    assert await spool.replay("a") == 1
+    assert await spool.dead_letters("a") == []
+    [again] = await spool.claim("a", 10, clock.now())
+    assert (again.raw, again.attempts) == (body(1), 0)
+
+
+async def test_replay_since_only_takes_later_failures(
+    reopen: OpenSpool, clock: ManualClock
+) -> None:
+    spool = await reopen()
+    await spool.append([body(1), body(2)])
+    first, second = await spool.claim("a", 10, clock.now())
+    await spool.settle("a", dead=[Dead(first.id, "dead:http_400")])
+    clock.advance(3600)
+    cutoff = clock.now()
+    await spool.settle("a", dead=[Dead(second.id, "dead:http_400")])
+    assert await spool.replay("a", since=cutoff) == 1
+    [left] = await spool.dead_letters("a")
+    assert left.message_id == "m-1"
+
+
+async def test_discard_removes_a_dead_letter(reopen: OpenSpool, clock: ManualClock) -> None:
+    spool = await reopen()
+    await spool.append([body(1)])
+    [stored] = await spool.claim("a", 10, clock.now())
+    await spool.settle("a", dead=[Dead(stored.id, "dead:http_400")])
+    assert await spool.discard("a", [stored.id]) == 1
+    assert await spool.dead_letters() == []
+
+
+async def test_full_spool_refuses_whole_append(reopen: OpenSpool, clock: ManualClock) -> None:
+    spool = await reopen(max_bytes=len(body(1)) * 3)
+    await spool.append([body(1), body(2)])
+    with pytest.raises(SpoolFull):
+        await spool.append([body(3), body(4)])
+    await spool.append([body(5)])
+    claimed = await spool.claim("a", 10, clock.now())
+    assert [s.raw for s in claimed] == [body(1), body(2), body(5)]
+
+
+async def test_finished_events_are_removed_and_free_space(
+    reopen: OpenSpool, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("proxy.spool.sqlite.CLEANUP_INTERVAL_SECS", 0.0)
+    spool = await reopen(max_bytes=len(body(1)) * 2)
+    await spool.append([body(1), body(2)])
+    for name in ("a", "b"):
+        claimed = await spool.claim(name, 10, clock.now())
+        await spool.settle(name, done=[s.id for s in claimed])
+    assert spool.size_bytes() == 0
+    await spool.append([body(3), body(4)])  # would not fit if nothing had been removed
+
+
+async def test_dead_letter_outlives_cleanup(
+    reopen: OpenSpool, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("proxy.spool.sqlite.CLEANUP_INTERVAL_SECS", 0.0)
+    spool = await reopen(destinations=("a",))
+    await spool.append([body(1)])
+    [stored] = await spool.claim("a", 10, clock.now())
+    await spool.settle("a", dead=[Dead(stored.id, "dead:http_400")])
+    await spool.append([body(2)])
+    [fresh] = await spool.claim("a", 10, clock.now())
+    await spool.settle("a", done=[fresh.id])
+    [letter] = await spool.dead_letters("a")
+    assert letter.raw == body(1)
+
+
+async def test_restart_hands_out_unfinished_work_again(
+    reopen: OpenSpool, clock: ManualClock
+) -> None:
+    spool = await reopen()
+    await spool.append([body(n) for n in range(4)])
+    claimed = await spool.claim("a", 10, clock.now())
+    await spool.settle(
+        "a",
+        done=[claimed[0].id],
+        retry=[Retry(claimed[1].id, clock.now(), "http_500")],
+        dead=[Dead(claimed[2].id, "dead:http_400")],
+    )
+    # claimed[3] is in flight when the process stops.
+    await spool.close()
+
+    spool = await reopen()
+    again = await spool.claim("a", 10, clock.now())
+    assert sorted(s.raw for s in again) == sorted([body(1), body(3)])
+    assert [d.message_id for d in await spool.dead_letters("a")] == ["m-2"]
+    assert len(await spool.claim("b", 10, clock.now())) == 4
+
+
+async def test_new_destination_starts_at_the_end(reopen: OpenSpool, clock: ManualClock) -> None:
+    spool = await reopen(destinations=("a",))
+    await spool.append([body(1)])
+    await spool.close()
+    spool = await reopen(destinations=("a", "late"))
+    assert await spool.claim("late", 10, clock.now()) == []
+    await spool.append([body(2)])
+    assert [s.raw for s in await spool.claim("late", 10, clock.now())] == [body(2)]
+
+
+async def test_wait_for_events_wakes_on_append(reopen: OpenSpool) -> None:
+    spool = await reopen()
+    waiter = asyncio.create_task(spool.wait_for_events("a"))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    await spool.append([body(1)])
+    await asyncio.wait_for(waiter, 5)
+
+
+async def test_concurrent_appends_share_commits(reopen: OpenSpool, clock: ManualClock) -> None:
+    spool = await reopen()
+    await asyncio.gather(*(spool.append([body(n)]) for n in range(200)))
+    claimed = await spool.claim("a", 500, clock.now())
+    assert sorted(s.raw for s in claimed) == sorted(body(n) for n in range(200))
+    if isinstance(spool, SqliteSpool):
+        assert spool.commits < 200, "group commit should batch concurrent appends"
