@@ -121,5 +121,6 @@ def parse_time(value: object) -> datetime | None:
 
 def format_time(moment: datetime) -> str:
     """ISO-8601 in UTC with milliseconds and a Z, the form Segment's SDKs send."""
-    utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    # isoformat, not strftime: it is faster, and strftime's %Y drops the zero padding of years
+    # before 1000. In UTC it always ends in "+00:00" after the 23 characters kept here.
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:23] + "Z"

@@ -1,4 +1,4 @@
-"""What happened to one event at one destination: exactly one final Outcome each, with a reason code.
+"""What happened to one event at one destination: one final Outcome each, with a reason code.
 
 Reason codes are `<status>:<detail>`, e.g. `delivered:http_204`, `filtered:consent`,
 `rejected:http_400`, `dead:max_attempts`, `dead:too_old`.

@@ -31,6 +31,10 @@ class ServerSettings:
     listen_port: int = 8080
     prefix: str = ""  # "" or "/k7q2xz": every public route lives under it
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    # Which header a trusted proxy puts the client's address in: None walks X-Forwarded-For
+    # (else Forwarded); "Forwarded" / "X-Forwarded-For" pin one list; any other name
+    # (CF-Connecting-IP, True-Client-IP, X-Real-IP) holds one address.
+    client_ip_header: str | None = None
     test_page: bool = True
     max_event_bytes: int = 32 * 1024  # Segment's per-event limit
     max_body_bytes: int = 5 * 1024 * 1024  # per request; the largest batch an official SDK sends
@@ -55,7 +59,7 @@ class SpoolSettings:
     path: str = "var/spool.sqlite3"
     redis_url: str = "redis://127.0.0.1:6379/0"
     max_bytes: int = 2_000_000_000
-    # "full" fsyncs every group commit (survives power loss); "normal" survives a process crash only.
+    # "full" fsyncs every group commit (survives power loss); "normal" survives a process crash.
     synchronous: str = "full"
     retry_after_secs: int = 30  # what a 503 at the cap tells clients
 

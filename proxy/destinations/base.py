@@ -1,4 +1,4 @@
-"""The destination interface: pure mapping from events to vendor HTTP requests, and back from answers.
+"""The destination interface: pure mapping from events to vendor requests, and back from answers.
 
 A destination does no I/O and never sleeps. The delivery worker batches events to `limits`, asks
 `build()` for requests, sends them, and asks `classify()` what each answer means.
@@ -6,6 +6,7 @@ A destination does no I/O and never sleeps. The delivery worker batches events t
 
 from __future__ import annotations
 
+import builtins
 import email.utils
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from proxy.settings import DestinationSettings
 class BatchLimits:
     max_events: int
     max_bytes: int
-    # Events older than this are dead letters (`dead:too_old`) instead of requests the vendor refuses.
+    # Older events become dead letters (`dead:too_old`), not requests the vendor refuses.
     max_age_secs: float | None = None
 
 
@@ -64,7 +65,7 @@ MAX_RETRY_AFTER_SECS = 3600.0
 
 
 def retry_after(headers: Mapping[str, str], now: float) -> float | None:
-    """Seconds from a Retry-After header (delta seconds or HTTP date), capped; None if absent/bad."""
+    """Seconds from a Retry-After header (delta seconds or HTTP date), capped; None if unusable."""
     value = headers.get("Retry-After") or headers.get("retry-after")
     if value is None:
         return None
@@ -98,7 +99,7 @@ class Destination(Generic[ConfigT]):
     type: ClassVar[str]
     limits: ClassVar[BatchLimits]
     # A frozen dataclass with the vendor's own setting names; settings.py fills it from TOML.
-    config_type: ClassVar[type[Any]]
+    config_type: ClassVar[builtins.type[Any]]  # builtins: `type` is the ClassVar above
 
     def __init__(self, settings: DestinationSettings) -> None:
         self.settings = settings

@@ -54,7 +54,10 @@ class FakeVendor:
         self.routes[path] = handler
 
     def answer(
-        self, status: int, body: bytes | dict[str, Any] | None = None, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        body: bytes | dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         """Queue one scripted answer; scripted answers are used in order before the handlers."""
         raw = orjson.dumps(body) if isinstance(body, dict) else (body or b"")
@@ -96,18 +99,18 @@ class FakeVendor:
             self._arrived.notify_all()
         return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
 
-    async def wait_for_requests(self, count: int, timeout: float = 10.0) -> list[Recorded]:
-        """Wait until at least `count` requests arrived; fail the test after `timeout` seconds."""
+    async def wait_for_requests(self, count: int, within_secs: float = 10.0) -> list[Recorded]:
+        """Wait until at least `count` requests arrived; fail the test after `within_secs`."""
 
         async def arrived() -> None:
             async with self._arrived:
                 await self._arrived.wait_for(lambda: len(self.requests) >= count)
 
         try:
-            await asyncio.wait_for(arrived(), timeout)
+            await asyncio.wait_for(arrived(), within_secs)
         except TimeoutError:
             raise AssertionError(
-                f"expected {count} requests, got {len(self.requests)} within {timeout}s"
+                f"expected {count} requests, got {len(self.requests)} within {within_secs}s"
             ) from None
         return list(self.requests)
 

@@ -1,0 +1,285 @@
+"""`python -m proxy`: serve, check-config, init, dead-letters, replay and test-destination.
+
+Commands that need a config take --config FILE, else ./relay.toml if present, else the demo.
+An invalid config stops every command before it touches anything, with each error on its line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from proxy.config import ConfigError, demo_settings, load_settings
+from proxy.settings import Settings, SpoolBackend
+from proxy.spool import open_spool
+from proxy.spool.base import DeadLetter
+from proxy.starter import prefix_warnings, write_starter
+
+DEFAULT_CONFIG = Path("relay.toml")
+EXIT_INVALID = 2  # bad usage or an invalid config, as argparse does for bad arguments
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command: Callable[[argparse.Namespace], int] = args.command
+    return command(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m proxy", description="A first-party relay for analytics events."
+    )
+    parser.set_defaults(command=_serve, config=None)  # no command: serve
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    config_help = f"the config file (default: ./{DEFAULT_CONFIG} if present, else the demo)"
+
+    serve = commands.add_parser("serve", help="run the relay (the default command)")
+    serve.add_argument("--config", metavar="FILE", help=config_help)
+    serve.set_defaults(command=_serve)
+
+    check = commands.add_parser("check-config", help="validate a config file and summarise it")
+    check.add_argument("file", metavar="FILE")
+    check.set_defaults(command=_check_config)
+
+    init = commands.add_parser("init", help="write a starter config with fresh keys")
+    init.add_argument("--path", default=str(DEFAULT_CONFIG), help="where (default: relay.toml)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.set_defaults(command=_init)
+
+    dead = commands.add_parser("dead-letters", help="list the events destinations gave up on")
+    dead.add_argument("--config", metavar="FILE", help=config_help)
+    dead.add_argument("--destination", metavar="NAME", help="only this destination")
+    dead.set_defaults(command=_dead_letters)
+
+    replay = commands.add_parser("replay", help="put a destination's dead letters back in line")
+    replay.add_argument("destination", metavar="DESTINATION")
+    replay.add_argument("--config", metavar="FILE", help=config_help)
+    replay.add_argument(
+        "--since",
+        metavar="WHEN",
+        type=_since_argument,
+        help="only those that failed since WHEN: ISO-8601 (UTC unless it says) or 30m, 2h, 7d",
+    )
+    replay.set_defaults(command=_replay)
+
+    test = commands.add_parser("test-destination", help="send a test event to one destination")
+    test.add_argument("name", metavar="NAME")
+    test.add_argument("--config", metavar="FILE", help=config_help)
+    test.set_defaults(command=_test_destination)
+    return parser
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = _settings(args.config, announce=True)
+    if settings is None:
+        return EXIT_INVALID
+    for warning in prefix_warnings(settings.server.prefix):
+        print(f"warning: {warning}", file=sys.stderr)
+    # Imported here: the server pulls in the whole app, which the other commands don't need.
+    from proxy.serve import run
+
+    run(settings)
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.file)
+    except ConfigError as error:
+        _print_errors(args.file, error)
+        return 1
+    print(f"{args.file}: valid")
+    print(_summary(settings))
+    for warning in prefix_warnings(settings.server.prefix):
+        print(f"warning: {warning}")
+    return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    try:
+        result = write_starter(path, force=args.force)
+    except FileExistsError:
+        print(f"{path} exists; pass --force to overwrite it", file=sys.stderr)
+        return 1
+    print(f"Wrote {path} (public routes under {result.prefix}). Before starting, export:")
+    print(f"  export BACKEND_WRITE_KEY={result.server_key}")
+    print(f"  export RELAY_ADMIN_TOKEN={result.admin_token}")
+    print("Then put your site's origin in [sources.web] and run:")
+    print(f"  python -m proxy serve --config {path}")
+    return 0
+
+
+def _dead_letters(args: argparse.Namespace) -> int:
+    settings = _settings(args.config)
+    if settings is None or not _known_destination(settings, args.destination):
+        return EXIT_INVALID
+    if not _spool_exists(settings):
+        print(f"No spool yet at {settings.spool.path}: nothing has failed.")
+        return 0
+    letters = asyncio.run(_read_dead_letters(settings, args.destination))
+    names = [args.destination] if args.destination else [d.name for d in settings.destinations]
+    names += sorted({letter.destination for letter in letters} - set(names))  # removed since
+    for name in names:
+        mine = [letter for letter in letters if letter.destination == name]
+        print(_dead_letter_report(name, mine))
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    settings = _settings(args.config)
+    if settings is None or not _known_destination(settings, args.destination):
+        return EXIT_INVALID
+    if not _spool_exists(settings):
+        print(f"No spool yet at {settings.spool.path}: nothing to replay.")
+        return 0
+    count = asyncio.run(_replay_dead_letters(settings, args.destination, args.since))
+    since = f" that failed since {_when(args.since)}" if args.since is not None else ""
+    print(f"Put {count} dead letter(s) of {args.destination}{since} back in line.")
+    return 0
+
+
+def _test_destination(args: argparse.Namespace) -> int:
+    settings = _settings(args.config)
+    if settings is None or not _known_destination(settings, args.name):
+        return EXIT_INVALID
+    from proxy.destinations.validate import test_destination
+
+    ok, text = asyncio.run(test_destination(settings, args.name))
+    print(text)
+    return 0 if ok else 1
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _settings(config: str | None, announce: bool = False) -> Settings | None:
+    """The settings to run with, or None after printing why the config is invalid."""
+    if config is None and not DEFAULT_CONFIG.is_file():
+        if announce:
+            print("No config file: running the demo (see `python -m proxy init`).", file=sys.stderr)
+        return demo_settings(Path.cwd())
+    path = DEFAULT_CONFIG if config is None else Path(config)
+    try:
+        settings = load_settings(path)
+    except ConfigError as error:
+        _print_errors(str(path), error)
+        return None
+    if announce:
+        print(f"Using {path}.", file=sys.stderr)
+    return settings
+
+
+def _print_errors(path: str, error: ConfigError) -> None:
+    count = len(error.errors)
+    print(f"{path} is not valid ({count} error{'s' if count != 1 else ''}):", file=sys.stderr)
+    for line in error.errors:
+        print(f"  {line}", file=sys.stderr)
+
+
+def _known_destination(settings: Settings, name: str | None) -> bool:
+    names = [destination.name for destination in settings.destinations]
+    if name is None or name in names:
+        return True
+    print(f'unknown destination "{name}" (configured: {", ".join(names)})', file=sys.stderr)
+    return False
+
+
+def _summary(settings: Settings) -> str:
+    server, spool = settings.server, settings.spool
+    sources = ", ".join(
+        f"{source.name} ({source.kind}{': ' + ' '.join(source.origins) if source.origins else ''})"
+        for source in settings.sources
+    )
+    destinations = ", ".join(f"{d.name} ({d.type})" for d in settings.destinations)
+    where = spool.path if spool.backend is SpoolBackend.SQLITE else spool.redis_url
+    rows = [
+        (
+            "listen",
+            f"{_address(server.listen_host, server.listen_port)}, prefix {server.prefix or '/'}",
+        ),
+        ("admin", _address(settings.admin.listen_host, settings.admin.listen_port)),
+        ("sources", sources or "none: no events can come in"),
+        ("destinations", destinations or "none: events are only stored"),
+        ("spool", f"{spool.backend} {where}, cap {spool.max_bytes / 1e9:g} GB"),
+    ]
+    return "\n".join(f"  {label:<13} {value}" for label, value in rows)
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _spool_exists(settings: Settings) -> bool:
+    """False when the SQLite file is missing: reading dead letters should not create a spool."""
+    return settings.spool.backend is not SpoolBackend.SQLITE or Path(settings.spool.path).exists()
+
+
+async def _read_dead_letters(settings: Settings, destination: str | None) -> list[DeadLetter]:
+    spool = await open_spool(settings.spool)
+    try:
+        return await spool.dead_letters(destination)
+    finally:
+        await spool.close()
+
+
+async def _replay_dead_letters(settings: Settings, destination: str, since: float | None) -> int:
+    spool = await open_spool(settings.spool)
+    try:
+        return await spool.replay(destination, since)
+    finally:
+        await spool.close()
+
+
+def _dead_letter_report(name: str, letters: list[DeadLetter]) -> str:
+    if not letters:
+        return f"{name}: no dead letters"
+    lines = [f"{name}: {len(letters)} dead letter{'s' if len(letters) != 1 else ''}"]
+    for letter in letters:
+        response = " ".join(letter.response.split())
+        response = response if len(response) <= 80 else response[:77] + "..."
+        lines.append(
+            f"  {_when(letter.failed_at)}  {letter.message_id}  {letter.reason}  {response}"
+        )
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+_DURATION = re.compile(r"(?:\d+[smhdw])+")
+_UNIT_SECS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(text: str, now: float) -> float:
+    """Epoch seconds from "2026-01-02T03:04:05Z" (naive means UTC) or a duration back from `now`."""
+    text = text.strip()
+    if _DURATION.fullmatch(text):
+        amounts = re.findall(r"(\d+)([smhdw])", text)
+        return now - sum(int(amount) * _UNIT_SECS[unit] for amount, unit in amounts)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f'"{text}" is neither an ISO-8601 time nor a duration such as 30m, 2h or 7d'
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _since_argument(text: str) -> float:
+    try:
+        return parse_since(text, time.time())
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None

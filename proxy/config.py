@@ -1,0 +1,634 @@
+"""Reads relay.toml into Settings: `${ENV}` references filled in, every section validated.
+
+Problems are collected, not raised one by one: a ConfigError lists each as "key.path: what is
+wrong", so one run shows everything to fix. Defaults live in settings.py, not here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import json
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
+
+from proxy.destinations import REGISTRY
+from proxy.events import EventType
+from proxy.settings import (
+    AdminSettings,
+    DestinationSettings,
+    GeoSettings,
+    PolicySettings,
+    Secret,
+    ServerSettings,
+    Settings,
+    SourceKind,
+    SourceSettings,
+    SpoolBackend,
+    SpoolSettings,
+)
+
+
+class ConfigError(Exception):
+    """The config cannot be used: `errors` has every problem found, one "key.path: message" each."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+class _Marker:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+_ABSENT = _Marker("absent")  # the key is not in the file
+_BAD = _Marker("bad")  # the value is unusable and its error is already recorded
+
+# Takes a converted value, returns it (perhaps normalised) or raises ValueError("what is wrong").
+Check = Callable[[Any], Any]
+
+
+def load_settings(path: str | Path, env: Mapping[str, str] = os.environ) -> Settings:
+    """Settings from the TOML file at `path`; file paths in it are relative to its folder."""
+    path = Path(path)
+    try:
+        with path.open("rb") as file:
+            data = tomllib.load(file)
+    except OSError as error:
+        raise ConfigError([f"{path}: cannot read the file ({error.strerror})"]) from error
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError([f"{path}: not valid TOML ({error})"]) from error
+    errors: list[str] = []
+    filled = _interpolate(data, "", env, errors)
+    assert isinstance(filled, dict)
+    settings = _settings(_Reader(filled, "", errors), path.resolve().parent)
+    if errors:
+        raise ConfigError(errors)
+    return settings
+
+
+def destination_settings(name: str, table: Mapping[str, Any]) -> DestinationSettings:
+    """One destination from its config table (which must hold `type`), e.g. for golden tests."""
+    errors: list[str] = []
+    destination = _destination(_Reader(table, _join("destinations", name), errors), name)
+    if errors or destination is None:
+        raise ConfigError(errors)
+    return destination
+
+
+def demo_settings(base_dir: Path) -> Settings:
+    """What the relay runs without a config: SQLite under base_dir, one browser source, debug."""
+    debug = REGISTRY["debug"]
+    return Settings(
+        spool=SpoolSettings(path=str(base_dir / "var/demo/spool.sqlite3")),
+        sources=(
+            SourceSettings(
+                name="demo",
+                kind=SourceKind.BROWSER,
+                write_key=Secret("demo_write_key"),
+                origins=("http://127.0.0.1:8080", "http://localhost:8080"),
+            ),
+        ),
+        destinations=(DestinationSettings(name="debug", type="debug", config=debug.config_type()),),
+        demo=True,
+    )
+
+
+# --- sections -------------------------------------------------------------------------------
+
+
+def _settings(root: _Reader, base_dir: Path) -> Settings:
+    settings = Settings(
+        server=_server(root.section("server")),
+        admin=_admin(root.section("admin")),
+        spool=_spool(root.section("spool"), base_dir),
+        geo=_geo(root.section("geo"), base_dir),
+        sources=_sources(root.section("sources")),
+        policy=_policy(root.section("policy")),
+        destinations=_destinations(root.section("destinations")),
+    )
+    root.done()
+    return settings
+
+
+def _server(r: _Reader) -> ServerSettings:
+    fields: dict[str, Any] = {}
+    _put_listen(r, fields)
+    r.put(fields, "prefix", str, _prefix)
+    proxies = r.read("trusted_proxies", tuple[str, ...])
+    if isinstance(proxies, tuple):
+        fields["trusted_proxies"] = _networks(r, proxies)
+    r.put(fields, "client_ip_header", str, _header_name)
+    r.put(fields, "test_page", bool)
+    r.put(fields, "max_body_bytes", int, _positive)
+    r.put(fields, "max_event_bytes", int, _positive)
+    r.put(fields, "shutdown_timeout_secs", float, _positive)
+    r.done()
+    server = ServerSettings(**fields)
+    if server.max_event_bytes > server.max_body_bytes:
+        r.error("max_event_bytes", f"must not exceed max_body_bytes ({server.max_body_bytes})")
+    return server
+
+
+def _admin(r: _Reader) -> AdminSettings:
+    fields: dict[str, Any] = {}
+    _put_listen(r, fields)
+    r.put(fields, "token", Secret)
+    r.done()
+    admin = AdminSettings(**fields)
+    if admin.token is None and not _is_loopback(admin.listen_host):
+        # The admin view shows event payloads and can replay them: never open without auth.
+        r.error("token", "required when admin.listen is not a loopback address")
+    return admin
+
+
+def _spool(r: _Reader, base_dir: Path) -> SpoolSettings:
+    fields: dict[str, Any] = {}
+    r.put(fields, "backend", SpoolBackend)
+    path = r.read("path", str)
+    if path is not _BAD:
+        fields["path"] = str(base_dir / (path if isinstance(path, str) else SpoolSettings().path))
+    r.put(fields, "redis_url", str, _redis_url)
+    r.put(fields, "max_bytes", int, _positive)
+    r.put(fields, "synchronous", Literal["full", "normal"])
+    r.put(fields, "retry_after_secs", int, _positive)
+    r.done()
+    return SpoolSettings(**fields)
+
+
+def _geo(r: _Reader, base_dir: Path) -> GeoSettings:
+    fields: dict[str, Any] = {}
+    for key in ("city_db", "country_db", "asn_db"):
+        value = r.read(key, str)
+        if isinstance(value, str):
+            file = base_dir / value
+            if file.is_file():
+                fields[key] = str(file)
+            else:
+                r.error(key, f"file not found: {file}")
+    r.done()
+    return GeoSettings(**fields)
+
+
+def _sources(r: _Reader) -> tuple[SourceSettings, ...]:
+    sources = tuple(
+        source for name, table in r.tables() if (source := _source(table, name)) is not None
+    )
+    owners: dict[str, str] = {}
+    for source in sources:
+        first = owners.setdefault(source.write_key.value, source.name)
+        if first != source.name:
+            here, there = (_join(_join(r.path, name), "write_key") for name in (source.name, first))
+            r.errors.append(f"{here}: same key as {there}; each source needs its own")
+    return sources
+
+
+def _source(r: _Reader, name: str) -> SourceSettings | None:
+    kind = r.required("kind", SourceKind)
+    write_key = r.required("write_key", Secret)
+    origins = r.read("origins", tuple[str, ...])
+    r.done()
+    if isinstance(write_key, Secret) and kind is SourceKind.SERVER and len(write_key.value) < 16:
+        # A server key may send revenue (server-only events): it must not be guessable.
+        r.error("write_key", "a server key must be at least 16 characters long")
+    if kind is SourceKind.SERVER and origins is not _ABSENT:
+        r.error("origins", "only browser sources take origins")
+    normalised: tuple[str, ...] = ()
+    if kind is SourceKind.BROWSER and isinstance(origins, tuple):
+        normalised = _origins(r, origins)
+    elif kind is SourceKind.BROWSER and origins is _ABSENT:
+        r.error(
+            "origins", 'a browser source needs its site\'s origins, e.g. ["https://shop.example"]'
+        )
+    if not isinstance(kind, SourceKind) or not isinstance(write_key, Secret):
+        return None
+    return SourceSettings(name=name, kind=kind, write_key=write_key, origins=normalised)
+
+
+def _policy(r: _Reader) -> PolicySettings:
+    fields: dict[str, Any] = {}
+    r.put(fields, "server_only_events", tuple[str, ...])
+    r.done()
+    return PolicySettings(**fields)
+
+
+def _destinations(r: _Reader) -> tuple[DestinationSettings, ...]:
+    return tuple(
+        destination
+        for name, table in r.tables()
+        if (destination := _destination(table, name)) is not None
+    )
+
+
+def _destination(r: _Reader, name: str) -> DestinationSettings | None:
+    type_name = r.required("type", str)
+    fields: dict[str, Any] = {}
+    for key in ("events", "exclude_events", "consent"):
+        r.put(fields, key, tuple[str, ...])
+    r.put(fields, "types", tuple[EventType, ...])
+    r.put(fields, "event_names", dict[str, str])
+    r.put(fields, "timeout_secs", float, _positive)
+    r.put(fields, "linger_ms", int, _at_least(0))
+    r.put(fields, "max_in_flight", int, _at_least(1))
+    r.put(fields, "max_attempts", int, _at_least(1))
+    r.put(fields, "backoff_base_secs", float, _positive)
+    r.put(fields, "backoff_max_secs", float, _positive)
+    if not _NAME.fullmatch(name):
+        r.error(None, 'a destination name may hold only letters, digits, "_" and "-"')
+    if not isinstance(type_name, str):
+        return None
+    adapter = REGISTRY.get(type_name)
+    if adapter is None:
+        known = ", ".join(sorted(REGISTRY))
+        r.error(
+            "type",
+            f'unknown type "{type_name}"{_did_you_mean(type_name, REGISTRY)} (known: {known})',
+        )
+        return None  # its other keys belong to a type we don't know: no unknown-key noise
+    config = _vendor_config(r, adapter.config_type, type_name)
+    r.done()
+    if config is _BAD:
+        return None
+    destination = DestinationSettings(name=name, type=type_name, config=config, **fields)
+    if destination.backoff_max_secs < destination.backoff_base_secs:
+        r.error("backoff_max_secs", "must not be less than backoff_base_secs")
+    try:
+        adapter(destination)  # adapters check what types cannot (a secret's format, a URL)
+    except ValueError as error:
+        _value_error(r, error)
+        return None
+    return destination
+
+
+def _vendor_config(r: _Reader, config_type: type[Any], type_name: str) -> Any:
+    """The adapter's own config dataclass, filled field by field from its type hints."""
+    hints = get_type_hints(config_type)
+    fields: dict[str, Any] = {}
+    complete = True
+    for field in dataclasses.fields(config_type):
+        if not field.init:
+            continue
+        value = r.read(field.name, hints[field.name])
+        required = field.default is dataclasses.MISSING and (
+            field.default_factory is dataclasses.MISSING
+        )
+        if value is _ABSENT and required:
+            r.error(field.name, f'missing; type "{type_name}" requires it')
+        if value is _BAD or (value is _ABSENT and required):
+            complete = False
+        elif value is not _ABSENT:
+            fields[field.name] = value
+    if not complete:
+        return _BAD
+    try:
+        return config_type(**fields)
+    except ValueError as error:
+        _value_error(r, error)
+        return _BAD
+
+
+def _value_error(r: _Reader, error: ValueError) -> None:
+    """Report a ValueError from a config_type's __post_init__ or an adapter's constructor.
+
+    A message "key: what is wrong" naming one of the table's keys is reported at that key.
+    """
+    key, separator, message = str(error).partition(": ")
+    if separator and key in r.table:
+        r.error(key, message)
+    else:
+        r.error(None, str(error))
+
+
+# --- values with their own syntax -------------------------------------------------------------
+
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_HOST_PORT = re.compile(
+    r"\[(?P<ip6>[0-9A-Fa-f:.]+)\]:(?P<port6>\d+)|(?P<host>[A-Za-z0-9.-]+):(?P<port>\d+)"
+)
+_PREFIX_SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
+
+
+def _put_listen(r: _Reader, fields: dict[str, Any]) -> None:
+    listen: dict[str, Any] = {}
+    r.put(listen, "listen", str, _host_port)
+    if "listen" in listen:
+        fields["listen_host"], fields["listen_port"] = listen["listen"]
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    """("::1", 8080) from "[::1]:8080", ("127.0.0.1", 8080) from "127.0.0.1:8080"."""
+    match = _HOST_PORT.fullmatch(text)
+    if match is not None and match["ip6"]:
+        try:
+            ipaddress.IPv6Address(match["ip6"])
+        except ValueError:
+            match = None
+    if match is None or int(match["port6"] or match["port"]) > 65535:
+        raise ValueError(f'expected "host:port", got "{text}"')
+    return match["ip6"] or match["host"], int(match["port6"] or match["port"])
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _prefix(text: str) -> str:
+    """ "/a/b", or "" for none: a trailing slash is dropped, a missing leading one is an error."""
+    prefix = text.rstrip("/")
+    if prefix == "":
+        return ""
+    if not prefix.startswith("/"):
+        raise ValueError(f'must start with "/", e.g. "/{prefix}"')
+    parts = prefix[1:].split("/")
+    if not all(_PREFIX_SEGMENT.fullmatch(part) and part not in (".", "..") for part in parts):
+        raise ValueError(
+            f'"{text}" may hold only letters, digits, "-", "_", "." and "~" between slashes'
+        )
+    return prefix
+
+
+def _networks(r: _Reader, texts: tuple[str, ...]) -> tuple[Any, ...]:
+    networks = []
+    for index, text in enumerate(texts):
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            r.error("trusted_proxies", f'"{text}" is not an IP network, e.g. "10.0.0.0/8"', index)
+    return tuple(networks)
+
+
+def _origins(r: _Reader, texts: tuple[str, ...]) -> tuple[str, ...]:
+    origins = []
+    for index, text in enumerate(texts):
+        try:
+            origins.append(_origin(text))
+        except ValueError as error:
+            r.error("origins", str(error), index)
+    return tuple(origins)
+
+
+def _origin(text: str) -> str:
+    """The origin as a browser sends it in the Origin header (lower case, no default port)."""
+    problem = f'"{text}" is not an origin: write scheme://host[:port], e.g. "https://shop.example"'
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port
+    except ValueError:
+        raise ValueError(problem) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or "*" in parts.netloc:
+        raise ValueError(problem)
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
+        raise ValueError(problem)
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    default_port = 443 if parts.scheme == "https" else 80
+    suffix = "" if port in (None, default_port) else f":{port}"
+    return f"{parts.scheme}://{host}{suffix}"
+
+
+def _header_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9-]+", value):
+        raise ValueError(f'"{value}" is not a header name, e.g. "X-Forwarded-For"')
+    return value
+
+
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise ValueError(f"must be greater than 0, got {value}")
+    return value
+
+
+def _at_least(minimum: int) -> Check:
+    def check(value: int) -> int:
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return check
+
+
+def _redis_url(value: str) -> str:
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError('expected a URL starting with "redis://", "rediss://" or "unix://"')
+    return value
+
+
+# --- reading tables ---------------------------------------------------------------------------
+
+
+class _Reader:
+    """One TOML table and its key path. Records errors instead of raising; knows the keys read."""
+
+    def __init__(self, table: Mapping[str, Any], path: str, errors: list[str]) -> None:
+        self.table = table
+        self.path = path
+        self.errors = errors
+        self.known: set[str] = set()
+
+    def error(self, key: str | None, message: str, index: int | None = None) -> None:
+        where = self.path if key is None else _join(self.path, key)
+        where += "" if index is None else f"[{index}]"
+        self.errors.append(f"{where}: {message}")
+
+    def read(self, key: str, hint: Any) -> Any:
+        """The value converted to `hint`, or _ABSENT, or _BAD (its error recorded)."""
+        self.known.add(key)
+        if key not in self.table:
+            return _ABSENT
+        return _convert(self.table[key], hint, _join(self.path, key), self.errors)
+
+    def required(self, key: str, hint: Any) -> Any:
+        value = self.read(key, hint)
+        if value is _ABSENT:
+            self.error(key, "missing; it is required")
+            return _BAD
+        return value
+
+    def put(self, fields: dict[str, Any], key: str, hint: Any, *checks: Check) -> None:
+        """Read `key` into `fields` when present and valid; absent keys keep the default."""
+        value = self.read(key, hint)
+        if value is _ABSENT or value is _BAD:
+            return
+        try:
+            for check in checks:
+                value = check(value)
+        except ValueError as error:
+            self.error(key, str(error))
+            return
+        fields[key] = value
+
+    def section(self, key: str) -> _Reader:
+        value = self.read(key, dict[str, Any])
+        return _Reader(value if isinstance(value, dict) else {}, _join(self.path, key), self.errors)
+
+    def tables(self) -> Iterator[tuple[str, _Reader]]:
+        """Each sub-table (e.g. every [sources.<name>]) with its name; other values are errors."""
+        for name, value in self.table.items():
+            self.known.add(name)
+            if isinstance(value, dict):
+                yield name, _Reader(value, _join(self.path, name), self.errors)
+            elif value is not _BAD:
+                self.error(name, f"expected a table, got {_shown(value)}")
+
+    def done(self) -> None:
+        """Report keys nobody read: typos should not be silently ignored."""
+        for key in self.table:
+            if key not in self.known:
+                self.error(key, f"unknown key{_did_you_mean(key, self.known)}")
+
+
+def _convert(value: Any, hint: Any, path: str, errors: list[str]) -> Any:
+    """`value` as the type `hint` names (str, int, float, bool, Secret, enums, Literal,
+    `X | None`, tuple[X, ...], dict[str, X]); on a mismatch, records an error and returns _BAD.
+    """
+    if value is _BAD or hint is Any:
+        return value
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        (inner,) = (arg for arg in args if arg is not type(None))  # TOML has no null
+        return _convert(value, inner, path, errors)
+    if origin is tuple and isinstance(value, list):
+        items = [_convert(item, args[0], f"{path}[{i}]", errors) for i, item in enumerate(value)]
+        return _BAD if _BAD in items else tuple(items)
+    if origin in (dict, Mapping) and isinstance(value, dict):
+        entries = {
+            key: _convert(item, args[1], _join(path, key), errors) for key, item in value.items()
+        }
+        return _BAD if _BAD in entries.values() else entries
+    if origin is Literal and value in args and isinstance(value, str):
+        return value
+    if isinstance(hint, type) and issubclass(hint, Enum) and isinstance(value, str):
+        choices = [member.value for member in hint]
+        if value in choices:
+            return hint(value)
+        hint_text = _did_you_mean(value, choices)
+        errors.append(f"{path}: expected {_expected(hint)}, got {_shown(value)}{hint_text}")
+        return _BAD
+    if hint is Secret and isinstance(value, str):
+        if value:
+            return Secret(value)
+        errors.append(f"{path}: is empty")
+        return _BAD
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint in (str, bool) and isinstance(value, hint):
+        return value
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    errors.append(f"{path}: expected {_expected(hint)}, got {_shown(value)}")
+    return _BAD
+
+
+def _expected(hint: Any) -> str:
+    """How an error names the type `hint`; raises TypeError for a type config cannot fill."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        inner = [arg for arg in args if arg is not type(None)]
+        if len(inner) != 1:
+            raise TypeError(f"a config field cannot be {hint!r}")
+        return _expected(inner[0])
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return f"a list of {_PLURALS.get(_expected(args[0]), 'values')}"
+    if origin in (dict, Mapping) and args == (str, Any):
+        return "a table"
+    if origin in (dict, Mapping) and args and args[0] is str:
+        return f"a table of {_PLURALS.get(_expected(args[1]), 'values')}"
+    if origin is Literal:
+        return "one of " + ", ".join(json.dumps(arg) for arg in args)
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return "one of " + ", ".join(json.dumps(member.value) for member in hint)
+    if hint in _NAMES:
+        return _NAMES[hint]
+    if hint is Any:
+        return "any value"
+    raise TypeError(f"a config field cannot be {hint!r}")
+
+
+_NAMES: dict[Any, str] = {
+    str: "a string",
+    Secret: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+}
+_PLURALS = {"a string": "strings", "an integer": "integers", "a number": "numbers"}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value if len(value) <= 40 else value[:37] + "...")
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    return f"a {type(value).__name__}"  # TOML dates and times
+
+
+def _did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def _join(path: str, key: str) -> str:
+    """A dotted key path, quoting keys that TOML would quote."""
+    part = key if _NAME.fullmatch(key) else json.dumps(key)
+    return f"{path}.{part}" if path else part
+
+
+# --- ${ENV} references ------------------------------------------------------------------------
+
+_REFERENCE = re.compile(r"\$(\$?)\{([^}]*)\}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _interpolate(value: Any, path: str, env: Mapping[str, str], errors: list[str]) -> Any:
+    """Every string with `${NAME}` filled from `env` (`$${` writes a literal `${`).
+
+    A value with a missing variable becomes _BAD, so it is reported once, here, with its key.
+    """
+    if isinstance(value, dict):
+        return {
+            key: _interpolate(item, _join(path, key), env, errors) for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_interpolate(item, f"{path}[{i}]", env, errors) for i, item in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+    problems: list[str] = []
+
+    def fill(match: re.Match[str]) -> str:
+        escaped, name = match[1], match[2]
+        if escaped:
+            return "${" + name + "}"
+        if not _ENV_NAME.fullmatch(name):
+            problems.append(f'"${{{name}}}" is not an environment variable reference')
+        elif name not in env:
+            problems.append(f"environment variable {name} is not set")
+        else:
+            return env[name]
+        return ""
+
+    filled = _REFERENCE.sub(fill, value)
+    errors.extend(f"{path}: {problem}" for problem in problems)
+    return _BAD if problems else filled

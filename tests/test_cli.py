@@ -1,0 +1,286 @@
+"""The command line: init's starter and prefix, check-config and serve exits, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import re
+import secrets
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from proxy.cli import main, parse_since
+from proxy.config import load_settings
+from proxy.destinations import REGISTRY
+from proxy.spool.base import Dead
+from proxy.spool.sqlite import SqliteSpool
+from proxy.starter import prefix_warnings, random_prefix, starter
+
+ROOT = Path(__file__).resolve().parents[1]
+# Words filter lists match in analytics paths (shared/testdata/filterlists/verdicts.md).
+AD_BLOCKER_WORDS = (
+    "ad", "analytic", "track", "collect", "pixel", "stat", "metric", "gtm", "gtag", "tag",
+    "beacon", "event", "log", "telemetry", "segment", "pageview", "insight", "count", "hit",
+)  # fmt: skip
+
+VALID = """
+[sources.web]
+kind = "browser"
+write_key = "pk_1"
+origins = ["https://shop.example"]
+
+[destinations.debug]
+type = "debug"
+"""
+
+
+def env_for(text: str) -> dict[str, str]:
+    """A value for every ${VAR} in the uncommented lines; whsec_ + base64 suits any secret."""
+    code = "\n".join(line.split("#")[0] for line in text.splitlines())
+    value = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    return {name: value for name in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", code)}
+
+
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "proxy", *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+# --- init ------------------------------------------------------------------------------------
+
+
+def test_init_writes_a_starter_that_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "relay.toml"
+
+    assert main(["init", "--path", str(path)]) == 0
+
+    text = path.read_text(encoding="utf-8")
+    env = env_for(text)
+    assert set(env) == {"BACKEND_WRITE_KEY", "RELAY_ADMIN_TOKEN"}
+    settings = load_settings(path, env)
+    web, backend = settings.sources
+    assert web.write_key.value.startswith("pk_")
+    assert backend.write_key.value == env["BACKEND_WRITE_KEY"]
+    assert [d.type for d in settings.destinations] == ["debug"]
+    out = capsys.readouterr().out
+    server_key = re.search(r"export BACKEND_WRITE_KEY=(\S+)", out)
+    assert server_key is not None
+    assert f"export BACKEND_WRITE_KEY={server_key[1]}" in text  # the file shows it too
+    assert settings.server.prefix in out
+
+
+def test_init_keys_are_fresh_each_time() -> None:
+    first, second = starter(), starter()
+
+    assert first.server_key != second.server_key
+    assert first.admin_token != second.admin_token
+    assert first.text != second.text
+
+
+def test_init_refuses_to_overwrite_without_force(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "relay.toml"
+    path.write_text("mine", encoding="utf-8")
+
+    assert main(["init", "--path", str(path)]) == 1
+    assert path.read_text(encoding="utf-8") == "mine"
+    assert "--force" in capsys.readouterr().err
+
+    assert main(["init", "--path", str(path), "--force"]) == 0
+    assert path.read_text(encoding="utf-8") != "mine"
+
+
+def test_starter_has_an_example_of_every_destination_type() -> None:
+    text = starter().text
+
+    for type_name in {*REGISTRY, "webhook", "ga4"}:
+        assert re.search(rf'^#? ?type = "{type_name}"$', text, re.MULTILINE), type_name
+
+
+@pytest.mark.parametrize("type_name", sorted(set(REGISTRY) - {"debug"}))
+def test_each_registered_example_loads_when_uncommented(tmp_path: Path, type_name: str) -> None:
+    text = uncomment_block(starter().text, f"# [destinations.{type_name}]")
+    path = tmp_path / "relay.toml"
+    path.write_text(text, encoding="utf-8")
+
+    settings = load_settings(path, env_for(text))
+
+    assert type_name in [d.type for d in settings.destinations]
+
+
+def uncomment_block(text: str, header: str) -> str:
+    lines = text.splitlines()
+    start = lines.index(header)
+    end = next((i for i in range(start, len(lines)) if not lines[i].strip()), len(lines))
+    lines[start:end] = [line.removeprefix("# ") for line in lines[start:end]]
+    return "\n".join(lines)
+
+
+def test_generated_prefixes_are_neutral() -> None:
+    for _ in range(200):
+        prefix = random_prefix()
+        segment = prefix.removeprefix("/")
+        assert prefix.startswith("/")
+        assert re.fullmatch(r"[a-z0-9]{6,9}", segment), prefix
+        assert len(segment) != 4
+        assert re.search(r"[a-z]", segment), prefix
+        assert re.search(r"[0-9]", segment), prefix
+        assert not [word for word in AD_BLOCKER_WORDS if word in segment], prefix
+        assert not prefix_warnings(prefix)
+
+
+def test_prefix_warnings() -> None:
+    assert prefix_warnings("") == []
+    assert prefix_warnings("/k7q2xz") == []
+    assert len(prefix_warnings("/abcd")) == 1
+    assert prefix_warnings("/shop/abcd") == []
+    assert "analytic" in prefix_warnings("/site/analytics")[0]
+    assert "metric" in prefix_warnings("/metrics")[0]
+
+
+# --- check-config and serve (real processes) -------------------------------------------------
+
+
+def test_check_config_valid(tmp_path: Path) -> None:
+    (tmp_path / "relay.toml").write_text(VALID, encoding="utf-8")
+
+    result = run_cli("check-config", "relay.toml", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert "relay.toml: valid" in result.stdout
+    assert "web (browser: https://shop.example)" in result.stdout
+    assert "debug (debug)" in result.stdout
+    assert str(tmp_path / "var/spool.sqlite3") in result.stdout
+
+
+def test_check_config_prints_every_error(tmp_path: Path) -> None:
+    text = VALID + 'timeout_secs = "slow"\n[server]\nlisten = "8080"\n[admin]\ntoken = "${NOPE}"\n'
+    (tmp_path / "relay.toml").write_text(text, encoding="utf-8")
+
+    result = run_cli("check-config", "relay.toml", cwd=tmp_path, env={"NOPE": ""})
+
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert lines[0] == "relay.toml is not valid (3 errors):"
+    assert lines[1:] == [
+        '  server.listen: expected "host:port", got "8080"',
+        "  admin.token: is empty",
+        '  destinations.debug.timeout_secs: expected a number, got "slow"',
+    ]
+
+
+def test_check_config_missing_file(tmp_path: Path) -> None:
+    result = run_cli("check-config", "nope.toml", cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert "nope.toml: cannot read the file" in result.stderr
+
+
+def test_serve_refuses_an_invalid_config(tmp_path: Path) -> None:
+    (tmp_path / "bad.toml").write_text('[server]\nlisten = "8080"\n', encoding="utf-8")
+
+    result = run_cli("serve", "--config", "bad.toml", cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert 'server.listen: expected "host:port", got "8080"' in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "var").exists()  # no spool was opened
+
+
+def test_serve_uses_relay_toml_in_the_current_folder(tmp_path: Path) -> None:
+    (tmp_path / "relay.toml").write_text("[spool]\nmax_bytes = 0\n", encoding="utf-8")
+
+    result = run_cli("serve", cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert "spool.max_bytes: must be greater than 0, got 0" in result.stderr
+
+
+# --- dead letters and replay -----------------------------------------------------------------
+
+
+def make_dead_letters(path: Path) -> None:
+    async def fill() -> None:
+        spool = await SqliteSpool.open(path, max_bytes=10**9, destinations=["debug"])
+        events = [
+            orjson.dumps({"type": "track", "event": "E", "messageId": f"m-{n}"}) for n in (1, 2)
+        ]
+        await spool.append(events)
+        claimed = await spool.claim("debug", 10, 0.0)
+        await spool.settle(
+            "debug",
+            done=[claimed[1].id],
+            dead=[Dead(claimed[0].id, "dead:http_400", '{"error":\n"bad"}')],
+        )
+        await spool.close()
+
+    asyncio.run(fill())
+
+
+def test_dead_letters_and_replay(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "relay.toml"
+    config.write_text(VALID, encoding="utf-8")
+    make_dead_letters(tmp_path / "var/spool.sqlite3")
+
+    assert main(["dead-letters", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "debug: 1 dead letter" in out
+    assert re.search(
+        r'\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ  m-1  dead:http_400  \{"error": "bad"\}', out
+    )
+
+    assert main(["replay", "debug", "--config", str(config), "--since", "1h"]) == 0
+    assert "Put 1 dead letter(s) of debug" in capsys.readouterr().out
+
+    assert main(["dead-letters", "--config", str(config), "--destination", "debug"]) == 0
+    assert capsys.readouterr().out.strip() == "debug: no dead letters"
+
+
+def test_replay_unknown_destination(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "relay.toml"
+    config.write_text(VALID, encoding="utf-8")
+
+    assert main(["replay", "debgu", "--config", str(config)]) == 2
+    assert 'unknown destination "debgu" (configured: debug)' in capsys.readouterr().err
+
+
+def test_dead_letters_without_a_spool_creates_none(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "relay.toml"
+    config.write_text(VALID, encoding="utf-8")
+
+    assert main(["dead-letters", "--config", str(config)]) == 0
+    assert "No spool yet" in capsys.readouterr().out
+    assert not (tmp_path / "var").exists()
+
+
+def test_parse_since() -> None:
+    now = 1_767_225_600.0
+
+    assert parse_since("30m", now) == now - 1800
+    assert parse_since("1h30m", now) == now - 5400
+    assert parse_since("7d", now) == now - 7 * 86400
+    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp()
+    assert parse_since("2026-01-02T03:04:05Z", now) == moment
+    assert parse_since("2026-01-02T03:04:05", now) == moment  # naive means UTC
+    with pytest.raises(ValueError, match="neither an ISO-8601 time nor a duration"):
+        parse_since("yesterday", now)
