@@ -1,0 +1,356 @@
+"""One delivery loop per destination: claim from the spool, filter, batch, send, classify, settle.
+
+Every claimed event is settled exactly once (done, retry or dead) with one final Outcome, unless
+the process stops mid-send; then the spool hands it out again after restart (at-least-once).
+A worker shares no lock with any other, so one slow vendor never holds up another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxy.clock import Clock
+from proxy.deliver.backoff import retry_delay
+from proxy.deliver.batching import split
+from proxy.deliver.client import Transport, TransportError
+from proxy.deliver.filters import screen
+from proxy.destinations.base import Destination, HttpRequest, HttpResponse, Result, Verdict
+from proxy.events import Event
+from proxy.outcomes import Outcome, Status
+from proxy.spool.base import Dead, Retry, Spool, Stored
+
+log = logging.getLogger(__name__)
+
+# An idle worker looks at the spool at least this often: dead letters replayed by another
+# process (the CLI) wake nothing in this one.
+IDLE_RECHECK_SECS = 1.0
+# How much of a vendor's answer a dead letter keeps for the operator.
+MAX_RESPONSE_CHARS = 2048
+KEEP_OUTCOMES = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    stored: Stored
+    event: Event
+
+
+class Worker:
+    """Delivers one destination's events. `start()` once; `stop(timeout)` at shutdown.
+
+    `outcomes` keeps the latest (messageId, Outcome) pairs and `counts` totals by outcome status
+    (plus "retry"), for tests and the admin view.
+    """
+
+    def __init__(
+        self,
+        destination: Destination[Any],
+        spool: Spool,
+        transport: Transport,
+        clock: Clock,
+        *,
+        rand: Callable[[], float] = random.random,
+        keep_outcomes: int = KEEP_OUTCOMES,
+    ) -> None:
+        self.destination = destination
+        self.name = destination.name
+        self.settings = destination.settings
+        self.spool = spool
+        self.transport = transport
+        self.clock = clock
+        self.outcomes: deque[tuple[str, Outcome]] = deque(maxlen=keep_outcomes)
+        self.counts: Counter[str] = Counter()
+        self._rand = rand
+        self._task: asyncio.Task[None] | None = None
+        self._batches: set[asyncio.Task[None]] = set()
+        self._max_in_flight = max(1, self.settings.max_in_flight)
+        self._requests = asyncio.Semaphore(self._max_in_flight)
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()  # a batch finished: a slot is free, a retry may be due
+        self._due_miss = False
+
+    def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError(f"worker {self.name!r} is already started")
+        self._task = asyncio.create_task(self._run(), name=f"deliver:{self.name}")
+
+    async def stop(self, timeout_secs: float) -> None:
+        """Stop claiming; let sends in flight finish within `timeout_secs`, then cancel them.
+
+        Events whose send was cancelled stay claimed, so the spool hands them out after restart.
+        """
+        self._stopping.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_secs
+        if self._task is not None:
+            await _finish([self._task], deadline - loop.time())
+        await _finish(list(self._batches), deadline - loop.time())
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self._step()
+            except Exception as error:
+                # A spool failure (disk, Redis away) or a bug: keep the worker alive, slowly.
+                log.exception(
+                    "Delivery loop failed; trying again.",
+                    extra={"destination": self.name, "error": repr(error)},
+                )
+                await _first_of([self._stopping.wait()], IDLE_RECHECK_SECS)
+
+    async def _step(self) -> None:
+        limits = self.destination.limits
+        max_in_flight = self._max_in_flight
+        while len(self._batches) >= max_in_flight and not self._stopping.is_set():
+            await self._wait_for_slot()
+        if self._stopping.is_set():
+            return
+        self._wake.clear()
+        want = limits.max_events * (max_in_flight - len(self._batches))
+        claimed = await self.spool.claim(self.name, want, self.clock.now())
+        if not claimed:
+            await self._idle()
+            return
+        self._due_miss = False
+        if len(claimed) < limits.max_events:
+            claimed += await self._linger(limits.max_events - len(claimed))
+        await self._dispatch(claimed)
+
+    async def _wait_for_slot(self) -> None:
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({*self._batches, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+
+    async def _idle(self) -> None:
+        """Wait for new events, a batch finishing, the next retry falling due, or the recheck."""
+        retry_at = await self.spool.next_retry_at(self.name)
+        delay = None if retry_at is None else retry_at - self.clock.now()
+        if delay is not None and delay <= 0:
+            if not self._due_miss:
+                # Due already (it fell due while we claimed): claim again at once, but only once,
+                # so a retry the spool will not hand out yet cannot make this loop spin.
+                self._due_miss = True
+                return
+        else:
+            self._due_miss = False
+        waits: list[Coroutine[Any, Any, Any]] = [
+            self.spool.wait_for_events(self.name),
+            self._wake.wait(),
+            self._stopping.wait(),
+        ]
+        if delay is not None and delay > 0:
+            waits.append(self.clock.sleep(delay))
+        await _first_of(waits, IDLE_RECHECK_SECS)
+
+    async def _linger(self, need: int) -> list[Stored]:
+        """Wait up to linger_ms for more events to fill the batch.
+
+        Linger trades latency for fewer requests; it is measured on the loop's clock, not the
+        injectable Clock, because it schedules no event, it only bounds a wait.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.linger_ms / 1000
+        more: list[Stored] = []
+        empty_wakes = 0
+        while need > 0 and empty_wakes < 2 and not self._stopping.is_set():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            waits = [self.spool.wait_for_events(self.name), self._stopping.wait()]
+            if not await _first_of(waits, remaining):
+                break
+            got = await self.spool.claim(self.name, need, self.clock.now())
+            # A wake left over from events already claimed brings nothing; a second one ends it.
+            empty_wakes = 0 if got else empty_wakes + 1
+            more += got
+            need -= len(got)
+        return more
+
+    # -- one claim: screen, batch, send -----------------------------------------------------
+
+    async def _dispatch(self, claimed: Sequence[Stored]) -> None:
+        now = self.clock.now()
+        ready: list[Claimed] = []
+        stopped = Settlement()
+        for stored in claimed:
+            event = Event(stored.raw)
+            try:
+                message_id = event.message_id
+                outcome = screen(event, self.destination, now)
+            except (KeyError, ValueError, TypeError):
+                # Ingest validates shape, so this is a stored event from an older or buggy writer.
+                stopped.add(stored, "", Outcome.dead("invalid"))
+                continue
+            if outcome is None:
+                ready.append(Claimed(stored, event))
+            else:
+                stopped.add(stored, message_id, outcome)
+        split_up = split(ready, self.destination.limits, lambda c: self.destination.size(c.event))
+        for item in split_up.too_large:
+            stopped.add(item.stored, item.event.message_id, Outcome.dead("too_large"))
+        if stopped:
+            await self._settle(stopped)
+        for batch in split_up.batches:
+            while len(self._batches) >= self._max_in_flight and not self._stopping.is_set():
+                await self._wait_for_slot()
+            if self._stopping.is_set():
+                return  # the rest stays claimed and is handed out again after restart
+            task = asyncio.create_task(self._deliver(batch), name=f"deliver:{self.name}:batch")
+            self._batches.add(task)
+            task.add_done_callback(self._batch_done)
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._batches.discard(task)
+        self._wake.set()
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error(
+                "Delivering a batch failed; its events wait for a restart.",
+                extra={"destination": self.name, "error": repr(error)},
+                exc_info=error,
+            )
+
+    async def _deliver(self, batch: list[Claimed]) -> None:
+        try:
+            requests = self.destination.build([c.event for c in batch], self.clock.now())
+        except Exception as error:
+            # A mapping bug must not wedge the batch: park it where an operator sees and replays it.
+            log.exception(
+                "Building requests failed.", extra={"destination": self.name, "error": repr(error)}
+            )
+            failed = Settlement()
+            for c in batch:
+                failed.add(c.stored, c.event.message_id, Outcome.dead("build_error"))
+            await self._settle(failed)
+            return
+        by_id: defaultdict[str, list[Claimed]] = defaultdict(list)
+        for item in batch:
+            by_id[item.event.message_id].append(item)
+        sends = []
+        for request in requests:
+            items = [c for mid in dict.fromkeys(request.event_ids) for c in by_id.pop(mid, [])]
+            sends.append(self._send(request, items))
+        failures = await asyncio.gather(*sends, return_exceptions=True)
+        if by_id:
+            # The adapter put these in no request (it should have said so in skip_reason).
+            unsent = Settlement()
+            for mid, items in by_id.items():
+                for c in items:
+                    unsent.add(c.stored, mid, Outcome.filtered("not_built"))
+            await self._settle(unsent)
+        for failure in failures:
+            if isinstance(failure, BaseException):
+                raise failure
+
+    async def _send(self, request: HttpRequest, items: list[Claimed]) -> None:
+        response: HttpResponse | None = None
+        async with self._requests:
+            try:
+                response = await self.transport.send(request, self.settings.timeout_secs)
+            except TransportError as error:
+                result = Result(Verdict.RETRY, error.reason)
+            else:
+                result = self.destination.classify(request, response, self.clock.now())
+        if result.verdict is not Verdict.DELIVERED or result.rejected:
+            log.warning(
+                "Delivery failed.",
+                extra={"destination": self.name, "error": result.reason, "events": len(items)},
+            )
+        await self._settle(self._settlement(result, _excerpt(response), items))
+
+    def _settlement(self, result: Result, answer: str, items: list[Claimed]) -> Settlement:
+        """What one request's Result means for each event it carried."""
+        settlement = Settlement()
+        now = self.clock.now()
+        for item in items:
+            mid, stored = item.event.message_id, item.stored
+            if result.verdict is Verdict.DELIVERED:
+                refused = result.rejected.get(mid)
+                outcome = (
+                    Outcome.delivered(result.reason) if refused is None else Outcome.dead(refused)
+                )
+                settlement.add(stored, mid, outcome, answer)
+            elif result.verdict is Verdict.REJECT:
+                settlement.add(stored, mid, Outcome.dead(result.reason), answer)
+            elif stored.attempts + 1 >= self.settings.max_attempts:
+                settlement.add(stored, mid, Outcome.dead("max_attempts"), answer or result.reason)
+            else:
+                delay = retry_delay(
+                    stored.attempts + 1,
+                    self.settings.backoff_base_secs,
+                    self.settings.backoff_max_secs,
+                    result.retry_after_secs,
+                    self._rand,
+                )
+                settlement.retry.append(Retry(stored.id, now + delay, result.reason))
+        return settlement
+
+    async def _settle(self, settlement: Settlement) -> None:
+        await self.spool.settle(
+            self.name, done=settlement.done, retry=settlement.retry, dead=settlement.dead
+        )
+        for message_id, outcome in settlement.outcomes:
+            self.outcomes.append((message_id, outcome))
+            self.counts[outcome.status] += 1
+        self.counts["retry"] += len(settlement.retry)
+
+
+@dataclass(slots=True)
+class Settlement:
+    """What to tell the spool about some claimed events, and the final Outcomes to record."""
+
+    done: list[str] = field(default_factory=list)
+    retry: list[Retry] = field(default_factory=list)
+    dead: list[Dead] = field(default_factory=list)
+    outcomes: list[tuple[str, Outcome]] = field(default_factory=list)
+
+    def add(self, stored: Stored, message_id: str, outcome: Outcome, answer: str = "") -> None:
+        if outcome.status is Status.DEAD:
+            self.dead.append(Dead(stored.id, outcome.reason, answer))
+        else:
+            self.done.append(stored.id)
+        self.outcomes.append((message_id, outcome))
+
+    def __bool__(self) -> bool:
+        return bool(self.done or self.retry or self.dead)
+
+
+def _excerpt(response: HttpResponse | None) -> str:
+    if response is None:
+        return ""
+    return response.body[: MAX_RESPONSE_CHARS * 4].decode("utf-8", "replace")[:MAX_RESPONSE_CHARS]
+
+
+async def _first_of(waits: Sequence[Coroutine[Any, Any, Any]], within_secs: float) -> bool:
+    """Run `waits` until one finishes (True) or `within_secs` pass (False); cancel the rest."""
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        done, _ = await asyncio.wait(
+            tasks, timeout=within_secs, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        task.result()  # a failing spool call surfaces here, not as a lost task exception
+    return bool(done)
+
+
+async def _finish(tasks: list[asyncio.Task[None]], within_secs: float) -> None:
+    """Wait for `tasks` up to `within_secs`, then cancel what is left and wait for that."""
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=max(0.0, within_secs))
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)

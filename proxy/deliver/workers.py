@@ -1,0 +1,50 @@
+"""Wiring: one Destination and one Worker per configured destination, started and stopped with the
+app (a cleanup_ctx). Workers share the spool and the HTTP session, nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from proxy.clock import Clock
+from proxy.deliver.client import HttpTransport, MemoryTransport, Transport
+from proxy.deliver.worker import Worker
+from proxy.destinations import REGISTRY
+from proxy.destinations.debug import Debug
+from proxy.keys import CLOCK, HTTP, SETTINGS, SPOOL, WORKERS
+from proxy.settings import DestinationSettings
+from proxy.spool.base import Spool
+
+log = logging.getLogger(__name__)
+
+
+def build_worker(
+    settings: DestinationSettings, spool: Spool, session: aiohttp.ClientSession, clock: Clock
+) -> Worker:
+    destination = REGISTRY[settings.type](settings)
+    transport: Transport
+    if isinstance(destination, Debug):
+        # debug:// requests stay in memory, where the demo page and the admin view read them.
+        transport = MemoryTransport(keep=destination.config.keep)
+    else:
+        transport = HttpTransport(session)
+    return Worker(destination, spool, transport, clock)
+
+
+async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: start every worker; at shutdown give sends in flight the configured bound."""
+    settings = app[SETTINGS]
+    workers = {
+        d.name: build_worker(d, app[SPOOL], app[HTTP], app[CLOCK]) for d in settings.destinations
+    }
+    app[WORKERS] = workers
+    for worker in workers.values():
+        worker.start()
+    log.info("Delivery started.", extra={"destinations": sorted(workers)})
+    yield
+    timeout = settings.server.shutdown_timeout_secs
+    await asyncio.gather(*(worker.stop(timeout) for worker in workers.values()))

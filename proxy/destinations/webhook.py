@@ -1,0 +1,102 @@
+"""Generic webhook: POSTs each batch as a JSON array of the stored wire-format events to one URL.
+
+Signed per Standard Webhooks v1 (shared/vendors/webhooks.md): the signature covers the exact bytes
+sent, so the body is spliced from the spool's bytes and never re-encoded.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from proxy.destinations.base import BatchLimits, Destination, HttpRequest
+from proxy.events import Event
+from proxy.settings import DestinationSettings, Secret
+
+SECRET_PREFIX = "whsec_"
+# Headers the signature depends on: a configured header of the same name (any case) is dropped.
+SIGNED_HEADERS = frozenset({"content-type", "webhook-id", "webhook-timestamp", "webhook-signature"})
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    url: str
+    secret: Secret  # `whsec_` + base64 of the key bytes
+    headers: dict[str, str] = field(default_factory=dict)  # extra headers, e.g. a gateway token
+
+    def __repr__(self) -> str:
+        # The URL's query and the extra headers' values may carry credentials.
+        parts = urlsplit(self.url)
+        host = parts.netloc.rpartition("@")[2]
+        return (
+            f"WebhookConfig(url='{parts.scheme}://{host}{parts.path}', "
+            f"secret={self.secret!r}, headers={sorted(self.headers)})"
+        )
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key of a `whsec_…` secret; unpadded base64 is accepted, as the reference does."""
+    encoded = secret.removeprefix(SECRET_PREFIX)
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except binascii.Error:
+        raise ValueError("secret: not a Standard Webhooks secret (whsec_ + base64)") from None
+    if not key:
+        raise ValueError("secret: empty")
+    return key
+
+
+def signature(key: bytes, webhook_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` value: `v1,` + base64 HMAC-SHA256 of "id.timestamp.body"."""
+    signed = f"{webhook_id}.{timestamp}.".encode() + body
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def batch_id(message_ids: Sequence[str]) -> str:
+    """A `webhook-id` that stays the same when the same batch is retried; never contains ".".
+
+    base64url has no "." in its alphabet; 27 characters (162 bits) like the spec's example.
+    """
+    digest = hashlib.sha256("\n".join(message_ids).encode()).digest()
+    return "msg_" + base64.urlsafe_b64encode(digest).decode()[:27]
+
+
+class Webhook(Destination[WebhookConfig]):
+    type = "webhook"
+    limits = BatchLimits(max_events=100, max_bytes=500_000)
+    config_type = WebhookConfig
+
+    def __init__(self, settings: DestinationSettings) -> None:
+        super().__init__(settings)
+        parts = urlsplit(self.config.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("url: must be an http:// or https:// URL with a host")
+        self._key = signing_key(self.config.secret.value)
+
+    def size(self, event: Event) -> int:
+        # One byte for the comma, one more so the array's two brackets fit inside the batcher's
+        # sum of sizes: n events take len + n + 1 bytes, at most len + 2n.
+        return len(event.raw) + 2
+
+    def build(self, events: Sequence[Event], now: float) -> list[HttpRequest]:
+        body = b"[" + b",".join(event.raw for event in events) + b"]"
+        ids = tuple(event.message_id for event in events)
+        webhook_id = batch_id(ids)
+        timestamp = int(now)
+        headers = {
+            **{k: v for k, v in self.config.headers.items() if k.lower() not in SIGNED_HEADERS},
+            "Content-Type": "application/json",
+            "webhook-id": webhook_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signature(self._key, webhook_id, timestamp, body),
+        }
+        return [HttpRequest("POST", self.config.url, headers, body, ids)]
+
+    # classify(): the default table is the spec's (webhooks.md §4): 2xx delivered; 408, 429 and
+    # 5xx retry with Retry-After; 410 (endpoint gone), 3xx (no redirects) and other 4xx reject.

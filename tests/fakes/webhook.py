@@ -1,0 +1,89 @@
+"""A Standard Webhooks receiver (shared/vendors/webhooks.md §3) on FakeVendor for behaviour tests.
+
+It verifies what a real consumer would: all three headers present, the timestamp within ±5
+minutes of its clock, a `v1` signature matching in constant time; otherwise it answers 401.
+Scripted answers (`answer()`) bypass the check, as FakeVendor's script always does.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import time
+from collections.abc import Callable, Mapping
+
+import orjson
+
+from tests.fakes.vendor import Answer, FakeVendor, Recorded
+
+TOLERANCE_SECS = 300
+PATH = "/hooks/analytics"
+
+
+def verify(
+    secret: str, headers: Mapping[str, str], body: bytes, now: float, tolerance: float = 300
+) -> str | None:
+    """None when the request is authentic, else why not."""
+    lower = {name.lower(): value for name, value in headers.items()}
+    msg_id = lower.get("webhook-id")
+    stamp = lower.get("webhook-timestamp")
+    signatures = lower.get("webhook-signature")
+    if not msg_id or not stamp or not signatures:
+        return "missing header"
+    try:
+        sent_at = int(stamp)
+    except ValueError:
+        return "bad timestamp"
+    if sent_at < now - tolerance:
+        return "too old"
+    if sent_at > now + tolerance:
+        return "too new"
+    encoded = secret.removeprefix("whsec_")
+    try:
+        key = base64.b64decode(encoded + "==")
+    except binascii.Error:
+        return "bad secret"
+    expected = hmac.new(key, f"{msg_id}.{stamp}.".encode() + body, hashlib.sha256).digest()
+    for entry in signatures.split(" "):
+        version, _, value = entry.partition(",")
+        if version != "v1":
+            continue  # other versions (v1a: ed25519) are not ours to check
+        try:
+            candidate = base64.b64decode(value, validate=True)
+        except binascii.Error:
+            continue
+        if hmac.compare_digest(candidate, expected):
+            return None
+    return "no matching signature"
+
+
+class FakeWebhookReceiver(FakeVendor):
+    """`url` (after `start()`) is the endpoint; `message_ids` are the events it accepted."""
+
+    def __init__(self, secret: str, now: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self.secret = secret
+        self.now = now
+        self.status = 204
+        self.message_ids: list[str] = []
+        self.webhook_ids: list[str] = []
+        self.route(PATH, self._receive)
+
+    async def start(self) -> FakeWebhookReceiver:
+        await super().start()
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        return self.url + PATH
+
+    def _receive(self, request: Recorded) -> Answer:
+        problem = verify(self.secret, request.headers, request.body, self.now(), TOLERANCE_SECS)
+        if problem is not None:
+            return Answer(401, orjson.dumps({"error": problem}))
+        events = request.json()
+        self.webhook_ids.extend(v for k, v in request.headers.items() if k.lower() == "webhook-id")
+        self.message_ids.extend(str(event["messageId"]) for event in events)
+        return Answer(self.status)
