@@ -1,0 +1,97 @@
+"""The page at the public root: what is running, a curl command that sends a first event, and in the
+demo the spool path and what the debug destination was sent. Server keys never appear (browser
+keys are public anyway); event bodies appear only in the demo, where the events are the user's own.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable
+from html import escape
+
+import orjson
+from aiohttp import web
+
+from proxy.deliver.client import MemoryTransport
+from proxy.keys import SETTINGS, WORKERS
+from proxy.settings import Settings, SourceKind
+
+SHOW_REQUESTS = 10
+MAX_BODY_CHARS = 4000
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Analytics relay</title>
+<style>body{{font:15px/1.5 system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem}}
+pre{{background:#f4f4f4;padding:.75rem;overflow-x:auto;white-space:pre-wrap}}</style></head>
+<body><h1>The relay is running</h1>
+<h2>Sources</h2><ul>{sources}</ul>
+<h2>Destinations</h2><ul>{destinations}</ul>
+<h2>Spool</h2><p>{spool}</p>
+<h2>Send a first event</h2><pre>{curl}</pre>
+{kept}</body></html>
+"""
+
+
+async def demo_page(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    base = f"{request.scheme}://{request.host}{settings.server.prefix.rstrip('/')}"
+    page = PAGE.format(
+        sources=_items(f"{s.name} ({s.kind})" for s in settings.sources),
+        destinations=_items(f"{d.name} ({d.type})" for d in settings.destinations),
+        spool=escape(_spool(settings)),
+        curl=escape(curl_command(base, settings)),
+        kept=_kept_requests(request.app) if settings.demo else "",
+    )
+    return web.Response(text=page, content_type="text/html")
+
+
+def curl_command(base_url: str, settings: Settings) -> str:
+    """A copy-pasteable first event, sent with the first browser source's (public) key."""
+    keys = [s.write_key.value for s in settings.sources if s.kind is SourceKind.BROWSER]
+    key = keys[0] if keys else "YOUR_WRITE_KEY"
+    event = {"event": "Hello Relay", "anonymousId": "curl-1", "properties": {"from": "curl"}}
+    return " ".join(
+        [
+            "curl -i -X POST",
+            shlex.quote(f"{base_url}/v1/track"),
+            "-u",
+            shlex.quote(f"{key}:"),
+            "-H 'Content-Type: application/json'",
+            "-d",
+            shlex.quote(orjson.dumps(event).decode()),
+        ]
+    )
+
+
+def _spool(settings: Settings) -> str:
+    spool = settings.spool
+    where = f" at {spool.path}" if settings.demo and spool.backend == "sqlite" else ""
+    return f"{spool.backend}{where}"
+
+
+def _items(texts: Iterable[str]) -> str:
+    return "".join(f"<li>{escape(text)}</li>" for text in texts) or "<li>none</li>"
+
+
+def _kept_requests(app: web.Application) -> str:
+    """The newest requests each debug destination kept (MemoryTransport), newest first."""
+    parts = []
+    for name, worker in sorted(app.get(WORKERS, {}).items()):
+        transport = worker.transport
+        if not isinstance(transport, MemoryTransport):
+            continue
+        kept = list(transport.requests)[-SHOW_REQUESTS:][::-1]
+        bodies = "".join(f"<pre>{escape(_pretty(r.body))}</pre>" for r in kept)
+        parts.append(
+            f"<h2>Sent to {escape(name)} (newest first)</h2>"
+            + (bodies or "<p>Nothing yet: send the event above, then reload.</p>")
+        )
+    return "".join(parts)
+
+
+def _pretty(body: bytes) -> str:
+    try:
+        text = orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2).decode()
+    except orjson.JSONDecodeError:
+        text = body.decode("utf-8", "replace")
+    return text if len(text) <= MAX_BODY_CHARS else text[:MAX_BODY_CHARS] + "\n…"

@@ -1,0 +1,228 @@
+"""One event's way into the spool: validate -> policy -> normalise -> enrich -> encode, as plain
+functions of (event, request facts, settings) so each stage can be timed on its own.
+
+What a stored event carries besides the client's message: `messageId` (kept, else `relay-<uuid4>`;
+numeric ids become strings), `receivedAt` (relay clock), `timestamp` (skew-corrected, always
+ISO-8601 UTC with ms), `originalTimestamp` (the client's timestamp as sent), `sentAt` (the
+event's or the batch envelope's), `_relay: {"source": "<source name>"}` (set by the relay only; a
+client's `_relay` is overwritten), and no `writeKey`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from proxy.events import EventType, format_time, parse_time
+from proxy.ingest.auth import ServerOnly, refuse_server_only
+from proxy.settings import Settings, SourceSettings
+
+JSON = dict[str, Any]
+
+EVENT_TYPES = frozenset(kind.value for kind in EventType)
+OBJECT_FIELDS = ("properties", "traits", "context", "integrations")
+ID_FIELDS = ("userId", "anonymousId", "messageId", "groupId", "previousId")
+TIME_FIELDS = ("timestamp", "originalTimestamp", "sentAt")
+NAME_FIELDS = ("name", "category")  # page and screen
+MAX_MESSAGE_ID_CHARS = 99  # Segment: messageId must be shorter than 100 characters
+RELAY_FIELD = "_relay"
+ABSENT = (None, "")  # an id that is missing or empty
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What the request (not the body) says about every event in it."""
+
+    received_at: datetime
+    received_at_iso: str
+    ip: str | None
+    user_agent: str | None
+    origin: str | None
+    source: SourceSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What a batch envelope lends each of its messages (the message's own values win)."""
+
+    context: JSON | None = None
+    integrations: JSON | None = None
+    sent_at: str | None = None
+
+
+NO_ENVELOPE = Envelope()
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    code: str
+    message: str
+    status: int = 400  # the answer when this is the request's only event
+
+
+def process(
+    event: object,
+    route_type: str | None,
+    envelope: Envelope,
+    facts: RequestFacts,
+    settings: Settings,
+    server_only: ServerOnly,
+) -> bytes | Rejection:
+    """Every stage in order: the bytes to spool, or why the event is refused."""
+    rejection = validate(event, route_type)
+    if rejection is not None:
+        return rejection
+    assert isinstance(event, dict)  # validate() checked it; this narrows the type
+    event_type: str = route_type or event["type"]
+    refused = refuse_server_only(event, event_type, facts.source, server_only)
+    if refused is not None:
+        return Rejection("server_only_event", refused, 403)
+    normalise(event, event_type, envelope, facts)
+    enrich(event, facts, settings)
+    return encode(event, settings.server.max_event_bytes)
+
+
+def validate(event: object, route_type: str | None) -> Rejection | None:
+    """The first thing wrong with the event's shape, or None. Does not change the event."""
+    if not isinstance(event, dict):
+        return Rejection("not_an_object", f"an event must be a JSON object, not {_kind(event)}")
+    kind = event.get("type")
+    if route_type is not None:
+        if kind is not None and kind != route_type:
+            return Rejection(
+                "type_mismatch", f"type {_short(kind)} does not match the {route_type} route"
+            )
+        kind = route_type
+    elif kind is None:
+        return Rejection("type_missing", "the event has no type")
+    elif not isinstance(kind, str) or kind not in EVENT_TYPES:
+        return Rejection("type_unknown", f"type {_short(kind)} is not one of {sorted(EVENT_TYPES)}")
+    for field in OBJECT_FIELDS:
+        value = event.get(field)
+        if value is not None and not isinstance(value, dict):
+            return _wrong_type(field, "an object", value)
+    for field in ID_FIELDS:
+        value = event.get(field)
+        if value is not None and not isinstance(value, str) and type(value) is not int:
+            return _wrong_type(field, "a string", value)
+    for field in TIME_FIELDS:
+        value = event.get(field)
+        if value is not None and not isinstance(value, str):
+            return _wrong_type(field, "an ISO-8601 string", value)
+    message_id = event.get("messageId")
+    if isinstance(message_id, str) and len(message_id) > MAX_MESSAGE_ID_CHARS:
+        return Rejection("message_id_too_long", "messageId must be shorter than 100 characters")
+    return _validate_type_fields(event, kind)
+
+
+def _validate_type_fields(event: JSON, kind: str) -> Rejection | None:
+    if kind == "track":
+        name = event.get("event")
+        if name is not None and not isinstance(name, str):
+            return _wrong_type("event", "a string", name)
+        if not name:
+            return Rejection("event_missing", "a track event needs an event name (`event`)")
+    elif kind in ("page", "screen"):
+        for field in NAME_FIELDS:
+            value = event.get(field)
+            if value is not None and not isinstance(value, str):
+                return _wrong_type(field, "a string", value)
+    if kind == "alias":
+        if event.get("previousId") in ABSENT:
+            return Rejection("previous_id_missing", "an alias event needs previousId")
+        if event.get("userId") in ABSENT:
+            return Rejection("user_id_missing", "an alias event needs userId")
+    elif event.get("userId") in ABSENT and event.get("anonymousId") in ABSENT:
+        return Rejection("no_user_anon_id", "the event needs a userId or an anonymousId")
+    if kind == "group" and event.get("groupId") in ABSENT:
+        return Rejection("group_id_missing", "a group event needs groupId")
+    return None
+
+
+def normalise(event: JSON, event_type: str, envelope: Envelope, facts: RequestFacts) -> None:
+    """Fill in what the relay owns: ids, envelope fields, receivedAt, skew-corrected timestamp."""
+    event["type"] = event_type
+    event.pop("writeKey", None)
+    for field in ID_FIELDS:
+        value = event.get(field)
+        if type(value) is int:
+            event[field] = str(value)
+    if not event.get("messageId"):
+        event["messageId"] = f"relay-{uuid.uuid4()}"
+    # Copies, never the envelope's dict itself: enrichment may change one event's context.
+    if envelope.context is not None:
+        event["context"] = {**envelope.context, **(event.get("context") or {})}
+    if envelope.integrations is not None:
+        event["integrations"] = {**envelope.integrations, **(event.get("integrations") or {})}
+    sent_at = event.get("sentAt") or envelope.sent_at
+    if sent_at:
+        event["sentAt"] = sent_at
+    event["receivedAt"] = facts.received_at_iso
+    event["timestamp"] = corrected_timestamp(event, sent_at, facts)
+    event[RELAY_FIELD] = {"source": facts.source.name}
+
+
+def corrected_timestamp(event: JSON, sent_at: str | None, facts: RequestFacts) -> str:
+    """Segment's skew rule: receivedAt - (sentAt - timestamp), so a client's wrong clock cancels.
+
+    Without a usable sentAt the client's time is kept; without a usable client time, receivedAt.
+    """
+    client = event.get("timestamp")
+    if client and event.get("originalTimestamp") is None:
+        event["originalTimestamp"] = client
+    happened = parse_time(client or event.get("originalTimestamp"))
+    if happened is None:
+        return facts.received_at_iso
+    sent = parse_time(sent_at)
+    try:
+        if sent is not None:
+            happened = facts.received_at - (sent - happened)
+        return format_time(happened)
+    except (OverflowError, ValueError):
+        # Dates near year 1 or 9999 leave datetime's range: the relay's clock is the best guess.
+        return facts.received_at_iso
+
+
+def enrich(event: JSON, facts: RequestFacts, settings: Settings) -> None:
+    """Enrichment hook (client IP, geo, user agent, campaign, consent): a later issue fills it."""
+
+
+def encode(event: JSON, max_bytes: int) -> bytes | Rejection:
+    """The event as stored: encoded once, and refused when larger than `max_bytes`."""
+    try:
+        raw = orjson.dumps(event)
+    except orjson.JSONEncodeError:
+        # orjson reads JSON nested 1024 deep but writes only 254 levels.
+        return Rejection("too_deep", "the event nests objects or arrays too deeply")
+    if len(raw) > max_bytes:
+        return Rejection(
+            "too_large", f"the event is {len(raw)} bytes; the limit is {max_bytes}", 413
+        )
+    return raw
+
+
+def _wrong_type(field: str, expected: str, value: object) -> Rejection:
+    return Rejection("invalid_field", f"{field} must be {expected}, not {_kind(value)}")
+
+
+def _short(value: object) -> str:
+    """A value for an error message, cut so a huge field cannot make a huge answer."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _kind(value: object) -> str:
+    """A JSON value's type, in JSON's words."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"

@@ -1,0 +1,187 @@
+"""The Segment HTTP Tracking API under the public prefix: `v1/<type>`, analytics.js's one-letter
+routes, `v1/batch|b|import`, and `v1/m` (analytics.js metrics: answered, not kept).
+
+A 200 means every accepted event is committed to the spool. A batch keeps its good events and
+lists the others; a single-event request with a bad event gets the event's 4xx.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import Any
+
+from aiohttp import web
+
+from proxy.clock import Clock
+from proxy.enrich.ip import client_ip
+from proxy.events import format_time
+from proxy.ingest.auth import ServerOnly, Sources
+from proxy.ingest.common import (
+    JSON_TYPE,
+    Handler,
+    IngestError,
+    check_content_type,
+    decode_object,
+    guarded,
+    json_response,
+    read_body,
+)
+from proxy.ingest.cors import Cors
+from proxy.ingest.pipeline import NO_ENVELOPE, Envelope, Rejection, RequestFacts, process
+from proxy.keys import SPOOL
+from proxy.settings import Settings
+from proxy.spool.base import SpoolFull, SpoolUnavailable
+
+log = logging.getLogger(__name__)
+
+SINGLE_ROUTES = {
+    "track": "track",
+    "identify": "identify",
+    "page": "page",
+    "screen": "screen",
+    "group": "group",
+    "alias": "alias",
+    # analytics.js posts to the first letter of the type (segment.md section 1).
+    "t": "track",
+    "i": "identify",
+    "p": "page",
+    "s": "screen",
+    "g": "group",
+    "a": "alias",
+}
+BATCH_ROUTES = ("batch", "b", "import")
+# Segment's own cap on events per batch (segment.md section 3).
+MAX_BATCH_EVENTS = 2500
+SUCCESS_BODY = b'{"success":true}'
+
+
+class SegmentApi:
+    def __init__(self, settings: Settings, clock: Clock) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.sources = Sources(settings.sources)
+        self.cors = Cors(settings.sources)
+        self.server_only = ServerOnly(settings.policy.server_only_events)
+        server = settings.server
+        self.event_limit = min(server.max_event_bytes, server.max_body_bytes)
+
+    def routes(self, prefix: str) -> list[web.RouteDef]:
+        """POST and OPTIONS (CORS preflight) for every route, under `prefix`."""
+        grant = self.cors.grant
+        endpoints: dict[str, Handler] = {"m": guarded(_metrics, grant)}
+        for name, kind in SINGLE_ROUTES.items():
+            endpoints[name] = guarded(partial(self.ingest, route_type=kind), grant)
+        for name in BATCH_ROUTES:
+            endpoints[name] = guarded(partial(self.ingest, route_type=None), grant)
+        routes = []
+        for name, handler in endpoints.items():
+            path = f"{prefix}/v1/{name}"
+            routes += [web.post(path, handler), web.options(path, self.cors.preflight)]
+        return routes
+
+    async def ingest(self, request: web.Request, route_type: str | None) -> web.StreamResponse:
+        """One request: `route_type` is the single event's type, or None for a batch."""
+        server = self.settings.server
+        check_content_type(request)
+        limit = server.max_body_bytes if route_type is None else self.event_limit
+        data = decode_object(await read_body(request, limit))
+        headers = request.headers
+        origin = headers.get("Origin")
+        source = self.sources.authenticate(
+            headers.get("Authorization"), data.get("writeKey"), origin
+        )
+        events, envelope = unpack_batch(data) if route_type is None else ([data], NO_ENVELOPE)
+        now = self.clock.utcnow()
+        facts = RequestFacts(
+            received_at=now,
+            received_at_iso=format_time(now),
+            ip=self._client_ip(request),
+            user_agent=headers.get("User-Agent"),
+            origin=origin,
+            source=source,
+        )
+        accepted: list[bytes] = []
+        rejected: list[dict[str, Any]] = []
+        for index, event in enumerate(events):
+            message_id = event.get("messageId") if isinstance(event, dict) else None
+            outcome = process(event, route_type, envelope, facts, self.settings, self.server_only)
+            if not isinstance(outcome, Rejection):
+                accepted.append(outcome)
+            elif route_type is not None:
+                raise IngestError(outcome.status, outcome.code, outcome.message)
+            else:
+                rejected.append(
+                    {
+                        "index": index,
+                        "messageId": message_id if isinstance(message_id, str) else None,
+                        "code": outcome.code,
+                        "message": outcome.message,
+                    }
+                )
+        if not accepted:
+            raise IngestError(
+                400, "no_valid_events", "no event in the batch was accepted", rejected=rejected
+            )
+        # The durable commit: the answer says yes only after this returns.
+        try:
+            await request.app[SPOOL].append(accepted)
+        except SpoolFull:
+            raise IngestError(
+                503,
+                "spool_full",
+                "the relay's spool is full; retry later",
+                retry_after_secs=self.settings.spool.retry_after_secs,
+            ) from None
+        except SpoolUnavailable as error:
+            log.warning("Spool refused a write.", extra={"error": str(error)})
+            raise IngestError(
+                503,
+                "spool_unavailable",
+                "the relay cannot store events right now; retry later",
+                retry_after_secs=self.settings.spool.retry_after_secs,
+            ) from None
+        if rejected:
+            return json_response({"success": True, "accepted": len(accepted), "rejected": rejected})
+        return web.Response(body=SUCCESS_BODY, content_type=JSON_TYPE)
+
+    def _client_ip(self, request: web.Request) -> str | None:
+        """The user's address: forwarding headers count only from trusted proxies."""
+        peer = request.remote
+        if peer is None:
+            return None
+        server = self.settings.server
+        return client_ip(peer, request.headers, server.trusted_proxies, server.client_ip_header)
+
+
+def unpack_batch(data: dict[str, Any]) -> tuple[list[Any], Envelope]:
+    """The events of a batch envelope and what the envelope lends them."""
+    batch = data.get("batch")
+    if batch is None:
+        raise IngestError(400, "invalid_batch", "the body has no batch (a list of events)")
+    if not isinstance(batch, list):
+        raise IngestError(400, "invalid_batch", "batch must be a list of events")
+    if not batch:
+        raise IngestError(400, "empty_batch", "the batch has no events")
+    if len(batch) > MAX_BATCH_EVENTS:
+        raise IngestError(
+            400, "too_many_events", f"a batch holds at most {MAX_BATCH_EVENTS} events"
+        )
+    context = data.get("context")
+    integrations = data.get("integrations")
+    sent_at = data.get("sentAt")
+    for field, value, ok in (
+        ("context", context, isinstance(context, dict)),
+        ("integrations", integrations, isinstance(integrations, dict)),
+        ("sentAt", sent_at, isinstance(sent_at, str)),
+    ):
+        if value is not None and not ok:
+            raise IngestError(
+                400, "invalid_field", f"the batch envelope's {field} has the wrong type"
+            )
+    return batch, Envelope(context, integrations, sent_at)
+
+
+async def _metrics(request: web.Request) -> web.StreamResponse:
+    """analytics.js reports its own delivery metrics here; there is nothing to keep."""
+    return web.Response(body=SUCCESS_BODY, content_type=JSON_TYPE)

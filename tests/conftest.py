@@ -1,0 +1,89 @@
+"""Shared fixtures: Settings for a test relay (SQLite spool in tmp_path, browser source "web" with
+key pk_test, server source "backend" with key sk_test) and that relay on a real 127.0.0.1 port."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from pytest_aiohttp import AiohttpServer
+
+from proxy.app import create_app
+from proxy.clock import Clock
+from proxy.settings import Secret, Settings, SourceKind, SourceSettings, SpoolSettings
+from proxy.spool import open_spool
+from proxy.spool.base import Spool
+
+WEB_KEY = "pk_test"
+SERVER_KEY = "sk_test"
+WEB_ORIGIN = "https://shop.example"
+# A destination no worker delivers: tests claim from it to see exactly what ingest spooled.
+PROBE = "probe"
+
+SettingsFactory = Callable[..., Settings]
+
+
+@dataclass
+class RelayServer:
+    url: str  # the public base URL, prefix included, no trailing slash
+    app: web.Application
+    probe: Spool
+
+    async def spooled(self) -> list[dict[str, Any]]:
+        """Events spooled since the last call, oldest first, as stored."""
+        stored = await self.probe.claim(PROBE, 100_000, time.time())
+        return [orjson.loads(item.raw) for item in stored]
+
+
+RelayFactory = Callable[..., Awaitable[RelayServer]]
+
+
+@pytest.fixture
+def settings_factory(tmp_path: Path) -> SettingsFactory:
+    """`settings_factory(**overrides)`: the test Settings with top-level fields replaced."""
+
+    def make(**overrides: Any) -> Settings:
+        settings = Settings(
+            spool=SpoolSettings(path=str(tmp_path / "spool.sqlite3"), synchronous="normal"),
+            sources=(
+                SourceSettings("web", SourceKind.BROWSER, Secret(WEB_KEY), (WEB_ORIGIN,)),
+                SourceSettings("backend", SourceKind.SERVER, Secret(SERVER_KEY)),
+            ),
+        )
+        return dataclasses.replace(settings, **overrides)
+
+    return make
+
+
+@pytest.fixture
+async def relay_factory(
+    aiohttp_server: AiohttpServer, settings_factory: SettingsFactory
+) -> AsyncIterator[RelayFactory]:
+    """`await relay_factory(settings=None, clock=None)`: create_app served on 127.0.0.1."""
+    probes: list[Spool] = []
+
+    async def start(settings: Settings | None = None, clock: Clock | None = None) -> RelayServer:
+        settings = settings or settings_factory()
+        app = create_app(settings, clock)
+        # As serve.py runs it: ingest, not aiohttp, decodes request bodies.
+        server = await aiohttp_server(app, auto_decompress=False)
+        probe = await open_spool(settings.spool, destinations=(PROBE,))
+        probes.append(probe)
+        url = str(server.make_url(settings.server.prefix)).rstrip("/")
+        return RelayServer(url, app, probe)
+
+    yield start
+    for probe in probes:
+        await probe.close()
+
+
+@pytest.fixture
+async def relay(relay_factory: RelayFactory) -> RelayServer:
+    return await relay_factory()

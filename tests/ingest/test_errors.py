@@ -1,0 +1,224 @@
+"""Each class of bad input gets its status and an error naming the problem; nothing spools."""
+
+from __future__ import annotations
+
+import gzip
+from typing import Any
+
+import aiohttp
+import pytest
+
+from proxy.settings import ServerSettings
+from tests.conftest import RelayFactory, RelayServer, SettingsFactory
+from tests.ingest.client import post, track
+
+BAD_BODIES = [
+    (b'{"event": "x",', "invalid_json", "malformed JSON"),
+    (b"", "invalid_json", "empty"),
+    (b'{"event": "caf\xe9"}', "invalid_utf8", "UTF-8"),
+    (b"[1, 2]", "not_an_object", "JSON object, not list"),
+    (b'"text"', "not_an_object", "JSON object"),
+    (b"null", "not_an_object", "null"),
+]
+
+
+@pytest.mark.parametrize(("body", "code", "words"), BAD_BODIES)
+async def test_undecodable_bodies(
+    relay: RelayServer, http: aiohttp.ClientSession, body: bytes, code: str, words: str
+) -> None:
+    answer = await post(http, f"{relay.url}/v1/track", body)
+    assert answer.status == 400
+    assert answer.json["success"] is False
+    assert answer.json["code"] == code
+    assert words in answer.json["message"]
+    assert answer.headers["Content-Type"].startswith("application/json")
+
+
+BAD_EVENTS: list[tuple[dict[str, Any], str, str]] = [
+    (track(properties=[1]), "invalid_field", "properties must be an object, not an array"),
+    (track(context="x"), "invalid_field", "context must be an object, not a string"),
+    (track(traits=1), "invalid_field", "traits must be an object"),
+    (track(integrations=True), "invalid_field", "integrations must be an object, not a boolean"),
+    (track(userId={"id": 1}), "invalid_field", "userId must be a string, not an object"),
+    (track(anonymousId=1.5), "invalid_field", "anonymousId must be a string, not a number"),
+    (track(timestamp=17), "invalid_field", "timestamp must be an ISO-8601 string"),
+    (track(event=["a"]), "invalid_field", "event must be a string"),
+    (track(event=None), "event_missing", "event name"),
+    (track(event=""), "event_missing", "event name"),
+    (track(anonymousId=None), "no_user_anon_id", "userId or an anonymousId"),
+    (track(anonymousId=""), "no_user_anon_id", "userId or an anonymousId"),
+    (track(messageId="m" * 100), "message_id_too_long", "shorter than 100"),
+    (track(type="identify"), "type_mismatch", "does not match the track route"),
+]
+
+
+@pytest.mark.parametrize(("event", "code", "words"), BAD_EVENTS)
+async def test_invalid_single_events(
+    relay: RelayServer, http: aiohttp.ClientSession, event: dict[str, Any], code: str, words: str
+) -> None:
+    answer = await post(http, f"{relay.url}/v1/track", event)
+    assert (answer.status, answer.json["code"]) == (400, code)
+    assert words in answer.json["message"]
+    assert await relay.spooled() == []
+
+
+@pytest.mark.parametrize(
+    ("route", "event", "code"),
+    [
+        ("group", {"userId": "u1"}, "group_id_missing"),
+        ("alias", {"userId": "u1"}, "previous_id_missing"),
+        ("alias", {"previousId": "a1", "anonymousId": "a1"}, "user_id_missing"),
+        ("page", {"anonymousId": "a1", "name": 5}, "invalid_field"),
+    ],
+)
+async def test_type_specific_fields(
+    relay: RelayServer, http: aiohttp.ClientSession, route: str, event: dict[str, Any], code: str
+) -> None:
+    answer = await post(http, f"{relay.url}/v1/{route}", event)
+    assert (answer.status, answer.json["code"]) == (400, code)
+
+
+@pytest.mark.parametrize(
+    ("event", "code"),
+    [({"event": "E", "anonymousId": "a"}, "type_missing"), (track(type="click"), "type_unknown")],
+)
+async def test_batch_events_need_a_known_type(
+    relay: RelayServer, http: aiohttp.ClientSession, event: dict[str, Any], code: str
+) -> None:
+    answer = await post(http, f"{relay.url}/v1/batch", {"batch": [event]})
+    assert answer.status == 400
+    assert answer.json["rejected"][0]["code"] == code
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"events": []}, "invalid_batch"),
+        ({"batch": {"type": "track"}}, "invalid_batch"),
+        ({"batch": []}, "empty_batch"),
+        ({"batch": [track()], "context": []}, "invalid_field"),
+        ({"batch": [track()], "sentAt": 5}, "invalid_field"),
+        ({"batch": [track()] * 2501}, "too_many_events"),
+    ],
+)
+async def test_bad_batch_envelopes(
+    relay: RelayServer, http: aiohttp.ClientSession, body: dict[str, Any], code: str
+) -> None:
+    answer = await post(http, f"{relay.url}/v1/batch", body)
+    assert (answer.status, answer.json["code"]) == (400, code)
+
+
+@pytest.mark.parametrize(
+    ("key", "headers", "code"),
+    [
+        ("pk_nope", {}, "unknown_write_key"),
+        (None, {}, "missing_write_key"),
+        (None, {"Authorization": "Basic !!!"}, "invalid_authorization"),
+        (None, {"Authorization": "Digest abc"}, "invalid_authorization"),
+    ],
+)
+async def test_authentication_failures(
+    relay: RelayServer,
+    http: aiohttp.ClientSession,
+    key: str | None,
+    headers: dict[str, str],
+    code: str,
+) -> None:
+    answer = await post(http, f"{relay.url}/v1/track", track(), key=key, headers=headers)
+    assert (answer.status, answer.json["code"]) == (401, code)
+    assert await relay.spooled() == []
+
+
+async def test_unsupported_content_type(relay: RelayServer, http: aiohttp.ClientSession) -> None:
+    answer = await post(http, f"{relay.url}/v1/t", track(), content_type="application/xml")
+    assert (answer.status, answer.json["code"]) == (415, "unsupported_content_type")
+    assert "application/xml" in answer.json["message"]
+
+
+@pytest.mark.parametrize("encoding", ["br", "zstd", "compress"])
+async def test_unsupported_encoding(
+    relay: RelayServer, http: aiohttp.ClientSession, encoding: str
+) -> None:
+    headers = {"Content-Encoding": encoding}
+    answer = await post(http, f"{relay.url}/v1/t", b"\x00\x01", headers=headers)
+    assert (answer.status, answer.json["code"]) == (415, "unsupported_encoding")
+
+
+@pytest.mark.parametrize("body", [b"not gzip at all", gzip.compress(b"{}")[:-6]])
+async def test_broken_gzip(relay: RelayServer, http: aiohttp.ClientSession, body: bytes) -> None:
+    answer = await post(http, f"{relay.url}/v1/t", body, headers={"Content-Encoding": "gzip"})
+    assert (answer.status, answer.json["code"]) == (400, "invalid_encoding")
+
+
+async def test_gzip_bomb_is_413(relay: RelayServer, http: aiohttp.ClientSession) -> None:
+    bomb = gzip.compress(b'{"batch": [' + b" " * 50_000_000 + b"]}", compresslevel=9)
+    assert len(bomb) < 100_000
+    answer = await post(http, f"{relay.url}/v1/batch", bomb, headers={"Content-Encoding": "gzip"})
+    assert (answer.status, answer.json["code"]) == (413, "too_large")
+    assert "decompressed" in answer.json["message"]
+
+
+async def test_single_event_over_32kb_is_413(
+    relay: RelayServer, http: aiohttp.ClientSession
+) -> None:
+    answer = await post(http, f"{relay.url}/v1/track", track(properties={"x": "y" * 33_000}))
+    assert (answer.status, answer.json["code"]) == (413, "too_large")
+
+
+async def test_stored_event_over_the_limit_is_413(
+    relay: RelayServer, http: aiohttp.ClientSession
+) -> None:
+    # The body fits, but the stored event (with receivedAt, _relay ...) would not.
+    body = track(properties={"x": "y" * (32 * 1024 - 150)})
+    answer = await post(http, f"{relay.url}/v1/track", body)
+    assert (answer.status, answer.json["code"]) == (413, "too_large")
+    assert "limit is 32768" in answer.json["message"]
+
+
+async def test_body_over_max_body_bytes_is_413(
+    relay_factory: RelayFactory, settings_factory: SettingsFactory, http: aiohttp.ClientSession
+) -> None:
+    relay = await relay_factory(settings_factory(server=ServerSettings(max_body_bytes=10_000)))
+    body = {"batch": [track(messageId=f"m{i}") for i in range(200)]}
+    answer = await post(http, f"{relay.url}/v1/batch", body)
+    assert (answer.status, answer.json["code"]) == (413, "too_large")
+    assert "10000 bytes" in answer.json["message"]
+
+
+async def test_chunked_body_over_the_limit_is_413(
+    relay_factory: RelayFactory, settings_factory: SettingsFactory, http: aiohttp.ClientSession
+) -> None:
+    relay = await relay_factory(settings_factory(server=ServerSettings(max_body_bytes=10_000)))
+
+    async def chunks() -> Any:
+        for _ in range(100):
+            yield b" " * 1000
+
+    headers = {"Content-Type": "application/json"}
+    async with http.post(f"{relay.url}/v1/batch", data=chunks(), headers=headers) as response:
+        assert response.status == 413
+
+
+async def test_too_deep_event(relay: RelayServer, http: aiohttp.ClientSession) -> None:
+    deep = b'{"event": "E", "anonymousId": "a", "properties": ' + b'{"a":' * 300
+    body = deep + b"1" + b"}" * 301
+    answer = await post(http, f"{relay.url}/v1/track", body)
+    assert (answer.status, answer.json["code"]) == (400, "too_deep")
+
+
+async def test_wrong_method_is_not_a_server_error(
+    relay: RelayServer, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(f"{relay.url}/v1/track") as response:
+        assert response.status == 405
+
+
+async def test_empty_gzip_body(relay: RelayServer, http: aiohttp.ClientSession) -> None:
+    answer = await post(http, f"{relay.url}/v1/t", b"", headers={"Content-Encoding": "gzip"})
+    assert (answer.status, answer.json["code"]) == (400, "invalid_encoding")
+
+
+async def test_non_ascii_basic_credentials(relay: RelayServer, http: aiohttp.ClientSession) -> None:
+    headers = {"Authorization": "Basic cGtf\u00e9"}
+    answer = await post(http, f"{relay.url}/v1/t", track(), key=None, headers=headers)
+    assert (answer.status, answer.json["code"]) == (401, "invalid_authorization")

@@ -1,0 +1,58 @@
+"""The demo page, and ingest behind a runner that leaves aiohttp's own body decoding on."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from pytest_aiohttp import AiohttpServer
+
+from proxy.app import create_app
+from proxy.destinations.debug import DebugConfig
+from proxy.settings import DestinationSettings, ServerSettings
+from tests.conftest import WEB_KEY, RelayFactory, SettingsFactory
+from tests.ingest.client import post, track
+
+
+async def test_demo_page_shows_the_setup_and_what_debug_was_sent(
+    relay_factory: RelayFactory, settings_factory: SettingsFactory, http: aiohttp.ClientSession
+) -> None:
+    debug = DestinationSettings(name="debug", type="debug", config=DebugConfig(), linger_ms=0)
+    settings = settings_factory(demo=True, destinations=(debug,))
+    relay = await relay_factory(settings)
+    assert (await post(http, f"{relay.url}/v1/track", track(messageId="demo-msg"))).status == 200
+    page = ""
+    for _ in range(200):
+        async with http.get(f"{relay.url}/") as response:
+            assert response.status == 200
+            assert response.content_type == "text/html"
+            page = await response.text()
+        if "demo-msg" in page:
+            break
+        await asyncio.sleep(0.025)
+    assert "demo-msg" in page
+    assert "web (browser)" in page
+    assert "debug (debug)" in page
+    assert settings.spool.path in page
+    assert f"-u {WEB_KEY}:" in page
+    assert f"{relay.url}/v1/track" in page
+    assert "sk_test" not in page  # a server key is a secret
+
+
+async def test_page_outside_the_demo_hides_private_details(
+    relay_factory: RelayFactory, settings_factory: SettingsFactory, http: aiohttp.ClientSession
+) -> None:
+    settings = settings_factory(server=ServerSettings(prefix="/k7q2xz"))
+    relay = await relay_factory(settings)
+    async with http.get(f"{relay.url}/") as response:
+        page = await response.text()
+    assert "curl" in page
+    assert settings.spool.path not in page
+
+
+async def test_gzip_works_when_aiohttp_decodes_bodies_itself(
+    aiohttp_server: AiohttpServer, settings_factory: SettingsFactory, http: aiohttp.ClientSession
+) -> None:
+    server = await aiohttp_server(create_app(settings_factory()))
+    answer = await post(http, str(server.make_url("/v1/batch")), {"batch": [track()]}, gzipped=True)
+    assert answer.status == 200
