@@ -30,7 +30,9 @@ T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY,
+    -- AUTOINCREMENT: a seq is never reused after cleanup empties the table, because cursors
+    -- only move forward.
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
     body BLOB NOT NULL,
     appended_at REAL NOT NULL
 );
@@ -215,7 +217,9 @@ class SqliteSpool:
         def setup() -> tuple[sqlite3.Connection, sqlite3.Connection, dict[str, int], int]:
             writer = _connect(str(file), synchronous)
             writer.executescript(SCHEMA)
-            last = writer.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+            last = writer.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'events'"
+            ).fetchone()[0]
             for name in destinations:
                 writer.execute(
                     "INSERT OR IGNORE INTO cursors (destination, seq) VALUES (?, ?)", (name, last)

@@ -63,12 +63,13 @@ class FakeVendor:
         raw = orjson.dumps(body) if isinstance(body, dict) else (body or b"")
         self._script.append(Answer(status, raw, dict(headers or {})))
 
-    async def start(self) -> FakeVendor:
+    async def start(self, port: int = 0) -> FakeVendor:
+        """Listen on `port` (0: any free one); a fixed port lets a test bring a vendor back."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         port = self._runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{port}"

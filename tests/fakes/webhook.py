@@ -71,8 +71,8 @@ class FakeWebhookReceiver(FakeVendor):
         self.webhook_ids: list[str] = []
         self.route(PATH, self._receive)
 
-    async def start(self) -> FakeWebhookReceiver:
-        await super().start()
+    async def start(self, port: int = 0) -> FakeWebhookReceiver:
+        await super().start(port)
         return self
 
     @property

@@ -1,0 +1,78 @@
+"""One destination down (refused, then 500s, then 429 with Retry-After) while another keeps
+receiving; its backlog arrives when it is back; a 400 is a dead letter the CLI replays."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+
+from tests.e2e.harness import ENV, WEBHOOK_SECRET, eventually, send_batch, track, write_config
+from tests.fakes.webhook import FakeWebhookReceiver
+from tests.relay_process import REPO, RelayProcess, free_port
+
+
+def cli(*args: str, config: Path) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "proxy", *args, "--config", str(config)],
+        cwd=REPO,
+        env={**ENV, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout
+
+
+async def test_a_down_destination_catches_up_and_never_blocks_the_other(tmp_path: Path) -> None:
+    steady = await FakeWebhookReceiver(WEBHOOK_SECRET).start()
+    flaky = FakeWebhookReceiver(WEBHOOK_SECRET)
+    flaky_port = free_port()  # nothing listens yet: connection refused
+    flaky_url = f"http://127.0.0.1:{flaky_port}/hooks/analytics"
+    port = free_port()
+    config = write_config(tmp_path, port, {"steady": steady.endpoint, "flaky": flaky_url})
+    events = [track("outage") for _ in range(50)]
+    ids = {str(e["messageId"]) for e in events}
+    try:
+        async with RelayProcess(config, port, ENV) as relay, aiohttp.ClientSession() as http:
+            assert await send_batch(http, relay.url, events) == 200
+            await eventually(lambda: ids <= set(steady.message_ids), 30, "steady receives all")
+
+            flaky.answer(500)
+            flaky.answer(503)
+            flaky.answer(429, headers={"Retry-After": "1"})
+            await flaky.start(flaky_port)
+            await eventually(lambda: ids <= set(flaky.message_ids), 60, "flaky catches up")
+            statuses = [r for r in flaky.requests if r.path == "/hooks/analytics"]
+            assert len(statuses) >= 4, "the refused answers were retried"
+
+            # While flaky was failing, steady kept receiving new events.
+            later = [track("outage")]
+            flaky.answer(400, {"error": "bad payload"})
+            assert await send_batch(http, relay.url, later) == 200
+            bad_id = str(later[0]["messageId"])
+            await eventually(lambda: bad_id in steady.message_ids, 30, "steady receives later")
+
+            async def dead_letter_listed() -> bool:
+                out = await asyncio.to_thread(cli, "dead-letters", config=config)
+                return bad_id in out and "dead:http_400" in out
+
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            while not await dead_letter_listed():
+                assert loop.time() < deadline, "the 400 became a listed dead letter"
+                await asyncio.sleep(0.1)
+            assert bad_id not in flaky.message_ids
+
+            out = await asyncio.to_thread(cli, "replay", "flaky", config=config)
+            assert "1" in out
+            await eventually(lambda: bad_id in flaky.message_ids, 30, "replayed event arrives")
+            steady.assert_no_unknown_paths()
+            flaky.assert_no_unknown_paths()
+    finally:
+        await steady.close()
+        await flaky.close()
