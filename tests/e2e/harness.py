@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -82,12 +82,16 @@ async def send_batch(
         return 0
 
 
-async def eventually(check: object, within_secs: float, what: str) -> None:
-    """Poll `check()` (sync callable returning bool) until true, or fail naming `what`."""
-    assert callable(check)
+async def eventually(
+    check: Callable[[], bool | Awaitable[bool]], within_secs: float, what: str
+) -> None:
+    """Poll `check()` (sync or async) until it is true, or fail naming `what`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_secs
-    while not check():
+    while True:
+        result = check()
+        if await result if isinstance(result, Awaitable) else result:
+            return
         if loop.time() > deadline:
             raise AssertionError(f"not within {within_secs}s: {what}")
         await asyncio.sleep(0.05)

@@ -61,11 +61,7 @@ async def test_a_down_destination_catches_up_and_never_blocks_the_other(tmp_path
                 out = await asyncio.to_thread(cli, "dead-letters", config=config)
                 return bad_id in out and "dead:http_400" in out
 
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 30
-            while not await dead_letter_listed():
-                assert loop.time() < deadline, "the 400 became a listed dead letter"
-                await asyncio.sleep(0.1)
+            await eventually(dead_letter_listed, 30, "the 400 is a listed dead letter")
             assert bad_id not in flaky.message_ids
 
             out = await asyncio.to_thread(cli, "replay", "flaky", config=config)
