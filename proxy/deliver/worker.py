@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from proxy.clock import Clock
 from proxy.deliver.backoff import retry_delay
@@ -33,6 +34,26 @@ IDLE_RECHECK_SECS = 1.0
 # How much of a vendor's answer a dead letter keeps for the operator.
 MAX_RESPONSE_CHARS = 2048
 KEEP_OUTCOMES = 1000
+
+
+class Observer(Protocol):
+    """Told what a worker sent and how events ended (the admin view and metrics listen).
+
+    Called on the loop, inline: implementations only record, in bounded memory.
+    """
+
+    def sent(
+        self,
+        destination: str,
+        request: HttpRequest,
+        response: HttpResponse | None,
+        result: Result,
+        secs: float,
+    ) -> None: ...
+
+    def settled(
+        self, destination: str, outcomes: Sequence[tuple[str, Outcome]], retries: int
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +78,7 @@ class Worker:
         *,
         rand: Callable[[], float] = random.random,
         keep_outcomes: int = KEEP_OUTCOMES,
+        observer: Observer | None = None,
     ) -> None:
         self.destination = destination
         self.name = destination.name
@@ -66,6 +88,7 @@ class Worker:
         self.clock = clock
         self.outcomes: deque[tuple[str, Outcome]] = deque(maxlen=keep_outcomes)
         self.counts: Counter[str] = Counter()
+        self.observer = observer
         self._rand = rand
         self._task: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
@@ -254,12 +277,15 @@ class Worker:
     async def _send(self, request: HttpRequest, items: list[Claimed]) -> None:
         response: HttpResponse | None = None
         async with self._requests:
+            started = time.monotonic()
             try:
                 response = await self.transport.send(request, self.settings.timeout_secs)
             except TransportError as error:
                 result = Result(Verdict.RETRY, error.reason)
             else:
                 result = self.destination.classify(request, response, self.clock.now())
+        if self.observer is not None:
+            self.observer.sent(self.name, request, response, result, time.monotonic() - started)
         if result.verdict is not Verdict.DELIVERED or result.rejected:
             log.warning(
                 "Delivery failed.",
@@ -273,12 +299,13 @@ class Worker:
         now = self.clock.now()
         for item in items:
             mid, stored = item.event.message_id, item.stored
-            if result.verdict is Verdict.DELIVERED:
-                refused = result.rejected.get(mid)
-                outcome = (
-                    Outcome.delivered(result.reason) if refused is None else Outcome.dead(refused)
-                )
-                settlement.add(stored, mid, outcome, answer)
+            refused = result.rejected.get(mid)
+            if refused is not None:
+                # Refused one by one (inside a 2xx, or a 4xx that names the bad events): dead,
+                # whatever happens to the rest of the request.
+                settlement.add(stored, mid, Outcome.dead(refused), answer)
+            elif result.verdict is Verdict.DELIVERED:
+                settlement.add(stored, mid, Outcome.delivered(result.reason), answer)
             elif result.verdict is Verdict.REJECT:
                 settlement.add(stored, mid, Outcome.dead(result.reason), answer)
             elif stored.attempts + 1 >= self.settings.max_attempts:
@@ -302,6 +329,8 @@ class Worker:
             self.outcomes.append((message_id, outcome))
             self.counts[outcome.status] += 1
         self.counts["retry"] += len(settlement.retry)
+        if self.observer is not None:
+            self.observer.settled(self.name, settlement.outcomes, len(settlement.retry))
 
 
 @dataclass(slots=True)

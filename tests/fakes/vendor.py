@@ -67,7 +67,8 @@ class FakeVendor:
         """Listen on `port` (0: any free one); a fixed port lets a test bring a vendor back."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        # auto_decompress off: record exactly what was sent, and gunzip it here ourselves.
+        self._runner = web.AppRunner(app, access_log=None, auto_decompress=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()

@@ -1,0 +1,159 @@
+"""Amplitude HTTP V2 API: spec events to `/2/httpapi` (`shared/vendors/amplitude.md`).
+
+Amplitude strips a user_id or device_id shorter than 5 characters (§2): instead of dropping or
+padding such ids, each request lowers `options.min_id_length` to its shortest id, as §2 allows.
+Ids Amplitude refuses outright are left out; an event with no id left is not sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import orjson
+
+from proxy.destinations import analytics, ecommerce
+from proxy.destinations.analytics import BatchApi
+from proxy.destinations.base import (
+    BatchLimits,
+    HttpRequest,
+    HttpResponse,
+    Result,
+    Verdict,
+    classify_status,
+)
+from proxy.events import JSON, Event, EventType
+from proxy.settings import Secret
+
+HOSTS = {None: "https://api2.amplitude.com", "eu": "https://api.eu.amplitude.com"}  # §1
+PATH = "/2/httpapi"
+MIN_ID_LENGTH = 5  # Amplitude's default (§2)
+# §2: ids that make the whole request a 400.
+INVALID_IDS = frozenset(
+    {
+        "anonymous", "nil", "none", "null", "n/a", "na", "undefined", "unknown", '""',
+        "00000000-0000-0000-0000-000000000000", "{}", "lmy47d", "0", "-1",
+    }
+)  # fmt: skip
+# §6: the context as Amplitude's own event fields.
+CONTEXT = {
+    "ip": "ip",
+    "user_agent": "userAgent",
+    "platform": "device.type",
+    "os_name": "os.name",
+    "os_version": "os.version",
+    "device_brand": "device.brand",
+    "device_manufacturer": "device.manufacturer",
+    "device_model": "device.model",
+    "carrier": "network.carrier",
+    "app_version": "app.version",
+    "language": "locale",
+    "country": "location.country",
+    "region": "location.region",
+    "city": "location.city",
+    "location_lat": "location.latitude",
+    "location_lng": "location.longitude",
+}
+# §4: the index lists of a 400 answer, by what was wrong with those events.
+REFUSALS = {"events_with_invalid_fields": "invalid", "events_with_missing_fields": "missing"}
+THROTTLE_PAUSE_SECS = 30.0  # §4: pause throttled devices and users ~30 s; no Retry-After
+
+
+@dataclass(frozen=True, slots=True)
+class AmplitudeConfig:
+    api_key: Secret  # the project's API key, sent in the body (§1)
+    region: Literal["eu"] | None = None  # EU data residency (§1)
+    endpoint: str | None = None  # base URL; default by region
+
+
+class Amplitude(BatchApi[AmplitudeConfig]):
+    type = "amplitude"
+    # §3: fewer than 2000 events and less than 1 MB per request; no age limit is stated.
+    limits = BatchLimits(max_events=1999, max_bytes=1_000_000 - 1)
+    config_type = AmplitudeConfig
+
+    def skip_reason(self, event: Event) -> str | None:
+        if event.type in (EventType.GROUP, EventType.ALIAS):
+            return "unsupported_type"  # groups need the Accounts add-on; no alias (§2, §6)
+        if not (valid_id(event.user_id) or valid_id(event.anonymous_id)):
+            return "invalid_id"  # one of user_id / device_id is required (§2)
+        return None if self._name(event) else "invalid_name"
+
+    def classify(self, request: HttpRequest, response: HttpResponse, now: float) -> Result:
+        if response.status == 429:
+            return analytics.throttled(response, now, THROTTLE_PAUSE_SECS)
+        refused = refusals(request, analytics.json_object(response.body))
+        if response.status != 400 or not refused:
+            return classify_status(response, now)  # Invalid API key, missing api_key, ...
+        if len(refused) == len(set(request.event_ids)):
+            return Result(Verdict.REJECT, "http_400")
+        # §4: drop the listed events and send the rest again; they were not ingested.
+        return Result(Verdict.RETRY, "http_400", rejected=refused)
+
+    def _name(self, event: Event) -> str | None:
+        if event.type is EventType.IDENTIFY:
+            return "$identify"  # §2: the special event that updates user properties
+        if event.type in (EventType.PAGE, EventType.SCREEN):
+            # §6: RudderStack's names, `Viewed <name or category> Page` / `... Screen`.
+            title = event.name or ecommerce.text(event.data.get("category"))
+            default = " ".join(filter(None, ["Viewed", title, event.type.value.title()]))
+            return self.vendor_name(event, default)
+        return self.vendor_name(event, event.name)
+
+    def _item(self, event: Event) -> bytes:
+        out: JSON = {"event_type": self._name(event)}
+        if user_id := valid_id(event.user_id):
+            out["user_id"] = user_id
+        if device_id := valid_id(event.anonymous_id):
+            out["device_id"] = device_id
+        out["time"] = analytics.millis(event.timestamp)
+        out["insert_id"] = event.message_id  # dedup for 7 days (§2)
+        options = ecommerce.obj(ecommerce.obj(event.data.get("integrations")).get("Amplitude"))
+        if isinstance(session := options.get("session_id"), int):
+            out["session_id"] = session  # epoch ms of the session's start (§2, §6)
+        out.update(analytics.pick(event, CONTEXT))
+        props = event.properties
+        if event.type is EventType.IDENTIFY:
+            out["user_properties"] = {"$set": event.traits}
+        else:
+            if props:
+                out["event_properties"] = props
+            if campaign := analytics.pick(event, analytics.UTM):
+                out["user_properties"] = campaign  # attribution, as a plain $set (§2, §6)
+        revenue = ecommerce.number(props.get("revenue"))
+        if revenue is not None and event.type is EventType.TRACK:
+            # §2: revenue fields; refunds are negative.
+            out["revenue"] = -abs(revenue) if event.name == "Order Refunded" else revenue
+            if currency := ecommerce.currency(props):
+                out["currency"] = currency
+        return orjson.dumps(out)
+
+    def _body(self, route: str, events: Sequence[Event], items: Sequence[bytes]) -> bytes:
+        ids = [i for e in events for i in (valid_id(e.user_id), valid_id(e.anonymous_id)) if i]
+        shortest = min([MIN_ID_LENGTH, *(len(i) for i in ids)])
+        envelope = {"api_key": self.config.api_key.value, "options": {"min_id_length": shortest}}
+        return analytics.splice(envelope, "events", items)
+
+    def _url(self, route: str) -> str:
+        return analytics.base_url(self.config.endpoint, HOSTS, self.config.region) + PATH
+
+    def _headers(self, route: str) -> dict[str, str]:
+        return {"Content-Type": "application/json"}  # no gzip: not among §1's headers
+
+
+def valid_id(value: str | None) -> str | None:
+    """The id unless Amplitude refuses it with a 400 (§2)."""
+    if value is None or value.strip().lower() in INVALID_IDS:
+        return None
+    return value
+
+
+def refusals(request: HttpRequest, answer: JSON) -> dict[str, str]:
+    """messageId -> reason for the events a 400 answer lists (§4)."""
+    out: dict[str, str] = {}
+    for key, kind in REFUSALS.items():
+        for field, indexes in ecommerce.obj(answer.get(key)).items():
+            out.update(dict.fromkeys(analytics.ids_at(request, indexes), f"{kind}_{field}"))
+    out.update(dict.fromkeys(analytics.ids_at(request, answer.get("silenced_events")), "silenced"))
+    return out

@@ -1,0 +1,175 @@
+"""Amplitude adapter: ids and min_id_length, names, revenue, limits, the 400 / 429 answers, and
+every golden request accepted by the fake (shared/vendors/amplitude.md)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from proxy.deliver.batching import split
+from proxy.deliver.client import HttpTransport
+from proxy.destinations.amplitude import Amplitude
+from proxy.destinations.base import HttpResponse, Verdict
+from proxy.events import Event
+from tests.destinations.cases import NOW, adapter, cases
+from tests.fakes.amplitude import FakeAmplitude
+
+CONFIG = {"api_key": "amp-api-key-123"}
+
+
+def amplitude(**config: Any) -> Amplitude:
+    destination = adapter("amplitude", {**CONFIG, **config})
+    assert isinstance(destination, Amplitude)
+    return destination
+
+
+def event(n: int = 1, **fields: Any) -> Event:
+    data = {
+        "type": "track",
+        "event": "Order Completed",
+        "messageId": f"m-{n}",
+        "anonymousId": "anon-device-1",
+        "properties": {"order_id": f"o-{n}", "revenue": 30, "currency": "eur"},
+        "timestamp": "2025-12-31T23:59:00.000Z",
+        **fields,
+    }
+    return Event.from_data(data)
+
+
+def body(destination: Amplitude, *events: Event) -> dict[str, Any]:
+    (request,) = destination.build(list(events), NOW)
+    found: dict[str, Any] = orjson.loads(request.body)
+    return found
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeAmplitude]:
+    vendor = FakeAmplitude(now=lambda: NOW)
+    await vendor.start()
+    yield vendor
+    await vendor.close()
+    vendor.assert_no_unknown_paths()
+
+
+@pytest.fixture
+async def transport() -> AsyncIterator[HttpTransport]:
+    async with aiohttp.ClientSession() as session:
+        yield HttpTransport(session)
+
+
+def test_short_ids_lower_min_id_length_instead_of_being_stripped() -> None:
+    sent = body(amplitude(), event(1, userId="u42"), event(2))
+    assert sent["options"] == {"min_id_length": 3}
+    assert sent["events"][0]["user_id"] == "u42"
+    assert body(amplitude(), event(2))["options"] == {"min_id_length": 5}  # Amplitude's default
+
+
+def test_ids_amplitude_refuses_are_left_out() -> None:
+    destination = amplitude()
+    (sent,) = body(destination, event(userId="null"))["events"]
+    assert "user_id" not in sent
+    assert sent["device_id"] == "anon-device-1"
+    assert destination.skip_reason(event(anonymousId="0")) == "invalid_id"
+    assert destination.skip_reason(event(type="alias", previousId="p")) == "unsupported_type"
+
+
+def test_names_for_pages_screens_and_identify() -> None:
+    destination = amplitude()
+    page = event(type="page", name="Pricing")
+    anonymous_page = event(type="page", category="Docs")
+    screen = event(type="screen", name="Home")
+    identify = event(type="identify", traits={"plan": "pro"})
+    sent = body(destination, page, anonymous_page, screen, identify)["events"]
+    names = [e["event_type"] for e in sent]
+    assert names == ["Viewed Pricing Page", "Viewed Docs Page", "Viewed Home Screen", "$identify"]
+    assert sent[3]["user_properties"] == {"$set": {"plan": "pro"}}
+    mapped = amplitude(event_names={"Pricing": "Pricing Viewed"})
+    assert body(mapped, page)["events"][0]["event_type"] == "Pricing Viewed"
+
+
+def test_revenue_is_top_level_and_negative_for_refunds() -> None:
+    refund = event(2, event="Order Refunded")
+    completed, refunded = body(amplitude(), event(1), refund)["events"]
+    assert (completed["revenue"], completed["currency"]) == (30, "EUR")
+    assert refunded["revenue"] == -30
+    assert "revenue" not in body(amplitude(), event(3, properties={"price": 9}))["events"][0]
+
+
+def test_limits_count_and_bytes() -> None:
+    destination = amplitude()
+    many = [event(n) for n in range(2000)]
+    assert [len(b) for b in split(many, destination.limits, destination.size).batches] == [
+        1999,
+        1,
+    ]
+    big = [event(n, properties={"note": "x" * 300_000}) for n in range(4)]
+    parts = split(big, destination.limits, destination.size)
+    assert [len(b) for b in parts.batches] == [3, 1]  # < 1 MB per request (§3)
+    for batch in parts.batches:
+        (request,) = destination.build(batch, NOW)
+        assert len(request.body) < 1_000_000
+
+
+async def test_every_golden_request_is_accepted(
+    fake: FakeAmplitude, transport: HttpTransport
+) -> None:
+    for case in cases("amplitude"):
+        destination = adapter("amplitude", {**case.config, "endpoint": fake.url})
+        for request in destination.build(case.events, case.now):
+            response = await transport.send(request, 5)
+            assert destination.classify(request, response, NOW).verdict is Verdict.DELIVERED
+    assert len(fake.received) == 7
+    assert all("user_id" in e for e in fake.received if e["event_type"] == "Order Completed")
+
+
+async def test_too_large_and_too_many_are_refused_by_the_fake(
+    fake: FakeAmplitude, transport: HttpTransport
+) -> None:
+    destination = amplitude(endpoint=fake.url)
+    (request,) = destination.build([event(n) for n in range(2000)], NOW)
+    assert (await transport.send(request, 5)).status == 400
+    (request,) = destination.build(
+        [event(n, properties={"x": "y" * 335_000}) for n in range(3)], NOW
+    )
+    response = await transport.send(request, 5)
+    assert response.status == 413
+    assert destination.classify(request, response, NOW).verdict is Verdict.REJECT
+
+
+async def test_a_400_naming_some_events_rejects_those_and_retries_the_rest(
+    fake: FakeAmplitude, transport: HttpTransport
+) -> None:
+    destination = amplitude(endpoint=fake.url)
+    fake.silenced.add("silenced-device")
+    events = [event(1), event(2, anonymousId="silenced-device"), event(3)]
+    (request,) = destination.build(events, NOW)
+    result = destination.classify(request, await transport.send(request, 5), NOW)
+    assert (result.verdict, result.rejected) == (Verdict.RETRY, {"m-2": "silenced"})
+    assert fake.received == []  # §4: nothing of a 400 is ingested
+
+
+def test_a_400_naming_every_event_rejects_the_request() -> None:
+    destination = amplitude()
+    (request,) = destination.build([event(1), event(2)], NOW)
+    answer = {"code": 400, "events_with_invalid_fields": {"time": [0]}}
+    answer["events_with_missing_fields"] = {"event_type": [1]}
+    result = destination.classify(request, HttpResponse(400, {}, orjson.dumps(answer)), NOW)
+    assert (result.verdict, result.reason) == (Verdict.REJECT, "http_400")
+    bad_key = HttpResponse(400, {}, b'{"code":400,"error":"Invalid API key"}')
+    assert destination.classify(request, bad_key, NOW).verdict is Verdict.REJECT
+
+
+async def test_per_device_throttling_is_a_429_retried_after_30_seconds(
+    fake: FakeAmplitude, transport: HttpTransport
+) -> None:
+    destination = amplitude(endpoint=fake.url)
+    (request,) = destination.build([event(n) for n in range(31)], NOW)
+    response = await transport.send(request, 5)
+    assert response.status == 429
+    assert orjson.loads(response.body)["throttled_devices"] == {"anon-device-1": 31}
+    result = destination.classify(request, response, NOW)
+    assert (result.verdict, result.retry_after_secs) == (Verdict.RETRY, 30.0)

@@ -1,0 +1,205 @@
+"""Mixpanel, Amplitude, PostHog, Segment and Plausible through the real worker, the real SQLite
+spool and their fake vendors: limits, throttling and per-event refusals end as right outcomes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from proxy.clock import ManualClock
+from proxy.deliver.client import HttpTransport
+from proxy.deliver.worker import Worker
+from proxy.events import format_time
+from proxy.settings import SpoolSettings
+from proxy.spool import open_spool
+from proxy.spool.base import Spool
+from tests.deliver.harness import eventually, outcomes
+from tests.destinations.cases import adapter
+from tests.fakes.amplitude import FakeAmplitude
+from tests.fakes.mixpanel import FakeMixpanel
+from tests.fakes.plausible import FakePlausible
+from tests.fakes.posthog import FakePostHog
+from tests.fakes.segment_api import FakeSegmentApi
+from tests.fakes.vendor import FakeVendor
+
+NAMES = ("mixpanel", "amplitude", "posthog", "segment", "plausible")
+MIXPANEL = {"project_token": "mp-project-token", "api_secret": "mp-api-secret"}
+BROWSER = {"ip": "203.0.113.7", "userAgent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0"}
+RATE_LIMITED = {
+    "code": 429,
+    "error": "Project exceeded rate limits.",
+    "status": "Too Many Requests",
+}
+
+
+class Run:
+    """A spool plus one worker per started destination, on a ManualClock."""
+
+    def __init__(self, spool: Spool, clock: ManualClock, session: aiohttp.ClientSession) -> None:
+        self.spool, self.clock, self.session = spool, clock, session
+        self.workers: list[Worker] = []
+        self.fakes: list[FakeVendor] = []
+
+    async def start(self, type_name: str, fake: FakeVendor, config: dict[str, Any]) -> Worker:
+        await fake.start()
+        self.fakes.append(fake)
+        table = {**config, "endpoint": fake.url, "linger_ms": 0, "backoff_base_secs": 2.0}
+        destination = adapter(type_name, table, type_name)
+        worker = Worker(
+            destination, self.spool, HttpTransport(self.session), self.clock, rand=lambda: 0.5
+        )
+        worker.start()
+        self.workers.append(worker)
+        return worker
+
+    async def ingest(self, events: Iterable[dict[str, Any]]) -> None:
+        await self.spool.append([orjson.dumps(event) for event in events])
+
+    def event(self, n: int, age: timedelta = timedelta(0), **fields: Any) -> dict[str, Any]:
+        return {
+            "type": "track",
+            "event": "Signed Up",
+            "messageId": f"m-{n}",
+            "anonymousId": "device-1",
+            "context": BROWSER,
+            "timestamp": format_time(self.clock.utcnow() - age),
+            **fields,
+        }
+
+
+@pytest.fixture
+async def run(tmp_path: Path) -> AsyncIterator[Run]:
+    clock = ManualClock()
+    spool = await open_spool(SpoolSettings(path=str(tmp_path / "spool.sqlite3")), clock, NAMES)
+    async with aiohttp.ClientSession() as session:
+        run = Run(spool, clock, session)
+        try:
+            yield run
+        finally:
+            for worker in run.workers:
+                await worker.stop(1.0)
+            for fake in run.fakes:
+                await fake.close()
+                fake.assert_no_unknown_paths()
+            await spool.close()
+
+
+async def test_mixpanel_strict_failures_dead_letter_those_events_alone(run: Run) -> None:
+    fake = FakeMixpanel(now=run.clock.now)
+    await run.ingest([run.event(1), run.event(2, userId="null"), run.event(3)])
+    worker = await run.start("mixpanel", fake, MIXPANEL)
+    await eventually(lambda: len(worker.outcomes) == 3, "three outcomes")
+    assert outcomes(worker) == {
+        "m-1": "delivered:http_400",
+        "m-2": "dead:invalid_properties.distinct_id",
+        "m-3": "delivered:http_400",
+    }
+    (letter,) = await run.spool.dead_letters("mixpanel")
+    assert letter.message_id == "m-2"
+    assert [r["properties"]["$insert_id"] for r in fake.imported] == ["m-1", "m-3"]
+
+
+async def test_mixpanel_rate_limit_retries_with_backoff(run: Run) -> None:
+    fake = FakeMixpanel(now=run.clock.now)
+    fake.answer(429, RATE_LIMITED)
+    worker = await run.start("mixpanel", fake, MIXPANEL)
+    await run.ingest([run.event(1)])
+    await eventually(lambda: worker.counts["retry"] == 1, "a retry")
+    run.clock.advance(2.0)
+    await eventually(lambda: outcomes(worker) == {"m-1": "delivered:http_200"}, "delivered")
+    assert len(fake.requests) == 2
+
+
+async def test_mixpanel_batch_with_a_profile_goes_to_both_endpoints(run: Run) -> None:
+    fake = FakeMixpanel(now=run.clock.now)
+    identify = run.event(1, type="identify", userId="u-9", traits={"plan": "pro"})
+    await run.ingest([identify, run.event(2)])
+    worker = await run.start("mixpanel", fake, MIXPANEL)
+    await eventually(lambda: len(worker.outcomes) == 2, "two outcomes")
+    assert set(outcomes(worker).values()) == {"delivered:http_200"}
+    assert sorted(r.path for r in fake.requests) == ["/engage", "/import"]
+    assert fake.profiles[0]["$set"] == {"plan": "pro"}
+
+
+async def test_amplitude_throttled_device_waits_30_seconds(run: Run) -> None:
+    fake = FakeAmplitude(now=run.clock.now)  # 30 events per second per device (§3)
+    worker = await run.start("amplitude", fake, {"api_key": "amp-api-key-123"})
+    await run.ingest(run.event(n) for n in range(20))
+    await eventually(lambda: len(worker.outcomes) == 20, "the first 20 delivered")
+    await run.ingest(run.event(n) for n in range(20, 40))
+    await eventually(lambda: worker.counts["retry"] == 20, "the next 20 throttled")
+    assert await run.spool.next_retry_at("amplitude") == run.clock.now() + 30  # §4: ~30 s
+    run.clock.advance(30)
+    await eventually(lambda: len(worker.outcomes) == 40, "all 40 delivered")
+    assert set(outcomes(worker).values()) == {"delivered:http_200"}
+    assert (len(fake.requests), len(fake.received)) == (3, 40)
+
+
+async def test_amplitude_silenced_device_is_dead_and_the_rest_retried(run: Run) -> None:
+    fake = FakeAmplitude(now=run.clock.now)
+    fake.silenced.add("silenced-device")
+    await run.ingest([run.event(1), run.event(2, anonymousId="silenced-device"), run.event(3)])
+    worker = await run.start("amplitude", fake, {"api_key": "amp-api-key-123"})
+    await eventually(lambda: worker.counts["retry"] >= 2, "the others retried")
+    run.clock.advance(2.0)
+    expected = {"m-1": "delivered:http_200", "m-2": "dead:silenced", "m-3": "delivered:http_200"}
+    await eventually(lambda: outcomes(worker) == expected, "m-2 dead alone", within_secs=1.0)
+
+
+async def test_posthog_gzipped_batch_retries_a_503_then_delivers(run: Run) -> None:
+    fake = FakePostHog()
+    fake.answer(503, b"transient sink error")
+    await run.ingest(run.event(n) for n in range(3))
+    worker = await run.start("posthog", fake, {"api_key": "phc_testProjectKey"})
+    await eventually(lambda: worker.counts["retry"] == 3, "a retry")
+    run.clock.advance(2.0)
+    await eventually(lambda: len(worker.outcomes) == 3, "three outcomes")
+    assert set(outcomes(worker).values()) == {"delivered:http_200"}
+    refused, accepted = fake.requests
+    assert refused.body == accepted.body  # the same uuids: PostHog can tell a retry (§3)
+
+
+async def test_segment_splits_at_2500_and_dead_letters_events_of_32_kb(run: Run) -> None:
+    fake = FakeSegmentApi()
+    huge = run.event(0, properties={"note": "x" * 32 * 1024})
+    await run.ingest([huge, *(run.event(n, context={}) for n in range(1, 2502))])
+    worker = await run.start("segment", fake, {"write_key": "seg-write-key"})
+    await eventually(lambda: worker.counts["delivered"] + worker.counts["dead"] == 2502, "all")
+    (letter,) = await run.spool.dead_letters("segment")
+    assert (letter.message_id, letter.reason) == ("m-0", "dead:too_large")
+    assert sorted(len(r.json()["batch"]) for r in fake.requests) == [1, 2500]
+    assert (len(fake.received), fake.dropped) == (2501, [])
+
+
+async def test_segment_rate_limit_waits_for_retry_after(run: Run) -> None:
+    fake = FakeSegmentApi()
+    fake.answer(429, {"success": False}, {"Retry-After": "7"})
+    worker = await run.start("segment", fake, {"write_key": "seg-write-key"})
+    await run.ingest([run.event(1)])
+    await eventually(lambda: worker.counts["retry"] == 1, "a retry")
+    assert await run.spool.next_retry_at("segment") == run.clock.now() + 7
+    run.clock.advance(7)
+    await eventually(lambda: outcomes(worker) == {"m-1": "delivered:http_200"}, "delivered")
+
+
+async def test_plausible_sends_one_request_per_fresh_event(run: Run) -> None:
+    fake = FakePlausible()
+    late = run.event(1, age=timedelta(hours=2))
+    server_side = run.event(4, context={})
+    await run.ingest([late, run.event(2), run.event(3), server_side])
+    worker = await run.start("plausible", fake, {"domain": "shop.example"})
+    await eventually(lambda: len(worker.outcomes) == 4, "four outcomes")
+    assert outcomes(worker) == {
+        "m-1": "dead:too_old",  # Plausible records at receipt: no backfill (§4)
+        "m-2": "delivered:http_202",
+        "m-3": "delivered:http_202",
+        "m-4": "filtered:missing_user_agent",
+    }
+    assert len(fake.requests) == 2
+    assert fake.problems == []

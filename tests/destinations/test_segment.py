@@ -1,0 +1,115 @@
+"""Segment as a destination: the stored bytes forwarded unchanged, Basic auth, regions, limits,
+and every golden request accepted by the fake (shared/vendors/segment.md §11)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from proxy.deliver.batching import split
+from proxy.deliver.client import HttpTransport
+from proxy.destinations.base import HttpResponse, Verdict
+from proxy.destinations.segment import Segment
+from proxy.events import Event
+from tests.destinations.cases import NOW, adapter, cases
+from tests.fakes.segment_api import FakeSegmentApi
+
+CONFIG = {"write_key": "seg-write-key"}
+
+
+def segment(**config: Any) -> Segment:
+    destination = adapter("segment", {**CONFIG, **config})
+    assert isinstance(destination, Segment)
+    return destination
+
+
+def event(n: int = 1, note: str = "") -> Event:
+    # Bytes as the spool holds them: key order and spacing are the sender's, never re-encoded.
+    raw = (
+        f'{{"type":"track", "messageId":"m-{n}", "event":"Signed Up", "anonymousId":"a-1",'
+        f' "properties":{{"note":"{note}"}}, "timestamp":"2025-12-31T23:59:00.000Z"}}'
+    )
+    return Event(raw.encode())
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeSegmentApi]:
+    vendor = FakeSegmentApi()
+    await vendor.start()
+    yield vendor
+    await vendor.close()
+    vendor.assert_no_unknown_paths()
+
+
+@pytest.fixture
+async def transport() -> AsyncIterator[HttpTransport]:
+    async with aiohttp.ClientSession() as session:
+        yield HttpTransport(session)
+
+
+def test_the_body_splices_the_stored_bytes() -> None:
+    first, second = event(1), event(2)
+    (request,) = segment().build([first, second], NOW)
+    assert request.body == b'{"batch":[' + first.raw + b"," + second.raw + b"]}"
+    assert request.event_ids == ("m-1", "m-2")
+    assert request.url == "https://api.segment.io/v1/batch"
+    expected = "Basic " + base64.b64encode(b"seg-write-key:").decode()
+    assert request.headers["Authorization"] == expected
+
+
+def test_eu_workspaces_use_the_eu_host() -> None:
+    (request,) = segment(region="eu").build([event()], NOW)
+    assert request.url == "https://events.eu1.segmentapis.com/v1/batch"
+
+
+def test_limits_per_event_count_and_bytes() -> None:
+    destination = segment()
+    assert destination.size(event(note="x" * 32 * 1024)) > destination.limits.max_bytes
+    assert destination.size(event(note="x" * 31 * 1024)) < 32 * 1024
+    many = [event(n) for n in range(2501)]
+    assert [len(b) for b in split(many, destination.limits, destination.size).batches] == [
+        2500,
+        1,
+    ]
+    big = [event(n, note="x" * 30_000) for n in range(17)]
+    parts = split(big, destination.limits, destination.size)
+    assert [len(b) for b in parts.batches] == [16, 1]  # 500 KB per request (§3)
+
+
+async def test_every_golden_request_is_accepted(
+    fake: FakeSegmentApi, transport: HttpTransport
+) -> None:
+    for case in cases("segment"):
+        destination = adapter("segment", {**case.config, "endpoint": fake.url})
+        for request in destination.build(case.events, case.now):
+            response = await transport.send(request, 5)
+            assert destination.classify(request, response, NOW).verdict is Verdict.DELIVERED
+    assert (len(fake.received), fake.dropped) == (7, [])
+    assert [e["messageId"] for e in fake.received][:1] == ["ajs-next-1767225580000-c3d4"]
+
+
+async def test_a_full_request_is_accepted_and_a_larger_one_is_not(
+    fake: FakeSegmentApi, transport: HttpTransport
+) -> None:
+    destination = segment(endpoint=fake.url)
+    (request,) = destination.build([event(n) for n in range(2500)], NOW)
+    assert len(request.body) <= 500_000
+    response = await transport.send(request, 5)
+    assert (response.status, len(fake.received), fake.dropped) == (200, 2500, [])
+    (request,) = destination.build([event(n, note="x" * 30_000) for n in range(18)], NOW)
+    response = await transport.send(request, 5)
+    assert destination.classify(request, response, NOW).reason == "http_400"
+
+
+def test_rate_limits_wait_for_retry_after() -> None:
+    destination = segment()
+    (request,) = destination.build([event()], NOW)
+    answer = HttpResponse(429, {"Retry-After": "7", "X-RateLimit-Reset": "7"}, b"")
+    result = destination.classify(request, answer, NOW)
+    assert (result.verdict, result.retry_after_secs) == (Verdict.RETRY, 7.0)
+    assert orjson.loads(request.body)["batch"][0]["messageId"] == "m-1"

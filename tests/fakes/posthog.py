@@ -1,0 +1,89 @@
+"""A PostHog capture service (shared/vendors/posthog.md) on FakeVendor.
+
+`/batch/` takes the batch envelope, raw or gzipped (recognised by its magic bytes, §3), checks the
+project key (401), the 20 MB body (413) and each event's name, distinct_id and timestamp (400, as
+the capture service does), and keeps ingestion warnings (bad uuid, > 1 MB event) in `warnings`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import uuid
+from typing import Any
+
+import orjson
+
+from proxy.events import parse_time
+from tests.fakes.vendor import Answer, FakeVendor, Recorded
+
+INVALID_KEY = {
+    "type": "authentication_error",
+    "code": "invalid_api_key",
+    "detail": "Project API key invalid. You can find your project API key in PostHog project "
+    "settings.",
+}
+
+
+def text(status: int, message: str) -> Answer:
+    return Answer(status, message.encode(), {"Content-Type": "text/plain"})
+
+
+class FakePostHog(FakeVendor):
+    def __init__(self, api_key: str = "phc_testProjectKey") -> None:
+        super().__init__({"/batch/": self._batch, "/batch": self._batch})
+        self.api_key = api_key
+        self.received: list[dict[str, Any]] = []
+        self.warnings: list[str] = []  # ingestion warnings: the event is dropped, 200 all the same
+
+    def _batch(self, request: Recorded) -> Answer:
+        raw = request.body
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        if len(raw) >= 20_000_000:
+            return text(413, "payload too large")
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as error:
+            return text(400, f"failed to parse request: {error}")
+        key = body.get("api_key") or body.get("token") if isinstance(body, dict) else None
+        if key != self.api_key:
+            return Answer(401, orjson.dumps(INVALID_KEY), {"Content-Type": "application/json"})
+        events = body.get("batch")
+        if not isinstance(events, list) or not events:
+            return text(400, "failed to parse request: empty batch")
+        for event in events:
+            problem = check(event)
+            if problem is not None:
+                return text(400, f"failed to parse request: {problem}")
+        for event in events:
+            warning = self._warning(event)
+            if warning is None:
+                self.received.append(event)
+            else:
+                self.warnings.append(warning)
+        return Answer(200, b'{"status": 1}', {"Content-Type": "application/json"})
+
+    def _warning(self, event: dict[str, Any]) -> str | None:
+        if len(orjson.dumps(event)) > 1_000_000:
+            return "Discarded event exceeding 1MB limit"
+        if "uuid" in event:
+            try:
+                uuid.UUID(str(event["uuid"]))
+            except ValueError:
+                return f"invalid uuid {event['uuid']!r}: event dropped"
+        return None
+
+
+def check(event: Any) -> str | None:
+    """Why the capture service refuses the whole request for this event (§3, §5), or None."""
+    if not isinstance(event, dict) or not isinstance(event.get("event"), str):
+        return "missing event name"
+    if not event["event"]:
+        return "missing event name"
+    props = event.get("properties", {})
+    distinct_id = event.get("distinct_id") or (props.get("distinct_id") if props else None)
+    if not isinstance(distinct_id, str) or not distinct_id:
+        return "missing distinct_id"
+    if "timestamp" in event and parse_time(event["timestamp"]) is None:
+        return f"invalid timestamp {event['timestamp']!r}"
+    return None
