@@ -27,11 +27,13 @@ class EventType(StrEnum):
 class Event:
     """One spec message. `raw` is what the spool holds; `data` is decoded on first use."""
 
-    __slots__ = ("_data", "raw")
+    __slots__ = ("_data", "_message_id", "raw")
 
-    def __init__(self, raw: bytes, data: JSON | None = None) -> None:
+    def __init__(self, raw: bytes, data: JSON | None = None, message_id: str | None = None) -> None:
         self.raw = raw
         self._data = data
+        # Known without decoding when the spool could read it (delivery's hot path).
+        self._message_id = message_id
 
     @classmethod
     def from_data(cls, data: JSON) -> Event:
@@ -51,7 +53,9 @@ class Event:
 
     @property
     def message_id(self) -> str:
-        return str(self.data["messageId"])
+        if self._message_id is None:
+            self._message_id = str(self.data["messageId"])
+        return self._message_id
 
     @property
     def type(self) -> EventType:

@@ -20,6 +20,8 @@ NAMED_TYPES = frozenset({"track", "page", "screen"})
 
 def filter_reason(event: Event, settings: DestinationSettings) -> str | None:
     """Why `event` is not for this destination, or None when it is."""
+    if not (settings.types or settings.events or settings.exclude_events or settings.consent):
+        return None  # the common case; also spares decoding a stored event just to look
     kind = event.data.get("type")
     if settings.types and kind not in settings.types:
         return "types"

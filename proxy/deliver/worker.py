@@ -93,7 +93,10 @@ class Worker:
         self._task: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
         self._max_in_flight = max(1, self.settings.max_in_flight)
-        self._requests = asyncio.Semaphore(self._max_in_flight)
+        self._requests = asyncio.Semaphore(self._max_in_flight)  # bounds requests to the vendor
+        # Batches under way (sending or settling). Twice the requests, so the next batches are
+        # claimed and ready to send while earlier ones wait for their spool commit.
+        self._max_batches = 2 * self._max_in_flight
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()  # a batch finished: a slot is free, a retry may be due
         self._due_miss = False
@@ -131,13 +134,13 @@ class Worker:
 
     async def _step(self) -> None:
         limits = self.destination.limits
-        max_in_flight = self._max_in_flight
-        while len(self._batches) >= max_in_flight and not self._stopping.is_set():
+        max_batches = self._max_batches
+        while len(self._batches) >= max_batches and not self._stopping.is_set():
             await self._wait_for_slot()
         if self._stopping.is_set():
             return
         self._wake.clear()
-        want = limits.max_events * (max_in_flight - len(self._batches))
+        want = limits.max_events * (max_batches - len(self._batches))
         claimed = await self.spool.claim(self.name, want, self.clock.now())
         if not claimed:
             await self._idle()
@@ -206,7 +209,7 @@ class Worker:
         ready: list[Claimed] = []
         stopped = Settlement()
         for stored in claimed:
-            event = Event(stored.raw)
+            event = Event(stored.raw, message_id=stored.message_id)
             try:
                 message_id = event.message_id
                 outcome = screen(event, self.destination, now)
@@ -224,7 +227,7 @@ class Worker:
         if stopped:
             await self._settle(stopped)
         for batch in split_up.batches:
-            while len(self._batches) >= self._max_in_flight and not self._stopping.is_set():
+            while len(self._batches) >= self._max_batches and not self._stopping.is_set():
                 await self._wait_for_slot()
             if self._stopping.is_set():
                 return  # the rest stays claimed and is handed out again after restart

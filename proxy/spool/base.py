@@ -26,6 +26,9 @@ class Stored:
     id: str
     raw: bytes
     attempts: int  # failed attempts so far at this destination
+    # The event's messageId when the backend can read it without Python decoding the event
+    # (delivery needs it for every event; a webhook needs nothing else).
+    message_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -197,6 +197,8 @@ class SqliteSpool:
         self._progress = progress
         self._bytes = size
         self._last_cleanup = 0.0
+        self._cleanup_timer: asyncio.TimerHandle | None = None
+        self._background: set[asyncio.Future[None]] = set()
 
     @classmethod
     async def open(
@@ -260,7 +262,10 @@ class SqliteSpool:
     async def append(self, events: Sequence[bytes]) -> None:
         incoming = sum(len(body) for body in events)
         if self._bytes + incoming > self._max_bytes:
-            raise SpoolFull(f"spool holds {self._bytes} bytes of {self._max_bytes}")
+            # At the cap, reclaim what delivery finished since the last cleanup before refusing.
+            await self._cleanup()
+            if self._bytes + incoming > self._max_bytes:
+                raise SpoolFull(f"spool holds {self._bytes} bytes of {self._max_bytes}")
         # Reserve the bytes now, so concurrent appends cannot together overshoot the cap.
         self._bytes += incoming
         now = self._clock.now()
@@ -296,32 +301,36 @@ class SqliteSpool:
 
         def query(
             conn: sqlite3.Connection,
-        ) -> tuple[list[tuple[int, bytes, int]], list[tuple[int, bytes]]]:
+        ) -> tuple[list[tuple[int, bytes, int, object]], list[tuple[int, bytes, object]]]:
+            # json_extract runs in SQLite's C code, outside the GIL, so the worker does not have
+            # to decode every event in Python just to learn its messageId.
             due = conn.execute(
-                "SELECT r.seq, e.body, r.attempts FROM retries r JOIN events e ON e.seq = r.seq"
+                "SELECT r.seq, e.body, r.attempts, json_extract(e.body, '$.messageId')"
+                " FROM retries r JOIN events e ON e.seq = r.seq"
                 " WHERE r.destination = ? AND r.not_before <= ? ORDER BY r.not_before LIMIT ?",
                 (destination, now, max_events + len(skip)),
             ).fetchall()
             fresh = conn.execute(
-                "SELECT seq, body FROM events WHERE seq >= ? ORDER BY seq LIMIT ?",
+                "SELECT seq, body, json_extract(body, '$.messageId') FROM events"
+                " WHERE seq >= ? ORDER BY seq LIMIT ?",
                 (next_seq, max_events),
             ).fetchall()
             return due, fresh
 
         due, fresh = await self._read(query)
         claimed: list[Stored] = []
-        for seq, body, attempts in due:
+        for seq, body, attempts, message_id in due:
             if seq in state.claimed_retries or len(claimed) >= max_events:
                 continue
             state.claimed_retries.add(seq)
-            claimed.append(Stored(str(seq), body, attempts))
-        for seq, body in fresh:
+            claimed.append(Stored(str(seq), body, attempts, _text(message_id)))
+        for seq, body, message_id in fresh:
             # A concurrent claim may have taken these already; never hand one out twice.
             if seq < state.next_seq or len(claimed) >= max_events:
                 continue
             state.in_flight.add(seq)
             state.next_seq = seq + 1
-            claimed.append(Stored(str(seq), body, 0))
+            claimed.append(Stored(str(seq), body, 0, _text(message_id)))
         return claimed
 
     async def settle(
@@ -349,6 +358,9 @@ class SqliteSpool:
         cleanup = bool(self._destinations) and tick - self._last_cleanup >= CLEANUP_INTERVAL_SECS
         if cleanup:
             self._last_cleanup = tick
+        else:
+            # The last settle of a burst must not leave its finished events behind.
+            self._cleanup_later()
         min_cursor = self._min_cursor() if cleanup else None
 
         def write(conn: sqlite3.Connection) -> int:
@@ -385,6 +397,26 @@ class SqliteSpool:
 
     def _min_cursor(self) -> int:
         return min(state.cursor() for state in self._progress.values())
+
+    async def _cleanup(self) -> None:
+        """Delete the events every destination has finished with, now."""
+        if not self._destinations:
+            return
+        self._last_cleanup = time.monotonic()
+        min_cursor = self._min_cursor()
+        self._bytes -= await self._writer.submit(lambda conn: _delete_finished(conn, min_cursor))
+
+    def _cleanup_later(self) -> None:
+        if self._cleanup_timer is not None or not self._destinations:
+            return
+        loop = asyncio.get_running_loop()
+        self._cleanup_timer = loop.call_later(CLEANUP_INTERVAL_SECS, self._start_cleanup)
+
+    def _start_cleanup(self) -> None:
+        self._cleanup_timer = None
+        task = asyncio.ensure_future(self._cleanup())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def next_retry_at(self, destination: str) -> float | None:
         state = self._state(destination)
@@ -473,6 +505,9 @@ class SqliteSpool:
         return await self._writer.submit(write)
 
     async def close(self) -> None:
+        if self._cleanup_timer is not None:
+            self._cleanup_timer.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await asyncio.to_thread(self._writer.stop)
         self._read_pool.shutdown(wait=True)
         self._reader.close()
@@ -487,6 +522,10 @@ def _delete_finished(conn: sqlite3.Connection, min_cursor: int) -> int:
         (min_cursor,),
     ).fetchall()
     return sum(row[0] for row in freed)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _message_id(body: bytes) -> str:

@@ -76,6 +76,8 @@ def count(url: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--synchronous", default="full", choices=["full", "normal"])
+    parser.add_argument("--max-in-flight", type=int, default=4)
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -91,8 +93,10 @@ def main() -> None:
         config.write_text(
             f'[server]\nlisten = "127.0.0.1:{relay_port}"\n'
             f'[spool]\npath = "{spool_path}"\nmax_bytes = 10_000_000_000\n'
+            f'synchronous = "{opts.synchronous}"\n'
             '[destinations.hook]\ntype = "webhook"\n'
             f'url = "http://127.0.0.1:{receiver_port}/hook"\nsecret = "{SECRET}"\n'
+            f"max_in_flight = {opts.max_in_flight}\n"
         )
         env = {**os.environ}
         receiver = subprocess.Popen(
