@@ -1,0 +1,120 @@
+"""What the admin view may show of requests and config: secrets never, the rest as sent.
+
+Three layers, because any one alone misses something: every configured Secret value is replaced
+wherever it appears; URL query strings and user info are cut (vendors put keys there); JSON keys
+and headers named like credentials are masked. Hashed fields stay: they are what was sent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from enum import Enum
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+
+from proxy.settings import Secret, Settings
+
+MASK = "***"
+MAX_BODY_CHARS = 16_384
+SECRET_KEY = re.compile(
+    r"(secret|token|password|api_?key|write_?key|authorization|signature)", re.I
+)
+# Headers shown as sent; any other header's value is masked (auth schemes vary by vendor).
+PLAIN_HEADERS = frozenset(
+    {"content-type", "content-encoding", "content-length", "accept", "user-agent", "webhook-id",
+     "webhook-timestamp"}
+)  # fmt: skip
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """Every Secret in the settings, longest first (so a secret containing another is masked)."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, Secret):
+            if value.value:
+                found.append(value.value)
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            for item in dataclasses.fields(value):
+                walk(getattr(value, item.name))
+        elif isinstance(value, tuple | list):
+            for item in value:
+                walk(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+
+    walk(settings)
+    return sorted(set(found), key=len, reverse=True)
+
+
+def hide(text: str, secrets: Iterable[str]) -> str:
+    for value in secrets:
+        text = text.replace(value, MASK)
+    return text
+
+
+def mask_url(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    query = MASK if parts.query else ""
+    return urlunsplit((parts.scheme, netloc or parts.netloc, parts.path, query, ""))
+
+
+def mask_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k: (v if k.lower() in PLAIN_HEADERS else MASK) for k, v in headers.items()}
+
+
+def mask_body(body: bytes, secrets: Iterable[str]) -> str:
+    """A request or answer body for display: JSON with credential keys masked, else text."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return f"<{len(body)} bytes, not text>"
+    else:
+        text = orjson.dumps(_mask_keys(data), option=orjson.OPT_INDENT_2).decode()
+    text = hide(text, secrets)
+    return text if len(text) <= MAX_BODY_CHARS else text[:MAX_BODY_CHARS] + "\n…"
+
+
+def _mask_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: (MASK if SECRET_KEY.search(str(k)) and v not in (None, "") else _mask_keys(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_mask_keys(item) for item in value]
+    return value
+
+
+def masked_config(settings: Settings) -> Any:
+    """Settings as plain JSON-able data, with every Secret shown as *** and URLs' queries cut."""
+    return _plain(settings)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Secret):
+        return MASK
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return str(value)
+    if isinstance(value, str) and "://" in value:
+        return mask_url(value)
+    return value

@@ -1,0 +1,146 @@
+"""The admin pages against a real relay: live events with per-destination outcomes, what was sent
+and answered (masked), dead letters with replay and discard, the client IP page and the config."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from proxy.settings import ServerSettings
+from tests.admin.conftest import (
+    QUERY_SECRET,
+    TOKEN,
+    WEBHOOK_SECRET,
+    AdminFactory,
+    AdminRelay,
+    eventually,
+)
+from tests.conftest import SERVER_KEY, WEB_KEY
+from tests.ingest.client import post, track
+
+
+async def _row(admin: AdminRelay, message_id: str, query: str = "") -> dict[str, Any] | None:
+    data = await admin.get_json(f"/api/events?{query}")
+    return next((row for row in data["events"] if row["messageId"] == message_id), None)
+
+
+async def _settled(admin: AdminRelay, message_id: str, destination: str, prefix: str) -> None:
+    async def done() -> bool:
+        row = await _row(admin, message_id)
+        return row is not None and row["destinations"].get(destination, "").startswith(prefix)
+
+    await eventually(done, f"{message_id} {prefix} at {destination}")
+
+
+async def test_an_event_appears_with_each_destinations_outcome(admin: AdminRelay) -> None:
+    await admin.ingest(messageId="m-live", event="Signed Up", userId="u-7")
+    await _settled(admin, "m-live", "debug", "delivered:")
+    await _settled(admin, "m-live", "hook", "delivered:http_200")
+    row = await _row(admin, "m-live")
+    assert row is not None
+    assert (row["source"], row["type"], row["name"], row["userId"]) == (
+        "web", "track", "Signed Up", "u-7"
+    )  # fmt: skip
+
+
+async def test_live_view_filters(admin: AdminRelay) -> None:
+    await admin.ingest(messageId="m-a", event="Alpha", anonymousId="anon-a")
+    answer = await post(
+        admin.http, f"{admin.public_url}/v1/track",
+        track(messageId="m-b", event="Beta", userId="u-b"), key=SERVER_KEY,
+    )  # fmt: skip
+    assert answer.status == 200
+    await _settled(admin, "m-b", "hook", "delivered")
+    assert await _row(admin, "m-a", "source=backend") is None
+    assert await _row(admin, "m-b", "source=backend") is not None
+    assert await _row(admin, "m-a", "name=Beta") is None
+    assert await _row(admin, "m-a", "user=anon-a") is not None
+    assert await _row(admin, "m-b", "user=anon-a") is None
+    assert await _row(admin, "m-b", "destination=hook") is not None
+    assert await _row(admin, "m-b", "destination=nowhere") is None
+
+
+async def test_event_page_shows_what_was_sent_and_answered_without_secrets(
+    admin: AdminRelay,
+) -> None:
+    await admin.ingest(messageId="m-detail", event="Checkout")
+    await _settled(admin, "m-detail", "hook", "delivered")
+    data = await admin.get_json("/api/events")
+    seq = next(row["seq"] for row in data["events"] if row["messageId"] == "m-detail")
+    status, page = await admin.get(f"/events/{seq}")
+    assert status == 200
+    assert "/in?***" in page  # the URL, its query cut
+    assert "&#34;ok&#34;: true" in page or "&quot;ok&quot;: true" in page  # the vendor's answer
+    assert "m-detail" in page
+    assert "Checkout" in page
+    for secret in (QUERY_SECRET, WEBHOOK_SECRET, WEB_KEY, TOKEN):
+        assert secret not in page
+    signature = admin.vendor.requests[-1].headers["webhook-signature"]
+    assert signature not in page
+
+
+async def test_dead_letters_can_be_replayed_and_discarded(admin: AdminRelay) -> None:
+    admin.vendor.answer(400, b'{"error":"bad field"}')
+    admin.vendor.answer(400, b'{"error":"bad field"}')
+    await admin.ingest(messageId="m-dead-1")
+    await _settled(admin, "m-dead-1", "hook", "dead:http_400")
+    await admin.ingest(messageId="m-dead-2")
+    await _settled(admin, "m-dead-2", "hook", "dead:http_400")
+    status, page = await admin.get("/destinations/hook")
+    assert status == 200
+    assert "Dead letters (2)" in page
+    assert "bad field" in page
+    assert "dead:http_400" in page
+    letters = (await admin.get_json("/api/destinations"))[1]["dead_letters"]
+    first = next(d["id"] for d in letters if d["messageId"] == "m-dead-1")
+
+    csrf = await admin.csrf("/destinations/hook")
+    async with admin.http.post(
+        f"{admin.admin_url}/destinations/hook/discard",
+        data={"csrf": csrf, "id": first}, headers=admin.bearer, allow_redirects=False,
+    ) as response:  # fmt: skip
+        assert response.headers["Location"].endswith("discarded+1")
+    sent_before = len(admin.vendor.requests)
+    async with admin.http.post(
+        f"{admin.admin_url}/destinations/hook/replay",
+        data={"csrf": csrf}, headers=admin.bearer, allow_redirects=False,
+    ) as response:  # fmt: skip
+        assert response.headers["Location"].endswith("replayed+1")
+    requests = await admin.vendor.wait_for_requests(sent_before + 1)
+    assert b"m-dead-2" in requests[-1].body
+    assert all(b"m-dead-1" not in r.body for r in requests[sent_before:])
+    await _settled(admin, "m-dead-2", "hook", "delivered")
+    hook = (await admin.get_json("/api/destinations"))[1]
+    assert hook["dead_letters"] == []
+    assert hook["error_rate"] > 0
+    assert hook["last_errors"][0]["reason"] == "http_400"
+
+
+async def test_overview_shows_destinations_and_charts(admin: AdminRelay) -> None:
+    await admin.ingest(messageId="m-chart")
+    await _settled(admin, "m-chart", "hook", "delivered")
+    status, page = await admin.get("/")
+    assert status == 200
+    assert page.count("<svg") == 3  # events per minute + one per destination
+    assert 'data-destination="hook"' in page
+    assert 'data-destination="debug"' in page
+    assert "<title>1</title>" in page  # this minute's bar holds the one event
+
+
+async def test_ip_page_explains_the_chain_and_masks_the_config(
+    admin_factory: AdminFactory,
+) -> None:
+    loopback = ipaddress.ip_network("127.0.0.1/32")
+    admin = await admin_factory(server=ServerSettings(trusted_proxies=(loopback,)))
+    headers = {"X-Forwarded-For": "198.51.100.9, 203.0.113.5"}
+    status, page = await admin.get("/ip", headers=headers)
+    assert status == 200
+    assert 'id="chosen-ip">203.0.113.5<' in page  # the first untrusted hop from the right
+    assert "127.0.0.1/32" in page
+    for secret in (WEBHOOK_SECRET, QUERY_SECRET, WEB_KEY, SERVER_KEY):
+        assert secret not in page
+    assert "***" in page
+
+    untrusting = await admin_factory()  # no trusted proxies: the headers are the client's claim
+    _, page = await untrusting.get("/ip", headers=headers)
+    assert 'id="chosen-ip">127.0.0.1<' in page
