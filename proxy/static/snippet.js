@@ -1,0 +1,293 @@
+/* The relay's browser snippet: an analytics.js-like API that captures what only the browser knows
+ * and posts it to the relay on the site's own origin. Readable source; scripts/build-snippet
+ * minifies it into snippet.min.js (budget: 2.5 KB gzipped, checked by a test).
+ *
+ * The install tag leaves a queue in window.analytics (an array of [method, ...args] with .key and
+ * .url set); this script replaces it with the API and replays the queued calls in order.
+ *
+ * Delivery: events close together go out in one text/plain POST (a "simple" request: no CORS
+ * preflight), with fetch keepalive while the in-flight keepalive bytes stay under the browser's
+ * 64 KB budget, and with sendBeacon when the page is hidden or unloading. What cannot be sent
+ * now waits in a bounded localStorage queue, resent (same messageIds) by one tab at a time.
+ */
+((w, d) => {
+  const stub = w.analytics;
+  if (!stub || !stub.push || !stub.key) return; // no install tag, or loaded twice
+  const key = stub.key;
+  const url = stub.url + "/e";
+  const nav = navigator;
+  const loc = location;
+  const now = () => Date.now();
+  // Storage keys: neutral names, since filter lists match words such as "analytics" or "track".
+  const ANON = "_fpa";
+  const USER = "_fpu";
+  const TRAITS = "_fpt";
+  const CONSENT = "_fpc";
+  const QUEUE = "_fpq";
+  const LOCK = "_fpl";
+  const PAUSE = "_fpw";
+  const CLICKS = "_fpk";
+  const CLICK_IDS = "gclid gbraid wbraid fbclid msclkid ttclid li_fat_id twclid".split(" ");
+  const DAY_MS = 864e5;
+  // The queue must never crowd the host page out of its own storage (5 MB per origin).
+  const QUEUE_MAX_EVENTS = 200;
+  const QUEUE_MAX_CHARS = 2e5;
+  const QUEUE_MAX_AGE_MS = 7 * DAY_MS;
+  const KEEPALIVE_BUDGET = 6e4; // Chromium refuses keepalive bodies past 64 KB in flight
+  const BATCH_MAX_EVENTS = 20;
+  const BATCH_WAIT_MS = 20; // long enough to catch calls made together, short enough to feel live
+  const DRAIN_EVENTS = 50;
+  const LOCK_SETTLE_MS = 99;
+
+  // Storage that never throws: blocked, full or sandboxed storage just forgets.
+  const store = (area, name, value) => {
+    try {
+      const s = w[area];
+      if (value === undefined) return JSON.parse(s.getItem(name));
+      value === null ? s.removeItem(name) : s.setItem(name, JSON.stringify(value));
+    } catch (e) {}
+  };
+  const local = (name, value) => store("localStorage", name, value);
+  const cookie = (name) => (d.cookie.match("(?:^|; )" + name + "=([^;]*)") || [])[1];
+
+  const uuid = () => {
+    try {
+      return crypto.randomUUID();
+    } catch (e) {
+      // randomUUID needs a secure context; getRandomValues does not.
+      return "10000000-1000-4000-8000-100000000000".replace(/[018]/g, (c) =>
+        (c ^ (crypto.getRandomValues(new Uint8Array(1))[0] & (15 >> (c / 4)))).toString(16),
+      );
+    }
+  };
+
+  let anon;
+  let user = local(USER);
+  // A script-set cookie is capped at 7 days by Safari; rewriting it on every visit keeps it alive
+  // for regular visitors, and localStorage keeps the id where cookies are cleared.
+  const remember = (id) => {
+    anon = id || local(ANON) || cookie(ANON) || uuid();
+    local(ANON, anon);
+    d.cookie =
+      ANON + "=" + anon + ";path=/;max-age=31536000;samesite=lax" +
+      (loc.protocol == "https:" ? ";secure" : "");
+  };
+  remember();
+
+  // Click ids are read on landing and kept for the session: a blocker may strip them later, and
+  // the landing URL is gone after the first navigation.
+  const clicks = store("sessionStorage", CLICKS) || {};
+  const params = new URLSearchParams(loc.search);
+  CLICK_IDS.forEach((name) => {
+    const value = params.get(name);
+    if (value) clicks[name] = value;
+  });
+  store("sessionStorage", CLICKS, clicks);
+
+  const context = () => {
+    const campaign = {};
+    new URLSearchParams(loc.search).forEach((value, name) => {
+      if (name.indexOf("utm_") == 0 && name.length > 4 && value)
+        campaign[name == "utm_campaign" ? "name" : name.slice(4)] = value;
+    });
+    const ga = cookie("_ga"); // GA1.1.<random>.<seconds>: the client id is the last two parts
+    const consent = local(CONSENT);
+    const c = {
+      page: page(),
+      screen: { width: screen.width, height: screen.height, density: w.devicePixelRatio },
+      locale: nav.language,
+      userAgent: nav.userAgent,
+      library: { name: "relay-snippet", version: "1" },
+    };
+    try {
+      c.timezone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    } catch (e) {}
+    if (Object.keys(campaign).length) c.campaign = campaign;
+    if (Object.keys(clicks).length) c.clickIds = clicks;
+    if (ga) c.ga = { client_id: ga.split(".").slice(-2).join(".") };
+    if (cookie("_fbp")) c.fbp = cookie("_fbp");
+    if (cookie("_fbc")) c.fbc = cookie("_fbc");
+    if (consent) c.consent = { categoryPreferences: consent };
+    return c;
+  };
+  const page = () => ({
+    path: loc.pathname,
+    referrer: d.referrer,
+    search: loc.search,
+    title: d.title,
+    url: loc.href.split("#")[0],
+  });
+
+  // --- sending ------------------------------------------------------------------------------
+
+  let buffer = [];
+  let timer = 0;
+  let inflight = 0; // keepalive bytes not yet answered
+  // No sends before this time (Retry-After or backoff), kept across pages: a relay that asked
+  // for a pause should not get a retry from every page load meanwhile.
+  let until = +local(PAUSE) || 0;
+  let failures = 0;
+  let draining = 0;
+  let gone = 0; // the page is unloading (or in the back/forward cache)
+
+  const body = (events) => JSON.stringify({ writeKey: key, batch: events, sentAt: new Date().toISOString() });
+
+  // Resolves true when the events are settled (accepted, or refused for good: a 4xx other than
+  // 408/429 would fail forever), false when they must wait (and until is set).
+  const post = (events, keepalive) => {
+    const data = body(events);
+    const size = new Blob([data]).size;
+    keepalive = keepalive && inflight + size < KEEPALIVE_BUDGET;
+    if (keepalive) inflight += size;
+    const wait = (retryAfter) => {
+      const ms = +retryAfter * 1e3 || Date.parse(retryAfter) - now();
+      local(PAUSE, (until = now() + (ms > 0 ? ms : Math.min(1e3 * 2 ** failures++, 6e4))));
+      later();
+    };
+    return fetch(url, { method: "POST", body: data, keepalive })
+      .then(
+        (r) => {
+          const s = r.status;
+          if (s == 408 || s == 429 || s > 499) return wait(r.headers.get("Retry-After"));
+          failures = until = 0;
+          return 1;
+        },
+        // A page that navigates away aborts its keepalive fetches in JS only: the browser still
+        // delivers them, so saving them here would send them twice.
+        () => (keepalive && gone) || wait(),
+      )
+      .finally(() => keepalive && (inflight -= size));
+  };
+
+  // The bounded localStorage queue: newest kept, duplicates (same messageId) merged, old dropped.
+  const save = (events) => {
+    const seen = {};
+    const q = (local(QUEUE) || [])
+      .concat(events)
+      .filter((e) => !seen[e.messageId] && (seen[e.messageId] = 1) && Date.parse(e.timestamp) > now() - QUEUE_MAX_AGE_MS);
+    while (q.length > QUEUE_MAX_EVENTS || JSON.stringify(q).length > QUEUE_MAX_CHARS) q.shift();
+    local(QUEUE, q);
+  };
+  const forget = (events) => {
+    const sent = {};
+    events.forEach((e) => (sent[e.messageId] = 1));
+    local(QUEUE, (local(QUEUE) || []).filter((e) => !sent[e.messageId]));
+  };
+
+  // One tab at a time resends the queue: Web Locks where available (released when the tab
+  // dies), else a localStorage lock that expires. Tabs in other processes see a write a moment
+  // later, so a tab claims that lock, waits, and goes on only if its claim is still the one there.
+  const me = uuid();
+  const mine = () => (local(LOCK) || {}).v == me;
+  const exclusive = (work) => {
+    if (nav.locks) return nav.locks.request(LOCK, { ifAvailable: true }, (lock) => lock && work());
+    const held = local(LOCK);
+    if (held && held.x > now() && held.v != me) return;
+    local(LOCK, { v: me, x: now() + 3e4 });
+    return new Promise((settle) => setTimeout(settle, LOCK_SETTLE_MS))
+      .then(() => mine() && work())
+      .finally(() => mine() && local(LOCK, null));
+  };
+
+  const later = () => setTimeout(drain, until - now() + 9);
+  // Not keepalive: a drain cut off by an unload leaves its events queued for the next page.
+  const drain = () => {
+    if (draining || now() < until || !(local(QUEUE) || []).length) return;
+    draining = 1;
+    const step = () => {
+      const part = (local(QUEUE) || []).slice(0, DRAIN_EVENTS);
+      return part.length && post(part).then((ok) => ok && (forget(part), step()));
+    };
+    Promise.resolve(exclusive(step)).finally(() => (draining = 0));
+  };
+
+  const send = (events, unloading) => {
+    if (now() < until || !nav.onLine) return save(events);
+    if (unloading) return nav.sendBeacon(url, body(events)) || save(events);
+    if (inflight + new Blob([body(events)]).size >= KEEPALIVE_BUDGET) {
+      // Past the keepalive budget a fetch would die with the page: the queue carries it instead.
+      save(events);
+      return setTimeout(drain);
+    }
+    post(events, 1).then((ok) => (ok ? drain() : save(events)));
+  };
+
+  const flush = (unloading) => {
+    clearTimeout(timer);
+    timer = 0;
+    if (buffer.length) send(buffer.splice(0), unloading);
+  };
+
+  const enqueue = (type, fields, options) => {
+    options = options || {};
+    const e = Object.assign(
+      {
+        type,
+        messageId: uuid(),
+        timestamp: new Date().toISOString(),
+        anonymousId: anon,
+        context: Object.assign(context(), options.context),
+      },
+      user && { userId: user },
+      options.integrations && { integrations: options.integrations },
+      fields,
+    );
+    buffer.push(e);
+    if (buffer.length >= BATCH_MAX_EVENTS) flush();
+    else timer = timer || setTimeout(flush, BATCH_WAIT_MS);
+  };
+
+  // Hidden may be the last chance (mobile browsers kill hidden tabs); pagehide is the unload.
+  d.addEventListener("visibilitychange", () => d.visibilityState == "hidden" && flush(1));
+  w.addEventListener("pagehide", () => flush((gone = 1)));
+  w.addEventListener("pageshow", () => (gone = 0)); // back from the back/forward cache
+  w.addEventListener("online", drain);
+
+  // --- the API ------------------------------------------------------------------------------
+
+  const api = {
+    key, // a second run of the install tag sees it and stops
+    // As analytics.js: page([category], [name], [properties], [options]).
+    page(category, name, properties, options) {
+      if (typeof name != "string")
+        (options = properties), (properties = name), (name = category), (category = undefined);
+      if (name && typeof name == "object")
+        (options = properties), (properties = name), (name = undefined);
+      const fields = { properties: Object.assign(page(), properties) };
+      if (name) fields.name = fields.properties.name = name;
+      if (category) fields.category = fields.properties.category = category;
+      enqueue("page", fields, options);
+    },
+    track(event, properties, options) {
+      enqueue("track", { event, properties: properties || {} }, options);
+    },
+    identify(id, traits, options) {
+      if (id && typeof id == "object") (options = traits), (traits = id), (id = user);
+      if (id) local(USER, (user = "" + id));
+      traits = Object.assign(local(TRAITS) || {}, traits);
+      local(TRAITS, traits);
+      enqueue("identify", { traits }, options);
+    },
+    group(groupId, traits, options) {
+      enqueue("group", { groupId: "" + groupId, traits: traits || {} }, options);
+    },
+    alias(to, from, options) {
+      enqueue("alias", { userId: "" + to, previousId: "" + (from || user || anon) }, options);
+    },
+    reset() {
+      [USER, TRAITS, ANON].forEach((name) => local(name, null));
+      user = undefined;
+      d.cookie = ANON + "=;path=/;max-age=0";
+      remember(uuid());
+    },
+    consent(categories) {
+      local(CONSENT, Object.assign(local(CONSENT) || {}, categories));
+    },
+    ready(callback) {
+      setTimeout(callback);
+    },
+  };
+  w.analytics = api;
+  stub.forEach((call) => api[call[0]] && api[call[0]].apply(api, call.slice(1)));
+  later(); // the queue left by earlier pages, now or when the pause ends
+})(window, document);
