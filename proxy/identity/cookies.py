@@ -1,0 +1,73 @@
+"""The relay's first-party device cookie, and the site's Meta `_fbp` cookie, on ingest requests.
+
+The site's own server sets the device cookie (HttpOnly, `<device id>.<issued unix secs>`), so it is
+not capped like script-set cookies (Safari ITP: 7 days). These two are the only cookies the relay
+reads; nothing else of the Cookie header reaches an event or a vendor.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from proxy.enrich.ip import parse_ip
+from proxy.settings import IPNetwork
+
+MAX_AGE_SECS = 400 * 86_400  # Chrome caps cookie lifetimes at 400 days (RFC 6265bis)
+# A cookie older than this is set again, with the same id: a browser that comes back at least
+# once in 400 days keeps its id for good, and gets a Set-Cookie at most once a month.
+RENEW_AFTER_SECS = 30 * 86_400
+FBP_COOKIE = "_fbp"
+MAX_FBP_CHARS = 200  # Meta's value is ~30 characters; longer is not theirs
+_VALUE = re.compile(r"([A-Za-z0-9_-]{16,64})\.(\d{1,12})")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCookie:
+    device_id: str
+    renewal: str | None  # the value to send back in Set-Cookie; None while the browser's is fresh
+
+
+def device_cookie(value: str | None, now: float) -> DeviceCookie:
+    """The device id a request carries (or a new one) and whether to set the cookie again."""
+    match = _VALUE.fullmatch(value) if value else None
+    if match is None:  # absent, or not ours (edited, or another app's cookie of the same name)
+        device_id = secrets.token_urlsafe(16)
+        return DeviceCookie(device_id, f"{device_id}.{int(now)}")
+    device_id, age = match[1], now - int(match[2])
+    if 0 <= age < RENEW_AFTER_SECS:
+        return DeviceCookie(device_id, None)
+    # Old, or issued "in the future" (a clock step, an edited value): renewing fixes either.
+    return DeviceCookie(device_id, f"{device_id}.{int(now)}")
+
+
+def set_device_cookie(response: web.StreamResponse, name: str, value: str, secure: bool) -> None:
+    """Host-only (no Domain) and Path=/, so it reaches the relay's prefix on the site's host."""
+    response.set_cookie(
+        name, value, max_age=MAX_AGE_SECS, path="/", secure=secure, httponly=True, samesite="Lax"
+    )
+
+
+def fbp_cookie(cookies: Mapping[str, str]) -> str | None:
+    """The site's `_fbp` (set by the Meta Pixel on the same domain), forwarded as Meta wrote it."""
+    value = cookies.get(FBP_COOKIE)
+    if not value or len(value) > MAX_FBP_CHARS or not value.startswith("fb."):
+        return None
+    return value if value.isprintable() and " " not in value else None
+
+
+def is_https(
+    scheme: str, peer: str | None, headers: Mapping[str, str], trusted: Sequence[IPNetwork]
+) -> bool:
+    """Whether the browser's own connection was HTTPS: X-Forwarded-Proto when a trusted proxy
+    sent the request (its first value: the proxy facing the browser sets it), else the scheme."""
+    address = parse_ip(peer) if peer else None
+    if address is not None and any(address in network for network in trusted):
+        forwarded = headers.get("X-Forwarded-Proto")
+        if forwarded:
+            return forwarded.split(",")[0].strip().lower() == "https"
+    return scheme == "https"

@@ -1,0 +1,213 @@
+"""Abuse limits: token buckets per client IP and per source (429 + Retry-After), the origin check on
+every event route, and bot-flagged events counted apart while still accepted."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+
+import aiohttp
+import pytest
+
+from proxy.clock import ManualClock
+from proxy.ingest.limits import (
+    BOT_EVENTS,
+    LIMITED_BY_IP,
+    LIMITED_BY_SOURCE,
+    RateLimits,
+    TokenBuckets,
+)
+from proxy.ingest.segment import BATCH_ROUTES, SINGLE_ROUTES
+from proxy.keys import INGEST_COUNTS
+from proxy.settings import LimitSettings, Secret, ServerSettings, SourceKind, SourceSettings
+from tests.conftest import SERVER_KEY, WEB_ORIGIN, RelayFactory, SettingsFactory
+from tests.ingest.client import post, track
+
+WEB = SourceSettings("web", SourceKind.BROWSER, Secret("pk"), (WEB_ORIGIN,))
+BACKEND = SourceSettings("backend", SourceKind.SERVER, Secret("sk"))
+OFF = LimitSettings(per_ip_rate=0, per_source_rate=0)
+
+
+# --- buckets ---------------------------------------------------------------------------------
+
+
+def test_a_bucket_lets_a_burst_through_then_refills_at_its_rate() -> None:
+    buckets = TokenBuckets(rate=2, burst=4, max_keys=10)
+    for _ in range(4):
+        assert buckets.wait_secs("a", 1, 0.0) == 0
+        buckets.spend("a", 1, 0.0)
+    assert buckets.wait_secs("a", 1, 0.0) == pytest.approx(0.5)
+    assert buckets.wait_secs("a", 1, 0.5) == 0
+    assert buckets.wait_secs("b", 1, 0.0) == 0  # every key has its own bucket
+
+
+def test_a_batch_larger_than_the_burst_passes_once_and_its_sender_waits() -> None:
+    buckets = TokenBuckets(rate=10, burst=100, max_keys=10)
+    assert buckets.wait_secs("a", 500, 0.0) == 0
+    buckets.spend("a", 500, 0.0)
+    assert buckets.wait_secs("a", 1, 0.0) == pytest.approx(40.1)  # 400 owed, then one more
+
+
+def test_buckets_are_bounded_least_recently_seen_first() -> None:
+    buckets = TokenBuckets(rate=1, burst=1, max_keys=2)
+    for key in ("a", "b"):
+        buckets.spend(key, 1, 0.0)
+    assert buckets.wait_secs("a", 1, 0.0) > 0  # "a" is now the most recent
+    buckets.spend("c", 1, 0.0)
+    assert buckets.wait_secs("b", 1, 0.0) == 0  # forgotten: full again
+    assert buckets.wait_secs("a", 1, 0.0) > 0
+
+
+def test_a_clock_that_steps_back_does_not_drain_a_bucket() -> None:
+    buckets = TokenBuckets(rate=1, burst=2, max_keys=2)
+    buckets.spend("a", 1, 100.0)
+    assert buckets.wait_secs("a", 1, 50.0) == 0
+
+
+def test_per_ip_limits_browser_sources_only_and_ipv6_by_its_64() -> None:
+    counts: Counter[str] = Counter()
+    limits = RateLimits(LimitSettings(per_ip_rate=1, per_ip_burst=1, per_source_rate=0), counts)
+    limits.admit(WEB, "2001:db8:1:2::1", 1, 0.0)
+    with pytest.raises(Exception, match="too many events from this address"):
+        limits.admit(WEB, "2001:db8:1:2:ffff::9", 1, 0.0)
+    limits.admit(WEB, "2001:db8:1:3::1", 1, 0.0)  # another /64
+    for _ in range(5):
+        limits.admit(BACKEND, "2001:db8:1:2::1", 100, 0.0)  # a backend's address is not limited
+    assert counts == Counter({LIMITED_BY_IP: 1})
+
+
+def test_a_refused_request_is_charged_to_neither_limit() -> None:
+    settings = LimitSettings(per_ip_rate=1, per_ip_burst=10, per_source_rate=1, per_source_burst=3)
+    limits = RateLimits(settings, Counter())
+    limits.admit(WEB, "203.0.113.1", 3, 0.0)
+    for _ in range(3):
+        with pytest.raises(Exception, match="source 'web'"):
+            limits.admit(WEB, "203.0.113.2", 3, 0.0)
+    limits.admit(WEB, "203.0.113.2", 3, 3.0)  # its address bucket was never charged for those
+
+
+# --- end to end ------------------------------------------------------------------------------
+
+
+async def test_over_the_per_ip_limit_is_429_with_retry_after(
+    relay_factory: RelayFactory, settings_factory: SettingsFactory, http: aiohttp.ClientSession
+) -> None:
+    clock = ManualClock()
+    settings = settings_factory(limits=LimitSettings(per_ip_rate=0.5, per_ip_burst=2))
+    relay = await relay_factory(settings, clock)
+    url, origin = f"{relay.url}/v1/t", {"Origin": WEB_ORIGIN}
+    assert (await post(http, url, track(messageId="m1"), headers=origin)).status == 200
+    assert (await post(http, url, track(messageId="m2"), headers=origin)).status == 200
+    answer = await post(http, url, track(messageId="m3"), headers=origin)
+    assert answer.status == 429
+    assert answer.json["code"] == "rate_limited"
+    assert answer.headers["Retry-After"] == "2"
+    assert answer.headers["Access-Control-Allow-Origin"] == WEB_ORIGIN  # the page may read why
+    assert relay.app[INGEST_COUNTS][LIMITED_BY_IP] == 1
+    clock.advance(2)
+    assert (await post(http, url, track(messageId="m4"), headers=origin)).status == 200
+    assert [event["messageId"] for event in await relay.spooled()] == ["m1", "m2", "m4"]
+
+
+async def test_each_client_behind_a_trusted_proxy_has_its_own_bucket(
+    relay_factory: RelayFactory, settings_factory: SettingsFactory, http: aiohttp.ClientSession
+) -> None:
+    settings = settings_factory(
+        server=ServerSettings(trusted_proxies=(ipaddress.ip_network("127.0.0.1/32"),)),
+        limits=LimitSettings(per_ip_rate=1, per_ip_burst=1),
+    )
+    relay = await relay_factory(settings, ManualClock())
+    url = f"{relay.url}/v1/t"
+
+    async def status(client: str) -> int:
+        return (await post(http, url, track(), headers={"X-Forwarded-For": client})).status
+
+    assert [await status("203.0.113.1"), await status("203.0.113.2")] == [200, 200]
+    assert await status("203.0.113.1") == 429
+    # A spoofed left-most entry does not buy a fresh bucket: the proxy's entry is the client.
+    assert await status("198.51.100.7, 203.0.113.1") == 429
+
+
+async def test_over_the_per_source_limit_is_429_for_a_server_source_too(
+    relay_factory: RelayFactory, settings_factory: SettingsFactory, http: aiohttp.ClientSession
+) -> None:
+    limits = LimitSettings(per_ip_rate=0, per_source_rate=1, per_source_burst=10)
+    relay = await relay_factory(settings_factory(limits=limits), ManualClock())
+    batch = {"batch": [track(messageId=f"m{i}") for i in range(10)]}
+    url = f"{relay.url}/v1/batch"
+    assert (await post(http, url, batch, key=SERVER_KEY)).status == 200
+    answer = await post(http, url, batch, key=SERVER_KEY)
+    assert (answer.status, answer.json["code"]) == (429, "rate_limited")
+    assert "source 'backend'" in answer.json["message"]
+    assert answer.headers["Retry-After"] == "10"
+    assert relay.app[INGEST_COUNTS][LIMITED_BY_SOURCE] == 1
+
+
+async def test_zero_turns_the_limits_off(
+    relay_factory: RelayFactory, settings_factory: SettingsFactory, http: aiohttp.ClientSession
+) -> None:
+    relay = await relay_factory(settings_factory(limits=OFF))
+    batch = {"batch": [track(messageId=f"m{i}") for i in range(2500)]}
+    for _ in range(3):
+        assert (await post(http, f"{relay.url}/v1/batch", batch)).status == 200
+
+
+async def test_the_default_per_ip_limit_is_sized_for_many_users_behind_one_address(
+    relay_factory: RelayFactory, http: aiohttp.ClientSession
+) -> None:
+    """An offline queue of 500 events flushed at once, then 50 events a second (an office NAT)."""
+    clock = ManualClock()
+    relay = await relay_factory(clock=clock)
+    url = f"{relay.url}/v1/batch"
+    defaults = LimitSettings()
+    queued = {"batch": [track(messageId=f"q{i}") for i in range(defaults.per_ip_burst)]}
+    assert (await post(http, url, queued)).status == 200
+    clock.advance(1)
+    steady = {"batch": [track(messageId=f"s{i}") for i in range(int(defaults.per_ip_rate))]}
+    assert (await post(http, url, steady)).status == 200
+    assert (await post(http, url, {"batch": [track()]})).status == 429  # the clock stood still
+
+
+EVENT_ROUTES = [f"v1/{name}" for name in (*SINGLE_ROUTES, *BATCH_ROUTES)] + ["e"]
+
+
+@pytest.mark.parametrize("route", EVENT_ROUTES)
+@pytest.mark.parametrize("origin", ["https://evil.example", "null"])
+async def test_every_event_route_checks_a_browser_keys_origin(
+    relay_factory: RelayFactory, http: aiohttp.ClientSession, route: str, origin: str
+) -> None:
+    """text/plain needs no CORS preflight, so the origin check on the request itself is the
+    only thing between another site's page and a browser key."""
+    relay = await relay_factory()
+    kind = SINGLE_ROUTES.get(route.removeprefix("v1/"))
+    body = track(type=kind) if kind else {"batch": [track()]}
+    if kind in ("identify", "page", "screen", "group", "alias"):
+        body = {"type": kind, "anonymousId": "a", "userId": "u", "previousId": "p", "groupId": "g"}
+    answer = await post(
+        http, f"{relay.url}/{route}", body, content_type="text/plain", headers={"Origin": origin}
+    )
+    assert (answer.status, answer.json["code"]) == (403, "origin_not_allowed")
+    assert "Set-Cookie" not in answer.headers
+    assert await relay.spooled() == []
+
+
+async def test_a_request_without_origin_is_not_a_browsers_and_passes(
+    relay_factory: RelayFactory, http: aiohttp.ClientSession
+) -> None:
+    """Browsers send Origin on every POST; a script without one could forge any header."""
+    relay = await relay_factory()
+    assert (await post(http, f"{relay.url}/e", {"batch": [track()]})).status == 200
+
+
+async def test_bot_events_are_counted_apart_and_still_accepted(
+    relay_factory: RelayFactory, http: aiohttp.ClientSession
+) -> None:
+    relay = await relay_factory()
+    batch = {"batch": [track(messageId=f"b{i}") for i in range(3)]}
+    answer = await post(http, f"{relay.url}/e", batch, headers={"User-Agent": "curl/8.5.0"})
+    assert answer.status == 200
+    human = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36"
+    await post(http, f"{relay.url}/v1/t", track(messageId="h"), headers={"User-Agent": human})
+    events = await relay.spooled()
+    assert [event["context"].get("botReason") for event in events] == ["http_client"] * 3 + [None]
+    assert relay.app[INGEST_COUNTS][BOT_EVENTS] == 3
