@@ -4,37 +4,76 @@ session, delivery workers; closed in reverse), and the public routes under the p
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from proxy.admin.monitor import Monitor
+from proxy.admin.tap import TappedSpool, spool_writable
 from proxy.clock import Clock, SystemClock
 from proxy.deliver.client import http_ctx
 from proxy.deliver.workers import workers_ctx
 from proxy.demo import demo_page
+from proxy.enrich import Enricher
+from proxy.ingest.limits import RateLimits
 from proxy.ingest.segment import SegmentApi
-from proxy.keys import CLOCK, SETTINGS, SPOOL
+from proxy.ingest.snippet import SnippetRoutes
+from proxy.keys import (
+    CLOCK,
+    ENRICHER,
+    INGEST_COUNTS,
+    METRICS,
+    MONITOR,
+    RATE_LIMITS,
+    SETTINGS,
+    SPOOL,
+)
+from proxy.logs import request_ids
+from proxy.metrics import Metrics, ingest_metrics
 from proxy.settings import Settings
 from proxy.spool import open_spool
 
 HEALTH_BODY = b'{"status":"ok"}'
+READY_BODY = b'{"status":"ready"}'
+NOT_READY_BODY = b'{"status":"not_ready"}'
+# After a failed spool write, /readyz says no for this long (a success clears it sooner).
+WRITE_FAILURE_SECS = 5.0
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> web.Application:
     # Ingest enforces its own body limits with a JSON 413 and never calls request.read(), so
     # aiohttp's client_max_size is only a backstop at the same size.
-    app = web.Application(client_max_size=settings.server.max_body_bytes)
+    app = web.Application(
+        client_max_size=settings.server.max_body_bytes, middlewares=[request_ids, ingest_metrics]
+    )
     app[SETTINGS] = settings
     app[CLOCK] = clock or SystemClock()
-    app.cleanup_ctx.extend([spool_ctx, http_ctx, workers_ctx])
+    app[METRICS] = Metrics()
+    app[MONITOR] = Monitor(settings, app[CLOCK], app[METRICS])
+    app[INGEST_COUNTS] = Counter()
+    app[RATE_LIMITS] = RateLimits(settings.limits, app[INGEST_COUNTS])
+    # Enrichment first: a broken geo database stops the start before the spool is opened.
+    app.cleanup_ctx.extend([enrich_ctx, spool_ctx, tap_ctx, http_ctx, workers_ctx])
     prefix = settings.server.prefix.rstrip("/")
-    app.add_routes(SegmentApi(settings, app[CLOCK]).routes(prefix))
+    api_routes = SegmentApi(settings, app[CLOCK]).routes(prefix)
+    app.add_routes(api_routes)
+    app.add_routes(SnippetRoutes().routes(prefix, api_routes))  # the script and its `e` route
     health = {f"{prefix}/healthz", "/healthz"}  # also at the root, for a load balancer's probe
     app.add_routes([web.get(path, healthz) for path in sorted(health)])
+    ready = {f"{prefix}/readyz", "/readyz"}
+    app.add_routes([web.get(path, readyz) for path in sorted(ready)])
     if settings.demo or settings.server.test_page:
         pages = {f"{prefix}/", "/"} if settings.demo else {f"{prefix}/"}
         app.add_routes([web.get(path, demo_page) for path in sorted(pages)])
     return app
+
+
+async def enrich_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Opens the geo databases (GeoDatabaseError: the relay refuses to start) and the UA parser."""
+    app[ENRICHER] = Enricher(app[SETTINGS])
+    yield
+    app[ENRICHER].close()
 
 
 async def spool_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -45,5 +84,25 @@ async def spool_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[SPOOL].close()
 
 
+async def tap_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The admin view and metrics see every committed event through this wrapper."""
+    app[SPOOL] = TappedSpool(app[SPOOL], app[MONITOR])
+    yield
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.Response(body=HEALTH_BODY, content_type="application/json")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready to take events: the spool can be written and has room for a full-size event (so a
+    load balancer moves traffic away before clients see 503s). Says nothing else."""
+    app = request.app
+    settings, spool, failed_at = app[SETTINGS], app[SPOOL], app[MONITOR].append_failed_at
+    ready = (
+        spool.size_bytes() + settings.server.max_event_bytes <= settings.spool.max_bytes
+        and (failed_at is None or app[CLOCK].now() - failed_at > WRITE_FAILURE_SECS)
+        and spool_writable(spool)
+    )
+    body, status = (READY_BODY, 200) if ready else (NOT_READY_BODY, 503)
+    return web.Response(body=body, status=status, content_type="application/json")

@@ -1,4 +1,4 @@
-"""`python -m proxy`: serve, check-config, init, dead-letters, replay and test-destination.
+"""`python -m proxy`: serve, check-config, init, paths, dead-letters, replay, test-destination.
 
 Commands that need a config take --config FILE, else ./relay.toml if present, else the demo.
 An invalid config stops every command before it touches anything, with each error on its line.
@@ -52,6 +52,21 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     init.set_defaults(command=_init)
 
+    paths = commands.add_parser(
+        "paths", help="check the public paths against ad-block filter lists (EasyPrivacy ...)"
+    )
+    paths.add_argument("--config", metavar="FILE", help=config_help)
+    paths.add_argument(
+        "--lists",
+        metavar="DIR",
+        help="a folder of *.txt filter lists (default: $RELAY_FILTER_LISTS, else the checkout's"
+        " ../shared/testdata/filterlists); the relay does not ship them",
+    )
+    paths.add_argument(
+        "--origin", metavar="URL", help="the site (default: https://www.example.com)"
+    )
+    paths.set_defaults(command=_paths)
+
     dead = commands.add_parser("dead-letters", help="list the events destinations gave up on")
     dead.add_argument("--config", metavar="FILE", help=config_help)
     dead.add_argument("--destination", metavar="NAME", help="only this destination")
@@ -85,9 +100,14 @@ def _serve(args: argparse.Namespace) -> int:
     for warning in prefix_warnings(settings.server.prefix):
         print(f"warning: {warning}", file=sys.stderr)
     # Imported here: the server pulls in the whole app, which the other commands don't need.
+    from proxy.enrich import GeoDatabaseError
     from proxy.serve import run
 
-    run(settings)
+    try:
+        run(settings)
+    except GeoDatabaseError as error:  # opened at start: a broken file stops it, before the spool
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
     return 0
 
 
@@ -117,6 +137,25 @@ def _init(args: argparse.Namespace) -> int:
     print("Then put your site's origin in [sources.web] and run:")
     print(f"  python -m proxy serve --config {path}")
     return 0
+
+
+def _paths(args: argparse.Namespace) -> int:
+    from proxy.blocklists import Blocklists, list_files, lists_dir
+    from proxy.public_paths import SAMPLE_ORIGIN, check_paths, public_paths, report
+
+    settings = _settings(args.config)
+    if settings is None:
+        return EXIT_INVALID
+    folder = lists_dir(args.lists)
+    files = list_files(folder)
+    if not files:
+        print(f"No filter lists (*.txt) in {folder}: pass --lists DIR.", file=sys.stderr)
+        return EXIT_INVALID
+    origin = args.origin or SAMPLE_ORIGIN
+    checks = check_paths(Blocklists.load(files), public_paths(settings), origin)
+    print(f"Public URLs on {origin}, checked against {', '.join(f.name for f in files)}:")
+    print(report(checks))
+    return 1 if any(check.block is not None for check in checks) else 0
 
 
 def _dead_letters(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ from proxy.settings import (
     AdminSettings,
     DestinationSettings,
     GeoSettings,
+    LimitSettings,
     PolicySettings,
     Secret,
     ServerSettings,
@@ -118,6 +119,7 @@ def _settings(root: _Reader, base_dir: Path) -> Settings:
         geo=_geo(root.section("geo"), base_dir),
         sources=_sources(root.section("sources")),
         policy=_policy(root.section("policy")),
+        limits=_limits(root.section("limits")),
         destinations=_destinations(root.section("destinations")),
     )
     root.done()
@@ -133,6 +135,7 @@ def _server(r: _Reader) -> ServerSettings:
         fields["trusted_proxies"] = _networks(r, proxies)
     r.put(fields, "client_ip_header", str, _header_name)
     r.put(fields, "test_page", bool)
+    r.put(fields, "device_cookie", str, _cookie_name)
     r.put(fields, "max_body_bytes", int, _positive)
     r.put(fields, "max_event_bytes", int, _positive)
     r.put(fields, "shutdown_timeout_secs", float, _positive)
@@ -162,6 +165,9 @@ def _spool(r: _Reader, base_dir: Path) -> SpoolSettings:
     if path is not _BAD:
         fields["path"] = str(base_dir / (path if isinstance(path, str) else SpoolSettings().path))
     r.put(fields, "redis_url", str, _redis_url)
+    r.put(fields, "redis_consumer", str, _consumer_name)
+    r.put(fields, "redis_claim_idle_secs", float, _positive)
+    r.put(fields, "redis_timeout_secs", float, _positive)
     r.put(fields, "max_bytes", int, _positive)
     r.put(fields, "synchronous", Literal["full", "normal"])
     r.put(fields, "retry_after_secs", int, _positive)
@@ -223,6 +229,19 @@ def _policy(r: _Reader) -> PolicySettings:
     r.put(fields, "server_only_events", tuple[str, ...])
     r.done()
     return PolicySettings(**fields)
+
+
+def _limits(r: _Reader) -> LimitSettings:
+    fields: dict[str, Any] = {}
+    for scope in ("per_ip", "per_source"):
+        r.put(fields, f"{scope}_rate", float, _at_least(0))
+        r.put(fields, f"{scope}_burst", int, _at_least(0))
+    r.done()
+    limits = LimitSettings(**fields)
+    for scope in ("per_ip", "per_source"):
+        if getattr(limits, f"{scope}_rate") > 0 and getattr(limits, f"{scope}_burst") < 1:
+            r.error(f"{scope}_burst", f"must be at least 1 while {scope}_rate is set (0 turns off)")
+    return limits
 
 
 def _destinations(r: _Reader) -> tuple[DestinationSettings, ...]:
@@ -409,6 +428,13 @@ def _header_name(value: str) -> str:
     return value
 
 
+def _cookie_name(value: str) -> str:
+    # RFC 6265 token characters; "" turns the device cookie off.
+    if value and not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", value):
+        raise ValueError(f'"{value}" is not a cookie name, e.g. "_rid"')
+    return value
+
+
 def _positive(value: float) -> float:
     if value <= 0:
         raise ValueError(f"must be greater than 0, got {value}")
@@ -427,6 +453,13 @@ def _at_least(minimum: int) -> Check:
 def _redis_url(value: str) -> str:
     if not value.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError('expected a URL starting with "redis://", "rediss://" or "unix://"')
+    return value
+
+
+def _consumer_name(value: str) -> str:
+    # Shown in XINFO CONSUMERS and logs; whitespace would make it hard to pass to redis-cli.
+    if len(value) > 100 or any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise ValueError("expected at most 100 printable characters without spaces")
     return value
 
 

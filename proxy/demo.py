@@ -1,6 +1,7 @@
-"""The page at the public root: what is running, a curl command that sends a first event, and in the
-demo the spool path and what the debug destination was sent. Server keys never appear (browser
-keys are public anyway); event bodies appear only in the demo, where the events are the user's own.
+"""The test page at the public root: the snippet installed exactly as README says (a page view on
+load, a button that fires a test event), what is running, a curl command that sends a first event,
+and in the demo the spool path and what the debug destination was sent. Server keys never appear
+(browser keys are public anyway); event bodies appear only in the demo, where they are the user's.
 """
 
 from __future__ import annotations
@@ -13,17 +14,30 @@ import orjson
 from aiohttp import web
 
 from proxy.deliver.client import MemoryTransport
+from proxy.ingest.snippet import install_tag
 from proxy.keys import SETTINGS, WORKERS
 from proxy.settings import Settings, SourceKind
 
 SHOW_REQUESTS = 10
+SNIPPET = """<h2>The snippet on this page</h2>
+<p>This page loaded it with the tag below (put it in the <code>&lt;head&gt;</code> of your pages)
+and sent a page view. <button id="test-event" type="button">Send a test event</button>
+<span id="test-status"></span></p>
+<pre>{tag}</pre>
+<script>document.getElementById("test-event").onclick = function () {{
+  analytics.track("Test Event", {{from: "test page"}});
+  document.getElementById("test-status").textContent = "Sent.";
+}};</script>"""
+NO_SNIPPET = '<p>Add a browser source (<code>kind = "browser"</code>) to try the snippet here.</p>'
 MAX_BODY_CHARS = 4000
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Analytics relay</title>
+{tag}
 <style>body{{font:15px/1.5 system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem}}
-pre{{background:#f4f4f4;padding:.75rem;overflow-x:auto;white-space:pre-wrap}}</style></head>
+pre{{background:#f4f4f4;padding:.75rem;overflow-x:auto;white-space:pre-wrap;overflow-wrap:anywhere}}</style></head>
 <body><h1>The relay is running</h1>
+{snippet}
 <h2>Sources</h2><ul>{sources}</ul>
 <h2>Destinations</h2><ul>{destinations}</ul>
 <h2>Spool</h2><p>{spool}</p>
@@ -35,7 +49,11 @@ pre{{background:#f4f4f4;padding:.75rem;overflow-x:auto;white-space:pre-wrap}}</s
 async def demo_page(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     base = f"{request.scheme}://{request.host}{settings.server.prefix.rstrip('/')}"
+    keys = [s.write_key.value for s in settings.sources if s.kind is SourceKind.BROWSER]
+    tag = install_tag(keys[0], settings.server.prefix) if keys else ""
     page = PAGE.format(
+        tag=tag,
+        snippet=SNIPPET.format(tag=escape(tag)) if keys else NO_SNIPPET,
         sources=_items(f"{s.name} ({s.kind})" for s in settings.sources),
         destinations=_items(f"{d.name} ({d.type})" for d in settings.destinations),
         spool=escape(_spool(settings)),

@@ -36,6 +36,8 @@ class ServerSettings:
     # (CF-Connecting-IP, True-Client-IP, X-Real-IP) holds one address.
     client_ip_header: str | None = None
     test_page: bool = True
+    # The relay's first-party device id cookie (proxy/identity/cookies.py); "" sets none.
+    device_cookie: str = "_rid"
     max_event_bytes: int = 32 * 1024  # Segment's per-event limit
     max_body_bytes: int = 5 * 1024 * 1024  # per request; the largest batch an official SDK sends
     shutdown_timeout_secs: float = 10.0
@@ -58,6 +60,13 @@ class SpoolSettings:
     backend: SpoolBackend = SpoolBackend.SQLITE
     path: str = "var/spool.sqlite3"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # This process's name in each destination's consumer group; "" means "<hostname>-<pid>".
+    # A name that stays the same across restarts (and is unique among live nodes) lets a restarted
+    # node take its own unfinished events back at once instead of after redis_claim_idle_secs.
+    redis_consumer: str = ""
+    # Events a consumer claimed and stopped renewing (it died) go to another after this long.
+    redis_claim_idle_secs: float = 30.0
+    redis_timeout_secs: float = 5.0  # every Redis call; past it ingest answers 503
     max_bytes: int = 2_000_000_000
     # "full" fsyncs every group commit (survives power loss); "normal" survives a process crash.
     synchronous: str = "full"
@@ -69,6 +78,20 @@ class GeoSettings:
     city_db: str | None = None
     country_db: str | None = None
     asn_db: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSettings:
+    """Token buckets in events per second (a rate of 0 turns that limit off), kept per process.
+
+    Per IP for browser sources only (public keys), sized for a large office or a carrier NAT
+    behind one address; per source for every source, well above a busy site's traffic.
+    """
+
+    per_ip_rate: float = 50.0
+    per_ip_burst: int = 500
+    per_source_rate: float = 2000.0
+    per_source_burst: int = 20_000
 
 
 class SourceKind(StrEnum):
@@ -121,5 +144,6 @@ class Settings:
     geo: GeoSettings = field(default_factory=GeoSettings)
     sources: tuple[SourceSettings, ...] = ()
     policy: PolicySettings = field(default_factory=PolicySettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
     destinations: tuple[DestinationSettings, ...] = ()
     demo: bool = False  # True when started without a config file

@@ -17,6 +17,7 @@ from proxy.destinations.base import BatchLimits, Destination
 from proxy.settings import (
     AdminSettings,
     GeoSettings,
+    LimitSettings,
     PolicySettings,
     Secret,
     ServerSettings,
@@ -313,6 +314,30 @@ def test_server_limits(tmp_path: Path) -> None:
     text = "[server]\nmax_body_bytes = 1000\nmax_event_bytes = 2000\n"
     assert errors_of(tmp_path, text) == [
         "server.max_event_bytes: must not exceed max_body_bytes (1000)"
+    ]
+
+
+def test_device_cookie(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, ""), {}).server.device_cookie == "_rid"
+    text = '[server]\ndevice_cookie = "sid2"\n'
+    assert load_settings(write(tmp_path, text), {}).server.device_cookie == "sid2"
+    text = '[server]\ndevice_cookie = ""\n'  # off
+    assert load_settings(write(tmp_path, text), {}).server.device_cookie == ""
+    assert errors_of(tmp_path, '[server]\ndevice_cookie = "a b;"\n') == [
+        'server.device_cookie: "a b;" is not a cookie name, e.g. "_rid"'
+    ]
+
+
+def test_rate_limits(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, ""), {}).limits == LimitSettings()
+    text = "[limits]\nper_ip_rate = 5\nper_ip_burst = 10\nper_source_rate = 0\n"
+    limits = load_settings(write(tmp_path, text), {}).limits
+    assert (limits.per_ip_rate, limits.per_ip_burst, limits.per_source_rate) == (5.0, 10, 0.0)
+    text = "[limits]\nper_ip_rate = -1\nper_source_burst = 0\nper_source_burst_x = 1\n"
+    assert errors_of(tmp_path, text) == [
+        "limits.per_ip_rate: must be at least 0, got -1.0",
+        'limits.per_source_burst_x: unknown key (did you mean "per_source_burst"?)',
+        "limits.per_source_burst: must be at least 1 while per_source_rate is set (0 turns off)",
     ]
 
 
@@ -632,6 +657,7 @@ type = "foo"
         ("spool", SpoolSettings),
         ("geo", GeoSettings),
         ("policy", PolicySettings),
+        ("limits", LimitSettings),
     ],
 )
 def test_every_settings_field_has_a_key(tmp_path: Path, section: str, settings_type: type) -> None:

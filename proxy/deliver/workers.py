@@ -12,10 +12,10 @@ from aiohttp import web
 
 from proxy.clock import Clock
 from proxy.deliver.client import HttpTransport, MemoryTransport, Transport
-from proxy.deliver.worker import Worker
+from proxy.deliver.worker import Observer, Worker
 from proxy.destinations import REGISTRY
 from proxy.destinations.debug import Debug
-from proxy.keys import CLOCK, HTTP, SETTINGS, SPOOL, WORKERS
+from proxy.keys import CLOCK, HTTP, MONITOR, SETTINGS, SPOOL, WORKERS
 from proxy.settings import DestinationSettings
 from proxy.spool.base import Spool
 
@@ -23,7 +23,11 @@ log = logging.getLogger(__name__)
 
 
 def build_worker(
-    settings: DestinationSettings, spool: Spool, session: aiohttp.ClientSession, clock: Clock
+    settings: DestinationSettings,
+    spool: Spool,
+    session: aiohttp.ClientSession,
+    clock: Clock,
+    observer: Observer | None = None,
 ) -> Worker:
     destination = REGISTRY[settings.type](settings)
     transport: Transport
@@ -32,14 +36,16 @@ def build_worker(
         transport = MemoryTransport(keep=destination.config.keep)
     else:
         transport = HttpTransport(session)
-    return Worker(destination, spool, transport, clock)
+    return Worker(destination, spool, transport, clock, observer=observer)
 
 
 async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: start every worker; at shutdown give sends in flight the configured bound."""
     settings = app[SETTINGS]
+    observer = app.get(MONITOR)
     workers = {
-        d.name: build_worker(d, app[SPOOL], app[HTTP], app[CLOCK]) for d in settings.destinations
+        d.name: build_worker(d, app[SPOOL], app[HTTP], app[CLOCK], observer)
+        for d in settings.destinations
     }
     app[WORKERS] = workers
     for worker in workers.values():

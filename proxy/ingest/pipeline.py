@@ -5,21 +5,25 @@ What a stored event carries besides the client's message: `messageId` (kept, els
 numeric ids become strings), `receivedAt` (relay clock), `timestamp` (skew-corrected, always
 ISO-8601 UTC with ms), `originalTimestamp` (the client's timestamp as sent), `sentAt` (the
 event's or the batch envelope's), `_relay: {"source": "<source name>"}` (set by the relay only; a
-client's `_relay` is overwritten), and no `writeKey`.
+client's `_relay` is overwritten), and no `writeKey`. Enrichment adds to `context` (see
+proxy/enrich), and for browser sources `context.device.id` (the device cookie) and `context.fbp`.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
 
+from proxy.enrich import Enricher
 from proxy.events import EventType, format_time, parse_time
 from proxy.ingest.auth import ServerOnly, refuse_server_only
-from proxy.settings import Settings, SourceSettings
+from proxy.ingest.limits import BOT_EVENTS
+from proxy.settings import Settings, SourceKind, SourceSettings
 
 JSON = dict[str, Any]
 
@@ -43,6 +47,8 @@ class RequestFacts:
     user_agent: str | None
     origin: str | None
     source: SourceSettings
+    device_id: str | None = None  # from the relay's device cookie (browser sources only)
+    fbp: str | None = None  # the site's `_fbp` cookie
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +77,13 @@ def process(
     facts: RequestFacts,
     settings: Settings,
     server_only: ServerOnly,
+    *,
+    enricher: Enricher,
+    counts: Counter[str],
 ) -> bytes | Rejection:
-    """Every stage in order: the bytes to spool, or why the event is refused."""
+    """Every stage in order: the bytes to spool, or why the event is refused.
+
+    `counts[BOT_EVENTS]` goes up for each accepted event that enrichment flagged as a bot."""
     rejection = validate(event, route_type)
     if rejection is not None:
         return rejection
@@ -81,9 +92,12 @@ def process(
     refused = refuse_server_only(event, event_type, facts.source, server_only)
     if refused is not None:
         return Rejection("server_only_event", refused, 403)
-    normalise(event, event_type, envelope, facts)
-    enrich(event, facts, settings)
-    return encode(event, settings.server.max_event_bytes)
+    normalise(event, event_type, envelope, facts)  # first: fbc needs the event's timestamp
+    enrich(event, facts, enricher)
+    encoded = encode(event, settings.server.max_event_bytes)
+    if not isinstance(encoded, Rejection) and event["context"].get("bot") is True:
+        counts[BOT_EVENTS] += 1
+    return encoded
 
 
 def validate(event: object, route_type: str | None) -> Rejection | None:
@@ -187,8 +201,25 @@ def corrected_timestamp(event: JSON, sent_at: str | None, facts: RequestFacts) -
         return facts.received_at_iso
 
 
-def enrich(event: JSON, facts: RequestFacts, settings: Settings) -> None:
-    """Enrichment hook (client IP, geo, user agent, campaign, consent): a later issue fills it."""
+def enrich(event: JSON, facts: RequestFacts, enricher: Enricher) -> None:
+    """Client IP, geo, user agent and campaign, then the browser's device id and `_fbp`.
+
+    The request's IP and UA are the user's only when a browser sent it: a backend's own never
+    are (it may send `context.ip` / `context.userAgent`, which are used instead)."""
+    if event.get("context") is None:  # validate() let only an object or null through
+        event["context"] = {}
+    if facts.source.kind is not SourceKind.BROWSER:
+        enricher.enrich(event, None, None)
+        return
+    # "" (not None) for a browser request without a User-Agent: that is worth a bot flag.
+    enricher.enrich(event, facts.ip, facts.user_agent or "")
+    context = event["context"]
+    if facts.device_id is not None:
+        device = context.setdefault("device", {})
+        if isinstance(device, dict) and not device.get("id"):
+            device["id"] = facts.device_id
+    if facts.fbp is not None and not context.get("fbp"):
+        context["fbp"] = facts.fbp
 
 
 def encode(event: JSON, max_bytes: int) -> bytes | Rejection:

@@ -2,7 +2,8 @@
 routes, `v1/batch|b|import`, and `v1/m` (analytics.js metrics: answered, not kept).
 
 A 200 means every accepted event is committed to the spool. A batch keeps its good events and
-lists the others; a single-event request with a bad event gets the event's 4xx.
+lists the others; a single-event request with a bad event gets the event's 4xx. A browser source's
+answer carries the device cookie (proxy/identity/cookies.py); over-limit requests get 429.
 """
 
 from __future__ import annotations
@@ -14,8 +15,14 @@ from typing import Any
 from aiohttp import web
 
 from proxy.clock import Clock
-from proxy.enrich.ip import client_ip
 from proxy.events import format_time
+from proxy.identity.cookies import (
+    DeviceCookie,
+    device_cookie,
+    fbp_cookie,
+    is_https,
+    set_device_cookie,
+)
 from proxy.ingest.auth import ServerOnly, Sources
 from proxy.ingest.common import (
     JSON_TYPE,
@@ -29,8 +36,8 @@ from proxy.ingest.common import (
 )
 from proxy.ingest.cors import Cors
 from proxy.ingest.pipeline import NO_ENVELOPE, Envelope, Rejection, RequestFacts, process
-from proxy.keys import SPOOL
-from proxy.settings import Settings
+from proxy.keys import ENRICHER, INGEST_COUNTS, RATE_LIMITS, SPOOL
+from proxy.settings import Settings, SourceKind, SourceSettings
 from proxy.spool.base import SpoolFull, SpoolUnavailable
 
 log = logging.getLogger(__name__)
@@ -92,20 +99,38 @@ class SegmentApi:
             headers.get("Authorization"), data.get("writeKey"), origin
         )
         events, envelope = unpack_batch(data) if route_type is None else ([data], NO_ENVELOPE)
+        app = request.app
+        enricher = app[ENRICHER]
+        # Forwarding headers count only from trusted proxies.
+        ip = enricher.client_ip(request.remote, headers) if request.remote is not None else None
         now = self.clock.utcnow()
+        app[RATE_LIMITS].admit(source, ip, len(events), now.timestamp())
+        device = self._device_cookie(request, source, now.timestamp())
+        browser = source.kind is SourceKind.BROWSER
         facts = RequestFacts(
             received_at=now,
             received_at_iso=format_time(now),
-            ip=self._client_ip(request),
+            ip=ip,
             user_agent=headers.get("User-Agent"),
             origin=origin,
             source=source,
+            device_id=device.device_id if device is not None else None,
+            fbp=fbp_cookie(request.cookies) if browser else None,
         )
         accepted: list[bytes] = []
         rejected: list[dict[str, Any]] = []
         for index, event in enumerate(events):
             message_id = event.get("messageId") if isinstance(event, dict) else None
-            outcome = process(event, route_type, envelope, facts, self.settings, self.server_only)
+            outcome = process(
+                event,
+                route_type,
+                envelope,
+                facts,
+                self.settings,
+                self.server_only,
+                enricher=enricher,
+                counts=app[INGEST_COUNTS],
+            )
             if not isinstance(outcome, Rejection):
                 accepted.append(outcome)
             elif route_type is not None:
@@ -142,16 +167,26 @@ class SegmentApi:
                 retry_after_secs=self.settings.spool.retry_after_secs,
             ) from None
         if rejected:
-            return json_response({"success": True, "accepted": len(accepted), "rejected": rejected})
-        return web.Response(body=SUCCESS_BODY, content_type=JSON_TYPE)
+            response = json_response(
+                {"success": True, "accepted": len(accepted), "rejected": rejected}
+            )
+        else:
+            response = web.Response(body=SUCCESS_BODY, content_type=JSON_TYPE)
+        if device is not None and device.renewal is not None:
+            secure = is_https(
+                request.scheme, request.remote, headers, self.settings.server.trusted_proxies
+            )
+            set_device_cookie(response, self.settings.server.device_cookie, device.renewal, secure)
+        return response
 
-    def _client_ip(self, request: web.Request) -> str | None:
-        """The user's address: forwarding headers count only from trusted proxies."""
-        peer = request.remote
-        if peer is None:
+    def _device_cookie(
+        self, request: web.Request, source: SourceSettings, now: float
+    ) -> DeviceCookie | None:
+        """The browser's device id (None for server sources: a backend is not a browser)."""
+        name = self.settings.server.device_cookie
+        if source.kind is not SourceKind.BROWSER or not name:
             return None
-        server = self.settings.server
-        return client_ip(peer, request.headers, server.trusted_proxies, server.client_ip_header)
+        return device_cookie(request.cookies.get(name), now)
 
 
 def unpack_batch(data: dict[str, Any]) -> tuple[list[Any], Envelope]:

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 async def listening_url(log: asyncio.StreamReader) -> str:
     while line := await log.readline():
-        found = re.search(r"Relay listening on (http://\S+)", line.decode())
+        found = re.search(r"Relay listening on (http://[^\s\"]+)", line.decode())
         if found:
             return found.group(1)
     raise AssertionError("the relay exited without logging its URL")

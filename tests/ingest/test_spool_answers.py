@@ -11,7 +11,7 @@ import pytest
 from proxy.keys import SPOOL
 from proxy.settings import SpoolSettings
 from proxy.spool.base import SpoolUnavailable
-from tests.conftest import RelayFactory, RelayServer, SettingsFactory
+from tests.conftest import SERVER_KEY, RelayFactory, RelayServer, SettingsFactory
 from tests.ingest.client import post, track
 
 
@@ -24,8 +24,10 @@ async def test_full_spool_is_503_with_retry_after(
     base = settings_factory()
     spool = SpoolSettings(path=base.spool.path, max_bytes=300, retry_after_secs=17)
     relay = await relay_factory(settings_factory(spool=spool))
-    assert (await post(http, f"{relay.url}/v1/t", track())).status == 200
-    answer = await post(http, f"{relay.url}/v1/t", track(messageId="m2"))
+    # A server key: no browser enrichment, so one event fits the 300 bytes and two do not.
+    url = f"{relay.url}/v1/t"
+    assert (await post(http, url, track(), key=SERVER_KEY)).status == 200
+    answer = await post(http, url, track(messageId="m2"), key=SERVER_KEY)
     assert (answer.status, answer.json["code"]) == (503, "spool_full")
     assert answer.headers["Retry-After"] == "17"
     assert [event["messageId"] for event in await relay.spooled()] == ["msg-1"]
