@@ -23,4 +23,15 @@ async def open_spool(
             synchronous=settings.synchronous,
             clock=clock,
         )
-    raise NotImplementedError("the Redis spool comes with the scale-out work")
+    from proxy.spool.redis import RedisSpool
+
+    return await RedisSpool.open(
+        settings.redis_url,
+        max_bytes=settings.max_bytes,
+        destinations=destinations,
+        clock=clock,
+        consumer=settings.redis_consumer,
+        claim_idle_secs=settings.redis_claim_idle_secs,
+        timeout_secs=settings.redis_timeout_secs,
+        synchronous=settings.synchronous,
+    )

@@ -92,16 +92,19 @@ class _Progress:
         return (min(self.in_flight) if self.in_flight else self.next_seq) - 1
 
 
+# A queued write: rows to append to `events`, or an operation on the connection.
+_Op = tuple[list[tuple[bytes, float]] | Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
+
+
 class _Writer:
     """One thread owns the write connection. Whatever is queued when it comes round is committed
-    together, so concurrent ingest requests share one fsync (group commit)."""
+    together, so concurrent ingest requests share one fsync (group commit), and their rows go in
+    with one INSERT statement."""
 
     def __init__(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
         self._conn = conn
         self._loop = loop
-        self._queue: queue.SimpleQueue[
-            tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]] | None
-        ] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self.commits = 0  # transactions committed; appends per commit shows group commit working
         self._thread = threading.Thread(target=self._run, name="spool-writer", daemon=True)
         self._thread.start()
@@ -109,6 +112,11 @@ class _Writer:
     def submit(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         future: asyncio.Future[T] = self._loop.create_future()
         self._queue.put((op, future))
+        return future
+
+    def append(self, rows: list[tuple[bytes, float]]) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._queue.put((rows, future))
         return future
 
     def stop(self) -> None:
@@ -136,22 +144,18 @@ class _Writer:
             if stop:
                 return
 
-    def _commit(
-        self, batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]]
-    ) -> None:
+    def _commit(self, batch: list[_Op]) -> None:
+        # No savepoint per operation: an operation fails only on a bug or a disk error, and then
+        # the whole commit fails, its appends answer 503 and clients retry.
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        rows = [row for op, _ in batch if isinstance(op, list) for row in op]
         try:
             self._conn.execute("BEGIN IMMEDIATE")
+            if rows:
+                self._conn.executemany("INSERT INTO events (body, appended_at) VALUES (?, ?)", rows)
             for op, future in batch:
-                # A savepoint per operation: one failing op (a bug) must not undo the others.
-                self._conn.execute("SAVEPOINT op")
-                try:
-                    results.append((future, op(self._conn), None))
-                    self._conn.execute("RELEASE op")
-                except sqlite3.Error as error:
-                    self._conn.execute("ROLLBACK TO op")
-                    self._conn.execute("RELEASE op")
-                    results.append((future, None, error))
+                value = None if isinstance(op, list) else op(self._conn)
+                results.append((future, value, None))
             self._conn.execute("COMMIT")
             self.commits += 1
         except sqlite3.Error as error:
@@ -159,17 +163,18 @@ class _Writer:
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
             results = [(future, None, error) for _, future in batch]
-        for future, value, failure in results:
-            self._loop.call_soon_threadsafe(_resolve, future, value, failure)
+        # One wake-up of the loop for the whole commit, not one per request in it.
+        self._loop.call_soon_threadsafe(_resolve_all, results)
 
 
-def _resolve(future: asyncio.Future[Any], value: Any, failure: BaseException | None) -> None:
-    if future.cancelled():
-        return
-    if failure is not None:
-        future.set_exception(failure)
-    else:
-        future.set_result(value)
+def _resolve_all(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, value, failure in results:
+        if future.cancelled():
+            continue
+        if failure is not None:
+            future.set_exception(failure)
+        else:
+            future.set_result(value)
 
 
 class SqliteSpool:
@@ -269,13 +274,8 @@ class SqliteSpool:
         # Reserve the bytes now, so concurrent appends cannot together overshoot the cap.
         self._bytes += incoming
         now = self._clock.now()
-        rows = [(body, now) for body in events]
-
-        def insert(conn: sqlite3.Connection) -> None:
-            conn.executemany("INSERT INTO events (body, appended_at) VALUES (?, ?)", rows)
-
         try:
-            await self._writer.submit(insert)
+            await self._writer.append([(body, now) for body in events])
         except sqlite3.Error as error:
             self._bytes -= incoming
             raise SpoolUnavailable(f"spool write failed: {error}") from error

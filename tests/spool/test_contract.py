@@ -1,4 +1,5 @@
-"""The Spool contract: every backend passes these same tests (SQLite now; Redis joins later)."""
+"""The Spool contract: every backend passes these same tests (SQLite and Redis: one suite, two
+backends; the Redis one on a real redis-server, see conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import orjson
 import pytest
 
 from proxy.clock import ManualClock
-from proxy.settings import SpoolSettings
+from proxy.settings import SpoolBackend, SpoolSettings
 from proxy.spool import open_spool
 from proxy.spool.base import Dead, Retry, Spool, SpoolFull
 from proxy.spool.sqlite import SqliteSpool
@@ -27,15 +28,24 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=[SpoolBackend.SQLITE, SpoolBackend.REDIS])
 async def reopen(
     request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
 ) -> AsyncIterator[OpenSpool]:
     """Opens the backend on the same storage each call (a restart); closes all at the end."""
     opened: list[Spool] = []
+    backend: SpoolBackend = request.param
+    redis_url = ""
+    if backend is SpoolBackend.REDIS:
+        redis_url = request.getfixturevalue("redis_server").url()
 
     async def factory(destinations: tuple[str, ...] = ("a", "b"), max_bytes: int = 10**9) -> Spool:
-        settings = SpoolSettings(path=str(tmp_path / "spool.sqlite3"), max_bytes=max_bytes)
+        settings = SpoolSettings(
+            backend=backend,
+            path=str(tmp_path / "spool.sqlite3"),
+            redis_url=redis_url,
+            max_bytes=max_bytes,
+        )
         spool = await open_spool(settings, clock, destinations)
         opened.append(spool)
         return spool
@@ -43,6 +53,13 @@ async def reopen(
     yield factory
     for spool in opened:
         await spool.close()
+
+
+@pytest.fixture
+def eager_cleanup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finished events are removed at every settle, not once a second."""
+    monkeypatch.setattr("proxy.spool.sqlite.CLEANUP_INTERVAL_SECS", 0.0)
+    monkeypatch.setattr("proxy.spool.redis.CLEANUP_INTERVAL_SECS", 0.0)
 
 
 async def test_append_then_claim_in_order(reopen: OpenSpool, clock: ManualClock) -> None:
@@ -159,10 +176,10 @@ async def test_full_spool_refuses_whole_append(reopen: OpenSpool, clock: ManualC
     assert [s.raw for s in claimed] == [body(1), body(2), body(5)]
 
 
+@pytest.mark.usefixtures("eager_cleanup")
 async def test_finished_events_are_removed_and_free_space(
-    reopen: OpenSpool, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+    reopen: OpenSpool, clock: ManualClock
 ) -> None:
-    monkeypatch.setattr("proxy.spool.sqlite.CLEANUP_INTERVAL_SECS", 0.0)
     spool = await reopen(max_bytes=len(body(1)) * 2)
     await spool.append([body(1), body(2)])
     for name in ("a", "b"):
@@ -172,10 +189,25 @@ async def test_finished_events_are_removed_and_free_space(
     await spool.append([body(3), body(4)])  # would not fit if nothing had been removed
 
 
-async def test_dead_letter_outlives_cleanup(
+async def test_appends_after_a_full_cleanup_are_handed_out(
     reopen: OpenSpool, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("proxy.spool.sqlite.CLEANUP_INTERVAL_SECS", 0.0)
+    spool = await reopen(destinations=("a",))
+    await spool.append([body(1), body(2)])
+    claimed = await spool.claim("a", 10, clock.now())
+    await spool.settle("a", done=[s.id for s in claimed])
+    assert spool.size_bytes() == 0
+    await spool.append([body(3)])
+    assert [s.raw for s in await spool.claim("a", 10, clock.now())] == [body(3)]
+    await spool.close()
+    spool = await reopen(destinations=("a", "late"))
+    await spool.append([body(4)])
+    assert [s.raw for s in await spool.claim("late", 10, clock.now())] == [body(4)]
+
+
+@pytest.mark.usefixtures("eager_cleanup")
+async def test_dead_letter_outlives_cleanup(reopen: OpenSpool, clock: ManualClock) -> None:
     spool = await reopen(destinations=("a",))
     await spool.append([body(1)])
     [stored] = await spool.claim("a", 10, clock.now())

@@ -1,0 +1,282 @@
+"""The scaled-out spool: one Redis stream of events, one consumer group per destination.
+
+Invariant: a stream entry is trimmed only once every group is past it and no consumer holds it;
+an event waiting to retry, or dead, keeps its own copy of the body. Each step is one Lua script
+(redis_scripts.py), so no crash and no other node ever sees half of one. A consumer renews what
+it holds; what a dead consumer held goes to another after `claim_idle_secs`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+
+from redis.asyncio import Redis
+from redis.exceptions import OutOfMemoryError, RedisError
+
+from proxy.clock import Clock, SystemClock
+from proxy.spool import redis_dead
+from proxy.spool import redis_scripts as scripts
+from proxy.spool.base import Dead, DeadLetter, Retry, SpoolFull, Stored
+from proxy.spool.redis_setup import (
+    Group,
+    connect,
+    durability_problems,
+    join,
+    text,
+    unavailable,
+    warn_about_other_groups,
+)
+from proxy.spool.redis_watch import Background, tail_id
+
+log = logging.getLogger(__name__)
+
+# How often finished events are trimmed at most (a full spool trims at once).
+CLEANUP_INTERVAL_SECS = 1.0
+# How often a claim also looks for what dead consumers held: each look scans the pending list.
+AUTOCLAIM_INTERVAL_SECS = 1.0
+
+
+class RedisSpool:
+    """The Spool protocol on Redis Streams. Open with `RedisSpool.open(...)`."""
+
+    def __init__(
+        self,
+        client: Redis,
+        keys: scripts.Keys,
+        *,
+        max_bytes: int,
+        clock: Clock,
+        consumer: str,
+        claim_idle_secs: float,
+        groups: dict[str, Group],
+        size: int,
+        tail: str,
+        durability_problems: tuple[str, ...],
+    ) -> None:
+        self.consumer = consumer
+        self.durability_problems = durability_problems  # empty when ack means durable
+        self._client = client
+        self._keys = keys
+        self._max_bytes = max_bytes
+        self._clock = clock
+        self._idle_secs = claim_idle_secs
+        self._idle_ms = max(1, round(claim_idle_secs * 1000))
+        self._groups = groups
+        self._bytes = size
+        self._last_cleanup = 0.0
+        self._background: Background | None = None
+        if groups:
+            self._background = Background(
+                client, keys, groups, consumer, claim_idle_secs, tidy=self._cleanup
+            )
+            self._background.start(tail)
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        max_bytes: int,
+        destinations: Sequence[str] = (),
+        clock: Clock | None = None,
+        consumer: str = "",
+        claim_idle_secs: float = 30.0,
+        timeout_secs: float = 5.0,
+        synchronous: str = "full",
+        keys: scripts.Keys | None = None,
+    ) -> RedisSpool:
+        """`destinations` deliver from it in this process (none for an ingest node or the CLI).
+        Raises SpoolUnavailable when Redis cannot be reached."""
+        keys = keys or scripts.Keys()
+        consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        client = connect(url, timeout_secs)
+        try:
+            with unavailable("open the spool"):
+                problems = await durability_problems(client, synchronous)
+                groups = {name: await join(client, keys, name, consumer) for name in destinations}
+                size = int(await client.get(keys.bytes) or 0)
+                tail = await tail_id(client, keys)
+                await warn_about_other_groups(client, keys, destinations)
+        except BaseException:
+            await client.aclose()
+            raise
+        return cls(
+            client,
+            keys,
+            max_bytes=max_bytes,
+            clock=clock or SystemClock(),
+            consumer=consumer,
+            claim_idle_secs=claim_idle_secs,
+            groups=groups,
+            size=size,
+            tail=tail,
+            durability_problems=problems,
+        )
+
+    def _group(self, destination: str) -> Group:
+        try:
+            return self._groups[destination]
+        except KeyError:
+            raise KeyError(
+                f"destination {destination!r} does not deliver from this spool"
+            ) from None
+
+    # -- ingest -----------------------------------------------------------------------------
+
+    async def append(self, events: Sequence[bytes]) -> None:
+        if not events:
+            return
+        if not await self._append(events):
+            # At the cap, trim what delivery finished since the last cleanup before refusing.
+            self._last_cleanup = 0.0
+            await self._cleanup()
+            if not await self._append(events):
+                raise SpoolFull(f"spool holds {self._bytes} bytes of {self._max_bytes}")
+        for group in self._groups.values():
+            group.arrived.set()
+
+    async def _append(self, events: Sequence[bytes]) -> bool:
+        keys = [self._keys.stream, self._keys.bytes, self._keys.appended]
+        try:
+            with unavailable("append"):
+                accepted, held = await scripts.APPEND(
+                    self._client, keys, [self._max_bytes, *events]
+                )
+        except OutOfMemoryError as error:
+            raise SpoolFull("Redis is at its maxmemory") from error
+        self._bytes = int(held)
+        return bool(accepted)
+
+    def size_bytes(self) -> int:
+        """Bytes held, as of this process's last spool call (other nodes change it too)."""
+        return self._bytes
+
+    # -- delivery ---------------------------------------------------------------------------
+
+    async def claim(self, destination: str, max_events: int, now: float) -> list[Stored]:
+        group = self._group(destination)
+        if max_events <= 0:
+            return []
+        async with group.lock:
+            tick = time.monotonic()
+            autoclaim = tick >= group.next_autoclaim
+            if autoclaim:
+                group.next_autoclaim = tick + min(AUTOCLAIM_INTERVAL_SECS, self._idle_secs / 4)
+            args = [
+                destination,
+                self.consumer,
+                max_events,
+                repr(now),
+                self._idle_ms,
+                group.recover_from,
+                group.recover_until,
+                group.autoclaim_from if autoclaim else "",
+            ]
+            with unavailable("claim"):
+                recovered, autoclaimed, flat = await scripts.CLAIM(
+                    self._client, self._keys.of(destination), args
+                )
+            group.recover_from = text(recovered)
+            if autoclaim:
+                group.autoclaim_from = text(autoclaimed)
+            claimed = []
+            for i in range(0, len(flat), 3):
+                stored = Stored(text(flat[i]), flat[i + 1], int(flat[i + 2]))
+                # Reclaimed from this very process after a stall: its first claim still runs.
+                if stored.id not in group.held:
+                    claimed.append(stored)
+            group.held.update(stored.id for stored in claimed)
+        return claimed
+
+    async def settle(
+        self,
+        destination: str,
+        done: Sequence[str] = (),
+        retry: Sequence[Retry] = (),
+        dead: Sequence[Dead] = (),
+    ) -> None:
+        group = self._group(destination)
+        if not (done or retry or dead):
+            return
+        failed_at = self._clock.now()
+        args: list[str | int | bytes] = [destination, len(done), len(retry), len(dead), *done]
+        for item in retry:
+            args += [item.id, repr(item.not_before)]
+        for letter in dead:
+            args += [letter.id, redis_dead.dead_record(letter.reason, letter.response, failed_at)]
+        try:
+            with unavailable("settle"):
+                held = await scripts.SETTLE(self._client, self._keys.of(destination), args)
+                self._bytes = int(held)
+        finally:
+            # Settled, or Redis failed: either way stop renewing, so if Redis never took the
+            # settle, the events go out again after claim_idle_secs instead of never.
+            group.held.difference_update([*done, *(r.id for r in retry), *(d.id for d in dead)])
+        await self._cleanup()
+
+    async def _cleanup(self) -> None:
+        """Trim what every destination finished; any node may run it, concurrently."""
+        tick = time.monotonic()  # housekeeping cadence, not event time: not the injected clock
+        if tick - self._last_cleanup < CLEANUP_INTERVAL_SECS:
+            return
+        self._last_cleanup = tick
+        keys = [self._keys.stream, self._keys.bytes]
+        try:
+            _, held = await scripts.CLEANUP(self._client, keys)
+            self._bytes = int(held)
+        except RedisError as error:
+            # What called it went through; a later settle or the background tries again.
+            log.warning("Spool cleanup failed.", extra={"error": repr(error)})
+
+    async def next_retry_at(self, destination: str) -> float | None:
+        self._group(destination)
+        with unavailable("read retries"):
+            first = await self._client.zrange(
+                self._keys.retries(destination), 0, 0, withscores=True
+            )
+        return float(first[0][1]) if first else None
+
+    async def wait_for_events(self, destination: str) -> None:
+        arrived = self._group(destination).arrived
+        await arrived.wait()
+        arrived.clear()
+
+    async def backlog(self, destination: str) -> int:
+        self._group(destination)
+        with unavailable("count the backlog"):
+            _, count, _ = await scripts.GROUP_STATE(
+                self._client, self._keys.of(destination), [destination, self.consumer]
+            )
+        return int(count)
+
+    # -- dead letters (redis_dead.py) -------------------------------------------------------
+
+    async def dead_letters(self, destination: str | None = None) -> list[DeadLetter]:
+        with unavailable("read dead letters"):
+            return await redis_dead.dead_letters(self._client, self._keys, destination)
+
+    async def replay(self, destination: str, since: float | None = None) -> int:
+        now = self._clock.now()
+        with unavailable("replay"):
+            moved = await redis_dead.replay(self._client, self._keys, destination, since, now)
+        if destination in self._groups:
+            self._groups[destination].arrived.set()
+        return moved
+
+    async def discard(self, destination: str, ids: Sequence[str]) -> int:
+        if not ids:
+            return 0
+        with unavailable("discard"):
+            removed, self._bytes = await redis_dead.discard(
+                self._client, self._keys, destination, ids
+            )
+        return removed
+
+    async def close(self) -> None:
+        if self._background is not None:
+            await self._background.stop()
+        await self._client.aclose()

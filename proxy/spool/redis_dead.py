@@ -1,0 +1,123 @@
+"""Dead letters on Redis: what the operator lists, replays and discards. A dead letter is a record
+in `dead:<destination>` plus its body parked in `parked:<destination>` (the stream is trimmed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+from redis.asyncio import Redis
+
+from proxy.spool import redis_scripts as scripts
+from proxy.spool.base import DeadLetter
+from proxy.spool.redis_scripts import PRELUDE, Script
+from proxy.spool.redis_setup import text
+from proxy.spool.sqlite import _message_id  # one reading of messageId for both backends
+
+# -> {id, record, body, ...}: a record without a body was discarded meanwhile
+_LIST = Script(
+    PRELUDE
+    + """
+local out = {}
+local all = redis.call('HGETALL', dead)
+for i = 1, #all, 2 do
+  local body = redis.call('HGET', parked, all[i])
+  if body then
+    out[#out + 1] = all[i]
+    out[#out + 1] = all[i + 1]
+    out[#out + 1] = body
+  end
+end
+return out
+"""
+)
+
+# ARGV: since (epoch s, '' for all), now  ->  how many moved back in line
+_REPLAY = Script(
+    PRELUDE
+    + """
+local since = tonumber(ARGV[1])
+local moved = 0
+local all = redis.call('HGETALL', dead)
+for i = 1, #all, 2 do
+  local id = all[i]
+  if since == nil or cjson.decode(all[i + 1])['failed_at'] >= since then
+    redis.call('HDEL', dead, id)
+    -- Attempts start again at 0: the operator decided the cause is fixed.
+    redis.call('HDEL', attempts, id)
+    redis.call('ZADD', retries, ARGV[2], id)
+    moved = moved + 1
+  end
+end
+return moved
+"""
+)
+
+# ARGV: id...  ->  {how many removed, bytes held}
+_DISCARD = Script(
+    PRELUDE
+    + """
+local removed = 0
+for i = 1, #ARGV do
+  if redis.call('HDEL', dead, ARGV[i]) == 1 then
+    removed = removed + 1
+    unpark(ARGV[i])
+  end
+end
+return {removed, held_bytes()}
+"""
+)
+
+
+async def dead_letters(
+    client: Redis, keys: scripts.Keys, destination: str | None
+) -> list[DeadLetter]:
+    """By destination, then oldest event first (as SQLite lists them)."""
+    if destination is None:
+        names = sorted(text(name) for name in await client.smembers(keys.destinations))
+    else:
+        names = [destination]
+    letters: list[DeadLetter] = []
+    for name in names:
+        flat = await _LIST(client, keys.of(name))
+        mine = []
+        for i in range(0, len(flat), 3):
+            stream_id, record, body = text(flat[i]), orjson.loads(flat[i + 1]), flat[i + 2]
+            failed_at = float(record["failed_at"])
+            mine.append(
+                DeadLetter(
+                    name,
+                    stream_id,
+                    _message_id(body),
+                    record["reason"],
+                    record["response"],
+                    failed_at,
+                    body,
+                )
+            )
+        letters += sorted(mine, key=lambda letter: _id_order(letter.id))
+    return letters
+
+
+async def replay(
+    client: Redis, keys: scripts.Keys, destination: str, since: float | None, now: float
+) -> int:
+    args = ["" if since is None else repr(since), repr(now)]
+    return int(await _REPLAY(client, keys.of(destination), args))
+
+
+async def discard(
+    client: Redis, keys: scripts.Keys, destination: str, ids: Sequence[str]
+) -> tuple[int, int]:
+    """How many were removed, and the bytes the spool holds now."""
+    removed, held = await _DISCARD(client, keys.of(destination), ids)
+    return int(removed), int(held)
+
+
+def dead_record(reason: str, response: str, failed_at: float) -> bytes:
+    return orjson.dumps({"reason": reason, "response": response, "failed_at": failed_at})
+
+
+def _id_order(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq)

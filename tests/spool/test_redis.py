@@ -1,0 +1,229 @@
+"""What only the Redis spool has: several consumers per destination (a dead one's claims go to
+another, a live one's do not), Redis crashing, restarting or hanging under a running spool and
+relay, and the check of Redis's durability settings. No test waits longer than the idle timeout
+it is about."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+
+from proxy.clock import ManualClock
+from proxy.config import ConfigError, load_settings
+from proxy.settings import SpoolBackend, SpoolSettings
+from proxy.spool.base import Retry, SpoolUnavailable, Stored
+from proxy.spool.redis import RedisSpool
+from tests.conftest import SERVER_KEY, RelayFactory, SettingsFactory
+from tests.ingest.client import post, track
+from tests.redis_server import RedisServer
+
+IDLE_SECS = 0.2  # a claim not renewed for this long goes to another consumer
+
+OpenNode = Callable[..., Awaitable[RedisSpool]]
+
+
+def body(n: int) -> bytes:
+    return orjson.dumps({"type": "track", "event": "E", "messageId": f"m-{n}"})
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def node(redis_server: RedisServer, clock: ManualClock) -> AsyncIterator[OpenNode]:
+    """`await node(name, destinations=("a",))`: a spool as one relay node opens it."""
+    opened: list[RedisSpool] = []
+
+    async def open_node(name: str, destinations: tuple[str, ...] = ("a",)) -> RedisSpool:
+        spool = await RedisSpool.open(
+            redis_server.url(),
+            max_bytes=10**9,
+            destinations=destinations,
+            clock=clock,
+            consumer=name,
+            claim_idle_secs=IDLE_SECS,
+        )
+        opened.append(spool)
+        return spool
+
+    yield open_node
+    for spool in opened:
+        await spool.close()
+
+
+async def claim_until(
+    spool: RedisSpool, count: int, now: float, within_secs: float = 5.0
+) -> list[Stored]:
+    got: list[Stored] = []
+    deadline = time.monotonic() + within_secs
+    while len(got) < count and time.monotonic() < deadline:
+        got += await spool.claim("a", 100, now)
+        await asyncio.sleep(0.02)
+    return got
+
+
+async def test_a_dead_consumers_claims_go_to_another(node: OpenNode, clock: ManualClock) -> None:
+    first, second = await node("node-1"), await node("node-2")
+    await first.append([body(n) for n in range(4)])
+    [failed] = await first.claim("a", 1, clock.now())
+    await first.settle("a", retry=[Retry(failed.id, clock.now(), "http_500")])
+    held = await first.claim("a", 10, clock.now())  # the retry, then the three new ones
+    assert len(held) == 4
+    assert await second.claim("a", 10, clock.now()) == []
+
+    await first.close()  # it dies: never settles, stops renewing
+    died = time.monotonic()
+    taken = await claim_until(second, 4, clock.now())
+
+    assert time.monotonic() - died >= IDLE_SECS / 2  # not before the idle timeout
+    assert sorted(s.raw for s in taken) == sorted(body(n) for n in range(4))
+    assert {s.raw: s.attempts for s in taken}[failed.raw] == 1
+    await second.settle("a", done=[s.id for s in taken])
+    assert await second.backlog("a") == 0
+
+
+async def test_a_live_consumer_keeps_its_claims(node: OpenNode, clock: ManualClock) -> None:
+    first, second = await node("node-1"), await node("node-2")
+    await first.append([body(1)])
+    [held] = await first.claim("a", 10, clock.now())
+    await asyncio.sleep(IDLE_SECS * 3)  # a slow vendor: first renews what it holds meanwhile
+    assert await second.claim("a", 10, clock.now()) == []
+    await first.settle("a", done=[held.id])
+    assert await first.backlog("a") == 0
+
+
+async def test_consumers_of_one_destination_share_the_work(
+    node: OpenNode, clock: ManualClock
+) -> None:
+    first, second = await node("node-1"), await node("node-2")
+    await first.append([body(n) for n in range(50)])
+    batches = await asyncio.gather(
+        *(spool.claim("a", 7, clock.now()) for spool in (first, second) for _ in range(5))
+    )
+    ids = [s.id for batch in batches for s in batch]
+    assert len(ids) == len(set(ids)) == 50
+
+
+async def test_an_append_on_one_node_wakes_workers_on_another(node: OpenNode) -> None:
+    ingest, deliver = await node("ingest", destinations=()), await node("deliver")
+    waiter = asyncio.create_task(deliver.wait_for_events("a"))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    await ingest.append([body(1)])
+    await asyncio.wait_for(waiter, 5)
+
+
+@pytest.mark.parametrize("appendfsync", ["always", "everysec"])
+async def test_redis_restart_loses_nothing_acknowledged(
+    tmp_path: Path, clock: ManualClock, appendfsync: str
+) -> None:
+    with RedisServer(tmp_path / "redis", appendfsync=appendfsync) as server:
+        spool = await RedisSpool.open(
+            server.url(), max_bytes=10**9, destinations=("a",), clock=clock, timeout_secs=1.0
+        )
+        try:
+            await spool.append([body(n) for n in range(100)])
+            server.stop(kill=True)  # a crash: nothing is flushed on the way out
+            with pytest.raises(SpoolUnavailable):
+                await spool.append([body(1000)])
+            with pytest.raises(SpoolUnavailable):
+                await spool.claim("a", 10, clock.now())
+
+            server.start()
+            await spool.append([body(100)])  # the same spool recovers on its own
+            claimed = await spool.claim("a", 1000, clock.now())
+        finally:
+            await spool.close()
+    assert [s.raw for s in claimed] == [body(n) for n in range(101)]
+
+
+async def test_a_hung_redis_fails_appends_within_the_timeout(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    with RedisServer(tmp_path / "redis") as server:
+        spool = await RedisSpool.open(server.url(), max_bytes=10**9, timeout_secs=0.3)
+        try:
+            await spool.append([body(1)])
+            server.pause()
+            started = time.monotonic()
+            with pytest.raises(SpoolUnavailable):
+                await spool.append([body(2)])
+            assert time.monotonic() - started < 2.0
+            server.resume()
+            await spool.append([body(3)])
+        finally:
+            await spool.close()
+
+
+async def test_ingest_answers_503_while_redis_is_away_and_recovers(
+    tmp_path: Path, relay_factory: RelayFactory, settings_factory: SettingsFactory
+) -> None:
+    with RedisServer(tmp_path / "redis") as server:
+        spool = SpoolSettings(
+            backend=SpoolBackend.REDIS, redis_url=server.url(), redis_timeout_secs=1.0
+        )
+        relay = await relay_factory(settings_factory(spool=spool))
+        url = f"{relay.url}/v1/t"
+        async with aiohttp.ClientSession() as http:
+            assert (await post(http, url, track(messageId="m-1"), key=SERVER_KEY)).status == 200
+            server.stop(kill=True)
+            answer = await post(http, url, track(messageId="m-2"), key=SERVER_KEY)
+            assert (answer.status, answer.json["code"]) == (503, "spool_unavailable")
+            server.start()
+            assert (await post(http, url, track(messageId="m-3"), key=SERVER_KEY)).status == 200
+        assert [event["messageId"] for event in await relay.spooled()] == ["m-1", "m-3"]
+
+
+@pytest.mark.parametrize(
+    ("appendonly", "appendfsync", "synchronous", "problem"),
+    [
+        (True, "always", "full", None),
+        (True, "everysec", "normal", None),
+        (True, "everysec", "full", "appendfsync everysec"),
+        (False, "everysec", "normal", "appendonly"),
+    ],
+)
+async def test_warns_when_redis_settings_lose_acknowledged_events(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    appendonly: bool,
+    appendfsync: str,
+    synchronous: str,
+    problem: str | None,
+) -> None:
+    server = RedisServer(tmp_path / "redis", appendonly=appendonly, appendfsync=appendfsync)
+    with server, caplog.at_level(logging.WARNING, logger="proxy.spool"):
+        spool = await RedisSpool.open(server.url(), max_bytes=10**9, synchronous=synchronous)
+        await spool.close()
+    if problem is None:
+        assert spool.durability_problems == ()
+        assert not caplog.records
+    else:
+        [found] = spool.durability_problems
+        assert found.startswith(problem)
+        assert [r.error for r in caplog.records] == [found]  # type: ignore[attr-defined]
+
+
+def test_redis_settings_are_validated(tmp_path: Path) -> None:
+    config = tmp_path / "relay.toml"
+    config.write_text(
+        '[spool]\nbackend = "redis"\nredis_consumer = "node 1"\nredis_claim_idle_secs = 0\n'
+    )
+    with pytest.raises(ConfigError) as error:
+        load_settings(config, {})
+    assert error.value.errors == [
+        "spool.redis_consumer: expected at most 100 printable characters without spaces",
+        "spool.redis_claim_idle_secs: must be greater than 0, got 0.0",
+    ]
+    config.write_text('[spool]\nredis_consumer = "node-1"\nredis_claim_idle_secs = 5\n')
+    spool = load_settings(config, {}).spool
+    assert (spool.redis_consumer, spool.redis_claim_idle_secs) == ("node-1", 5.0)
