@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
@@ -38,6 +39,13 @@ def parse_url(url: str) -> tuple[dict[str, str], dict[str, str]]:
     """
     if "?" not in url:
         return {}, {}  # most page URLs: skip the parse
+    # Landing URLs repeat across a campaign's visitors: parse each once (copies: callers keep them).
+    campaign, click_ids = _parse_query(url)
+    return dict(campaign), dict(click_ids)
+
+
+@lru_cache(maxsize=4096)
+def _parse_query(url: str) -> tuple[dict[str, str], dict[str, str]]:
     try:
         query = urlsplit(url).query
     except ValueError:  # e.g. an unclosed "[" in the host

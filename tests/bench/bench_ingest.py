@@ -45,6 +45,9 @@ wrk.body = [[{body}]]
 wrk.headers["Content-Type"] = "{content_type}"
 {auth}
 """
+# A returning browser: it sends back the device cookie the relay set on its first visit (a
+# visitor's first event costs a Set-Cookie more).
+RETURNING = f'wrk.headers["Cookie"] = "_rid=bench-device-0123456789.{int(time.time())}"'
 
 
 def track_event(n: int) -> dict[str, object]:
@@ -206,7 +209,7 @@ def main() -> None:
         {"batch": [track_event(n) for n in range(100)], "writeKey": WRITE_KEY}
     ).decode()
     print(f"single event body: {len(single)} bytes; batch body: {len(batch)} bytes")
-    single_lua = LUA.format(body=single, content_type="text/plain", auth="")
+    single_lua = LUA.format(body=single, content_type="text/plain", auth=RETURNING)
     batch_lua = LUA.format(body=batch, content_type="application/json", auth="")
 
     port = 18080
