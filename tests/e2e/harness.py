@@ -11,6 +11,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 
+from tests.relay_process import free_port
+
 SERVER_KEY = "sk_e2e_backend_key_0123456789"
 WEBHOOK_SECRET = "whsec_1oEa+5CfOq1HFXvXji1TkJVY6pHJSHTI"
 ENV = {"BACKEND_WRITE_KEY": SERVER_KEY, "WEBHOOK_SECRET": WEBHOOK_SECRET}
@@ -32,6 +34,8 @@ def write_config(
     lines = [
         "[server]",
         f'listen = "127.0.0.1:{port}"',
+        "[admin]",  # its own free port: tests run relays side by side
+        f'listen = "127.0.0.1:{free_port()}"',
         "[spool]",
         f'path = "{folder / "spool.sqlite3"}"',
         f"max_bytes = {max_bytes}",
