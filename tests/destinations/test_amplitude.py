@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 
@@ -53,12 +52,6 @@ async def fake() -> AsyncIterator[FakeAmplitude]:
     yield vendor
     await vendor.close()
     vendor.assert_no_unknown_paths()
-
-
-@pytest.fixture
-async def transport() -> AsyncIterator[HttpTransport]:
-    async with aiohttp.ClientSession() as session:
-        yield HttpTransport(session)
 
 
 def test_short_ids_lower_min_id_length_instead_of_being_stripped() -> None:

@@ -8,7 +8,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 
@@ -52,12 +51,6 @@ async def fake() -> AsyncIterator[FakeMixpanel]:
     yield vendor
     await vendor.close()
     vendor.assert_no_unknown_paths()
-
-
-@pytest.fixture
-async def transport() -> AsyncIterator[HttpTransport]:
-    async with aiohttp.ClientSession() as session:
-        yield HttpTransport(session)
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 
@@ -56,12 +55,6 @@ async def fake() -> AsyncIterator[FakePlausible]:
     yield vendor
     await vendor.close()
     vendor.assert_no_unknown_paths()
-
-
-@pytest.fixture
-async def transport() -> AsyncIterator[HttpTransport]:
-    async with aiohttp.ClientSession() as session:
-        yield HttpTransport(session)
 
 
 def test_one_request_per_event_with_the_visitors_headers() -> None:

@@ -7,7 +7,6 @@ import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 
@@ -44,12 +43,6 @@ async def fake() -> AsyncIterator[FakeSegmentApi]:
     yield vendor
     await vendor.close()
     vendor.assert_no_unknown_paths()
-
-
-@pytest.fixture
-async def transport() -> AsyncIterator[HttpTransport]:
-    async with aiohttp.ClientSession() as session:
-        yield HttpTransport(session)
 
 
 def test_the_body_splices_the_stored_bytes() -> None:
