@@ -58,7 +58,10 @@ class GA4(Destination[GA4Config]):
     type = "ga4"
     # ≤ 25 events and < 130 kB per request (§4); backdating up to 72 h (§5). classify() keeps
     # the default table: /mp/collect answers 2xx to anything, and §7 retries only 429/5xx.
-    limits = BatchLimits(max_events=MAX_EVENTS, max_bytes=130_000, max_age_secs=72 * 3600)
+    # A request carries one client's events (client_id is request-level), at most 25 (§4). The
+    # worker's batch may be larger and span clients, so that build() has several events of each
+    # client to group; its byte cap keeps every request under GA4's 130 kB.
+    limits = BatchLimits(max_events=20 * MAX_EVENTS, max_bytes=130_000, max_age_secs=72 * 3600)
     config_type = GA4Config
 
     def skip_reason(self, event: Event) -> str | None:

@@ -198,7 +198,26 @@ def test_bad_config_names_the_key(config: dict[str, str], key: str) -> None:
 
 def test_events_older_than_72_hours_are_dead_letters() -> None:
     assert GA4.limits.max_age_secs == 72 * 3600
-    assert GA4.limits.max_events == 25
+
+
+def test_a_batch_of_many_clients_becomes_requests_of_one_client_and_at_most_25() -> None:
+    events = [
+        Event.from_data(
+            {
+                "type": "track",
+                "event": f"E{n}",
+                "messageId": f"m-{n}",
+                "anonymousId": f"a-{n % 2}",
+                "timestamp": "2025-12-31T23:00:00.000Z",
+            }
+        )
+        for n in range(60)
+    ]
+    requests = ga4().build(events, 1_767_225_600)
+    bodies = [orjson.loads(r.body) for r in requests]
+    assert sorted(len(b["events"]) for b in bodies) == [5, 5, 25, 25]
+    assert all(len({b["client_id"]}) == 1 for b in bodies)
+    assert len({b["client_id"] for b in bodies}) == 2
 
 
 async def test_golden_requests_pass_the_fake_validation_server(fake: FakeGA4) -> None:
