@@ -19,6 +19,7 @@ from proxy.enrich import Enricher
 from proxy.ingest.limits import RateLimits
 from proxy.ingest.segment import SegmentApi
 from proxy.ingest.snippet import SnippetRoutes
+from proxy.ingest.stitch import identity_ctx
 from proxy.keys import (
     CLOCK,
     ENRICHER,
@@ -54,7 +55,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app[INGEST_COUNTS] = Counter()
     app[RATE_LIMITS] = RateLimits(settings.limits, app[INGEST_COUNTS])
     # Enrichment first: a broken geo database stops the start before the spool is opened.
-    app.cleanup_ctx.extend([enrich_ctx, spool_ctx, tap_ctx, http_ctx, workers_ctx])
+    app.cleanup_ctx.extend([enrich_ctx, spool_ctx, identity_ctx, tap_ctx, http_ctx, workers_ctx])
     prefix = settings.server.prefix.rstrip("/")
     api_routes = SegmentApi(settings, app[CLOCK]).routes(prefix)
     app.add_routes(api_routes)

@@ -27,8 +27,11 @@ from proxy.settings import (
     AdminSettings,
     DestinationSettings,
     GeoSettings,
+    IdentitySettings,
+    IpMode,
     LimitSettings,
     PolicySettings,
+    PrivacySettings,
     Secret,
     ServerSettings,
     Settings,
@@ -120,6 +123,8 @@ def _settings(root: _Reader, base_dir: Path) -> Settings:
         sources=_sources(root.section("sources")),
         policy=_policy(root.section("policy")),
         limits=_limits(root.section("limits")),
+        identity=_identity(root.section("identity")),
+        privacy=_privacy(root.section("privacy")),
         destinations=_destinations(root.section("destinations")),
     )
     root.done()
@@ -244,6 +249,24 @@ def _limits(r: _Reader) -> LimitSettings:
     return limits
 
 
+def _identity(r: _Reader) -> IdentitySettings:
+    fields: dict[str, Any] = {}
+    r.put(fields, "ttl_days", float, _positive)
+    r.put(fields, "cache_entries", int, _at_least(0))
+    r.done()
+    return IdentitySettings(**fields)
+
+
+def _privacy(r: _Reader) -> PrivacySettings:
+    fields: dict[str, Any] = {}
+    r.put(fields, "consent_required", bool)
+    r.put(fields, "gpc_overrides_consent", bool)
+    for key in ("gpc_opts_out", "redact_query_params", "keep_query_params"):
+        r.put(fields, key, tuple[str, ...])
+    r.done()
+    return PrivacySettings(**fields)
+
+
 def _destinations(r: _Reader) -> tuple[DestinationSettings, ...]:
     return tuple(
         destination
@@ -259,6 +282,7 @@ def _destination(r: _Reader, name: str) -> DestinationSettings | None:
         r.put(fields, key, tuple[str, ...])
     r.put(fields, "types", tuple[EventType, ...])
     r.put(fields, "event_names", dict[str, str])
+    r.put(fields, "ip", IpMode)
     r.put(fields, "timeout_secs", float, _positive)
     r.put(fields, "linger_ms", int, _at_least(0))
     r.put(fields, "max_in_flight", int, _at_least(1))

@@ -17,6 +17,7 @@ from proxy.spool.base import Spool
 if TYPE_CHECKING:
     from proxy.admin.monitor import Monitor
     from proxy.deliver.worker import Worker
+    from proxy.ingest.stitch import Stitcher
     from proxy.metrics import Metrics
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -30,3 +31,5 @@ ENRICHER = web.AppKey("enricher", Enricher)  # geo databases opened in enrich_ct
 RATE_LIMITS = web.AppKey("rate_limits", RateLimits)
 # Ingest counters for the metrics export; keys are proxy.ingest.limits' BOT_EVENTS and LIMITED_BY_*.
 INGEST_COUNTS = web.AppKey("ingest_counts", Counter[str])
+# Issue 6: privacy rules and the identity store, for ingest's context step (proxy/ingest/stitch.py).
+STITCHER: web.AppKey[Stitcher] = web.AppKey("stitcher")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -113,6 +113,31 @@ class PolicySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class IdentitySettings:
+    """The browser context remembered per device id, anonymousId and userId (proxy/identity)."""
+
+    ttl_days: float = 90.0  # an entry not refreshed by a browser event for this long is removed
+    cache_entries: int = 100_000  # in-memory LRU in front of the store, for server-event lookups
+
+
+@dataclass(frozen=True, slots=True)
+class PrivacySettings:
+    """Consent and URL redaction rules for every event (proxy/enrich/consent.py, redact.py)."""
+
+    # False: an event without an answer for a category may go where that category is needed;
+    # True: it may not (only an explicit true lets it through).
+    consent_required: bool = False
+    gpc_opts_out: tuple[str, ...] = ("marketing",)  # categories Global Privacy Control refuses
+    gpc_overrides_consent: bool = True  # GPC wins over a category the user granted
+    redact_query_params: tuple[str, ...] = ()  # removed from URLs, on top of the defaults
+    # When set, the only query parameters kept (besides utm_* and click ids); deny rules still win.
+    keep_query_params: tuple[str, ...] = ()
+
+
+IpMode = Literal["full", "truncate", "drop"]
+
+
+@dataclass(frozen=True, slots=True)
 class DestinationSettings:
     """What every destination takes, plus its vendor config (a dataclass of the adapter's own).
 
@@ -128,6 +153,7 @@ class DestinationSettings:
     types: tuple[str, ...] = ()  # event types received; empty = all
     event_names: dict[str, str] = field(default_factory=dict)  # our name -> the vendor's
     consent: tuple[str, ...] = ()  # categories needed
+    ip: IpMode = "full"  # "truncate": IPv4 /24, IPv6 /48; "drop": no context.ip at all
     timeout_secs: float = 10.0
     linger_ms: int = 200  # how long a worker waits to fill a batch
     max_in_flight: int = 4  # concurrent requests to this vendor
@@ -145,5 +171,7 @@ class Settings:
     sources: tuple[SourceSettings, ...] = ()
     policy: PolicySettings = field(default_factory=PolicySettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
     destinations: tuple[DestinationSettings, ...] = ()
     demo: bool = False  # True when started without a config file

@@ -17,8 +17,10 @@ from proxy.destinations.base import BatchLimits, Destination
 from proxy.settings import (
     AdminSettings,
     GeoSettings,
+    IdentitySettings,
     LimitSettings,
     PolicySettings,
+    PrivacySettings,
     Secret,
     ServerSettings,
     SourceKind,
@@ -658,6 +660,8 @@ type = "foo"
         ("geo", GeoSettings),
         ("policy", PolicySettings),
         ("limits", LimitSettings),
+        ("identity", IdentitySettings),
+        ("privacy", PrivacySettings),
     ],
 )
 def test_every_settings_field_has_a_key(tmp_path: Path, section: str, settings_type: type) -> None:
@@ -671,6 +675,33 @@ def test_every_settings_field_has_a_key(tmp_path: Path, section: str, settings_t
 
     assert len(errors) == len(names)
     assert not [error for error in errors if "unknown key" in error]
+
+
+def test_privacy_identity_and_destination_ip(tmp_path: Path) -> None:
+    text = """
+[identity]
+ttl_days = 30
+[privacy]
+consent_required = true
+gpc_opts_out = ["marketing", "ads"]
+redact_query_params = ["ref"]
+[destinations.hook]
+type = "webhook"
+url = "https://hooks.example/in"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+ip = "truncate"
+"""
+    settings = load_settings(write(tmp_path, text), ENV)
+    assert settings.identity.ttl_days == 30
+    assert settings.privacy.consent_required is True
+    assert settings.privacy.gpc_opts_out == ("marketing", "ads")
+    assert settings.privacy.redact_query_params == ("ref",)
+    assert settings.destinations[0].ip == "truncate"
+    bad = text.replace('ip = "truncate"', 'ip = "mask"').replace("ttl_days = 30", "ttl_days = 0")
+    assert errors_of(tmp_path, bad) == [
+        "identity.ttl_days: must be greater than 0, got 0.0",
+        'destinations.hook.ip: expected one of "full", "truncate", "drop", got "mask"',
+    ]
 
 
 # --- files and the demo ----------------------------------------------------------------------

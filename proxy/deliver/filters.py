@@ -9,6 +9,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from proxy.destinations.base import Destination
+from proxy.enrich.consent import refused
 from proxy.events import Event
 from proxy.outcomes import Outcome
 from proxy.settings import DestinationSettings
@@ -18,8 +19,12 @@ from proxy.settings import DestinationSettings
 NAMED_TYPES = frozenset({"track", "page", "screen"})
 
 
-def filter_reason(event: Event, settings: DestinationSettings) -> str | None:
-    """Why `event` is not for this destination, or None when it is."""
+def filter_reason(
+    event: Event, settings: DestinationSettings, consent_required: bool = False
+) -> str | None:
+    """Why `event` is not for this destination, or None when it is.
+
+    `consent_required` is `[privacy] consent_required`: whether an unanswered category refuses."""
     if not (settings.types or settings.events or settings.exclude_events or settings.consent):
         return None  # the common case; also spares decoding a stored event just to look
     kind = event.data.get("type")
@@ -31,7 +36,7 @@ def filter_reason(event: Event, settings: DestinationSettings) -> str | None:
             return "events"
         if settings.exclude_events and matches(name, settings.exclude_events):
             return "exclude_events"
-    if settings.consent and _refused(event, settings.consent):
+    if settings.consent and refused(event.context, settings.consent, consent_required):
         return "consent"
     return None
 
@@ -41,24 +46,12 @@ def matches(name: str, patterns: Sequence[str]) -> bool:
     return any(name == pattern or fnmatchcase(name, pattern) for pattern in patterns)
 
 
-def _refused(event: Event, categories: Sequence[str]) -> bool:
-    """True when the event's consent preferences turn off a category the destination needs.
-
-    Events without consent information pass; the consent policy (enrich/consent.py) will decide
-    what a missing answer means.
-    """
-    consent = event.context.get("consent")
-    if not isinstance(consent, dict):
-        return False
-    preferences = consent.get("categoryPreferences")
-    if not isinstance(preferences, dict):
-        return False
-    return any(preferences.get(category) is False for category in categories)
-
-
-def screen(event: Event, destination: Destination[Any], now: float) -> Outcome | None:
+def screen(
+    event: Event, destination: Destination[Any], now: float, consent_required: bool = False
+) -> Outcome | None:
     """The final Outcome of an event that is not sent at all (filtered, unsupported, too old)."""
-    reason = filter_reason(event, destination.settings) or destination.skip_reason(event)
+    reason = filter_reason(event, destination.settings, consent_required)
+    reason = reason or destination.skip_reason(event)
     if reason is not None:
         return Outcome.filtered(reason)
     max_age = destination.limits.max_age_secs

@@ -21,6 +21,7 @@ from proxy.deliver.backoff import retry_delay
 from proxy.deliver.batching import split
 from proxy.deliver.client import Transport, TransportError
 from proxy.deliver.filters import screen
+from proxy.deliver.privacy import apply_ip
 from proxy.destinations.base import Destination, HttpRequest, HttpResponse, Result, Verdict
 from proxy.events import Event
 from proxy.outcomes import Outcome, Status
@@ -79,8 +80,10 @@ class Worker:
         rand: Callable[[], float] = random.random,
         keep_outcomes: int = KEEP_OUTCOMES,
         observer: Observer | None = None,
+        consent_required: bool = False,  # [privacy] consent_required: unanswered means refused
     ) -> None:
         self.destination = destination
+        self.consent_required = consent_required
         self.name = destination.name
         self.settings = destination.settings
         self.spool = spool
@@ -212,13 +215,13 @@ class Worker:
             event = Event(stored.raw, message_id=stored.message_id)
             try:
                 message_id = event.message_id
-                outcome = screen(event, self.destination, now)
+                outcome = screen(event, self.destination, now, self.consent_required)
             except (KeyError, ValueError, TypeError):
                 # Ingest validates shape, so this is a stored event from an older or buggy writer.
                 stopped.add(stored, "", Outcome.dead("invalid"))
                 continue
-            if outcome is None:
-                ready.append(Claimed(stored, event))
+            if outcome is None:  # issue 6: the destination's `ip` setting, before mapping
+                ready.append(Claimed(stored, apply_ip(event, self.settings.ip)))
             else:
                 stopped.add(stored, message_id, outcome)
         split_up = split(ready, self.destination.limits, lambda c: self.destination.size(c.event))

@@ -28,6 +28,7 @@ def build_worker(
     session: aiohttp.ClientSession,
     clock: Clock,
     observer: Observer | None = None,
+    consent_required: bool = False,
 ) -> Worker:
     destination = REGISTRY[settings.type](settings)
     transport: Transport
@@ -36,7 +37,9 @@ def build_worker(
         transport = MemoryTransport(keep=destination.config.keep)
     else:
         transport = HttpTransport(session)
-    return Worker(destination, spool, transport, clock, observer=observer)
+    return Worker(
+        destination, spool, transport, clock, observer=observer, consent_required=consent_required
+    )
 
 
 async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -44,7 +47,9 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     observer = app.get(MONITOR)
     workers = {
-        d.name: build_worker(d, app[SPOOL], app[HTTP], app[CLOCK], observer)
+        d.name: build_worker(
+            d, app[SPOOL], app[HTTP], app[CLOCK], observer, settings.privacy.consent_required
+        )
         for d in settings.destinations
     }
     app[WORKERS] = workers

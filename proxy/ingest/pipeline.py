@@ -23,6 +23,7 @@ from proxy.enrich import Enricher
 from proxy.events import EventType, format_time, parse_time
 from proxy.ingest.auth import ServerOnly, refuse_server_only
 from proxy.ingest.limits import BOT_EVENTS
+from proxy.ingest.stitch import ContextStep
 from proxy.settings import Settings, SourceKind, SourceSettings
 
 JSON = dict[str, Any]
@@ -49,6 +50,7 @@ class RequestFacts:
     source: SourceSettings
     device_id: str | None = None  # from the relay's device cookie (browser sources only)
     fbp: str | None = None  # the site's `_fbp` cookie
+    context_step: ContextStep | None = None  # redaction, GPC, stitching (proxy/ingest/stitch.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,8 @@ def process(
         return Rejection("server_only_event", refused, 403)
     normalise(event, event_type, envelope, facts)  # first: fbc needs the event's timestamp
     enrich(event, facts, enricher)
+    if facts.context_step is not None:  # issue 6: privacy rules and context stitching
+        facts.context_step.apply(event)
     encoded = encode(event, settings.server.max_event_bytes)
     if not isinstance(encoded, Rejection) and event["context"].get("bot") is True:
         counts[BOT_EVENTS] += 1

@@ -36,7 +36,7 @@ from proxy.ingest.common import (
 )
 from proxy.ingest.cors import Cors
 from proxy.ingest.pipeline import NO_ENVELOPE, Envelope, Rejection, RequestFacts, process
-from proxy.keys import ENRICHER, INGEST_COUNTS, RATE_LIMITS, SPOOL
+from proxy.keys import ENRICHER, INGEST_COUNTS, RATE_LIMITS, SPOOL, STITCHER
 from proxy.settings import Settings, SourceKind, SourceSettings
 from proxy.spool.base import SpoolFull, SpoolUnavailable
 
@@ -116,6 +116,8 @@ class SegmentApi:
             source=source,
             device_id=device.device_id if device is not None else None,
             fbp=fbp_cookie(request.cookies) if browser else None,
+            # Issue 6: privacy rules and context stitching (proxy/ingest/stitch.py).
+            context_step=await app[STITCHER].step(source, headers, events, now.timestamp()),
         )
         accepted: list[bytes] = []
         rejected: list[dict[str, Any]] = []

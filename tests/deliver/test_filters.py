@@ -78,10 +78,13 @@ def test_consent_refused_for_a_needed_category() -> None:
     assert filter_reason(track("A", context=consent(analytics=False)), needs) is None
 
 
-def test_events_without_consent_information_pass_for_now() -> None:
+def test_events_without_consent_information_pass_unless_consent_is_required() -> None:
     needs = settings(consent=("marketing",))
     assert filter_reason(track("A"), needs) is None
     assert filter_reason(track("A", context={"consent": "yes"}), needs) is None
+    assert filter_reason(track("A"), needs, consent_required=True) == "consent"
+    granted = track("A", context=consent(marketing=True))
+    assert filter_reason(granted, needs, consent_required=True) is None
 
 
 def test_consent_is_ignored_when_the_destination_needs_none() -> None:

@@ -1,0 +1,103 @@
+"""A profile: the browser context the relay remembers for one device id, anonymousId or userId,
+so a server event naming only the user can carry it (context stitching).
+
+Pure functions of plain JSON: `capture` takes what a browser event's context says, `merge` folds
+a newer capture into an older profile (associative, so captures can be coalesced before they are
+written), `attach` fills what a server event's context lacks: what the backend sent wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+JSON = dict[str, Any]
+
+# Replaced as a whole by a newer capture (a new campaign is one unit; so is a new set of clicks).
+LAST_TOUCH = ("campaign", "clickIds", "fbp", "fbc", "ip", "userAgent", "location")
+# Merged key by key: a later event may carry the GA session id without the client id, or
+# answer one consent category without repeating the others.
+MERGED = ("ga", "consent")
+FIRST_TOUCH = "firstTouch"  # {"campaign", "clickIds"} of the first capture that had either
+PAGE = "page"  # {"url", "referrer"} of the last page seen
+DEVICE = "deviceId"
+
+
+def capture(context: JSON) -> JSON:
+    """What is worth remembering of a browser event's (enriched, redacted) context."""
+    profile: JSON = {}
+    for key in LAST_TOUCH:
+        value = context.get(key)
+        if value:
+            profile[key] = value
+    ga = context.get("ga")
+    if isinstance(ga, dict) and ga:
+        profile["ga"] = dict(ga)
+    consent = context.get("consent")
+    preferences = consent.get("categoryPreferences") if isinstance(consent, dict) else None
+    if isinstance(preferences, dict) and preferences:
+        profile["consent"] = dict(preferences)
+    touch = {key: profile[key] for key in ("campaign", "clickIds") if key in profile}
+    if touch:
+        profile[FIRST_TOUCH] = touch
+    page = context.get("page")
+    if isinstance(page, dict):
+        seen = {key: page[key] for key in ("url", "referrer") if page.get(key)}
+        if seen:
+            profile[PAGE] = seen
+    device = context.get("device")
+    device_id = device.get("id") if isinstance(device, dict) else None
+    if isinstance(device_id, str) and device_id:
+        profile[DEVICE] = device_id
+    return profile
+
+
+def merge(older: JSON | None, newer: JSON) -> JSON:
+    """`newer` folded into `older`: last touch replaced, ga / consent merged, first touch kept."""
+    if not older:
+        return dict(newer)
+    merged = {**older, **newer}
+    for key in MERGED:
+        if key in older and key in newer:
+            merged[key] = {**older[key], **newer[key]}
+    if FIRST_TOUCH in older:
+        merged[FIRST_TOUCH] = older[FIRST_TOUCH]
+    return merged
+
+
+def attach(context: JSON, profile: JSON) -> None:
+    """Fill `context` from `profile` where the server event did not say it itself."""
+    for key in LAST_TOUCH:
+        if key in profile and not context.get(key):
+            context[key] = profile[key]
+    ga = context.get("ga")
+    if "ga" in profile and (ga is None or isinstance(ga, dict)):
+        context["ga"] = {**profile["ga"], **(ga or {})}
+    if "consent" in profile:
+        consent = context.setdefault("consent", {})
+        if isinstance(consent, dict) and not consent.get("categoryPreferences"):
+            consent["categoryPreferences"] = dict(profile["consent"])
+    if FIRST_TOUCH in profile:
+        context.setdefault(FIRST_TOUCH, profile[FIRST_TOUCH])
+    if PAGE in profile and not context.get(PAGE):
+        context[PAGE] = dict(profile[PAGE])
+    if DEVICE in profile:
+        device = context.setdefault("device", {})
+        if isinstance(device, dict):
+            device.setdefault("id", profile[DEVICE])
+
+
+def keys(event: JSON) -> Iterator[str]:
+    """The store keys an event names, most specific first: device, anonymous, user."""
+    context = event.get("context")
+    device = context.get("device") if isinstance(context, dict) else None
+    device_id = device.get("id") if isinstance(device, dict) else None
+    for prefix, value in (
+        ("d:", device_id),
+        ("a:", event.get("anonymousId")),
+        ("u:", event.get("userId")),
+    ):
+        if type(value) is int:  # ingest's normalise() turns numeric ids into strings
+            value = str(value)
+        if isinstance(value, str) and value:
+            yield prefix + value

@@ -1,0 +1,89 @@
+"""The ingest step after enrichment: URL redaction and Global Privacy Control for every event,
+then context stitching: a browser event's context is remembered per device id, anonymousId and
+userId; a server event gets the remembered context it did not send (what it sent wins).
+
+One ContextStep per request. `Stitcher.step()` holds the only await, and only for server
+requests (one batched store read, usually answered by the LRU); `apply()` never does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from aiohttp import web
+
+from proxy.enrich.consent import apply_gpc
+from proxy.enrich.redact import Redactor
+from proxy.identity import profile
+from proxy.identity.sqlite import SqliteIdentityStore
+from proxy.identity.store import IdentityStore
+from proxy.keys import SETTINGS, STITCHER
+from proxy.settings import PrivacySettings, SourceKind, SourceSettings
+
+JSON = dict[str, Any]
+GPC_HEADER = "Sec-GPC"
+
+
+class Stitcher:
+    """What every request's step shares: the store and the compiled privacy rules."""
+
+    def __init__(self, store: IdentityStore, privacy: PrivacySettings) -> None:
+        self.store = store
+        self.privacy = privacy
+        self.redactor = Redactor(privacy)
+
+    async def step(
+        self, source: SourceSettings, headers: Mapping[str, str], events: Sequence[Any], now: float
+    ) -> ContextStep:
+        """The step for one request; for a server source, with the profiles its events name."""
+        if source.kind is SourceKind.BROWSER:
+            return ContextStep(self, True, headers.get(GPC_HEADER), {}, now)
+        keys = [key for event in events if isinstance(event, dict) for key in profile.keys(event)]
+        found = await self.store.load(keys, now) if keys else {}
+        return ContextStep(self, False, None, found, now)
+
+
+class ContextStep:
+    __slots__ = ("_browser", "_gpc", "_now", "_profiles", "_stitcher")
+
+    def __init__(
+        self,
+        stitcher: Stitcher,
+        browser: bool,
+        gpc: str | None,
+        profiles: dict[str, JSON],
+        now: float,
+    ) -> None:
+        self._stitcher = stitcher
+        self._browser = browser
+        self._gpc = gpc  # the request's Sec-GPC header; None for server sources
+        self._profiles = profiles
+        self._now = now
+
+    def apply(self, event: JSON) -> None:
+        """Redact, apply GPC, then remember (browser) or attach (server) the context."""
+        stitcher = self._stitcher
+        context = event["context"]
+        stitcher.redactor.event(event)
+        apply_gpc(context, self._gpc, stitcher.privacy)
+        keys = list(profile.keys(event))
+        if self._browser:
+            if keys:
+                stitcher.store.remember(keys, profile.capture(context), self._now)
+        else:
+            found = next((self._profiles[key] for key in keys if key in self._profiles), None)
+            if found is not None:
+                profile.attach(context, found)
+        anonymous, user = event.get("anonymousId"), event.get("userId")
+        if event.get("type") == "identify" and anonymous and user:
+            stitcher.store.link(f"a:{anonymous}", f"u:{user}", self._now)
+
+
+async def identity_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: the identity store beside the spool, and the Stitcher ingest asks."""
+    settings = app[SETTINGS]
+    store = await SqliteIdentityStore.open(settings.spool.path, settings.identity)
+    app[STITCHER] = Stitcher(store, settings.privacy)
+    yield
+    await store.close()

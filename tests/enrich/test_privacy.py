@@ -1,0 +1,106 @@
+"""Issue 6 privacy rules as pure functions: query redaction, Global Privacy Control, what a
+missing consent answer means, and per-destination IP handling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from proxy.deliver.privacy import apply_ip
+from proxy.enrich.consent import apply_gpc, refused
+from proxy.enrich.redact import Redactor
+from proxy.events import Event
+from proxy.settings import PrivacySettings
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://s.example/p?utm_source=x&token=abc&q=shoes", "https://s.example/p?utm_source=x&q=shoes"),
+        ("https://s.example/?next=bob%40mail.example", "https://s.example/"),
+        ("https://s.example/?utm_term=bob@mail.example&gclid=Cj0", "https://s.example/?gclid=Cj0"),
+        ("?Password=hunter2&page=2", "?page=2"),
+        ("?session=1", ""),
+        ("https://s.example/plain", "https://s.example/plain"),
+    ],
+)  # fmt: skip
+def test_default_redaction(url: str, expected: str) -> None:
+    assert Redactor(PrivacySettings()).url(url) == expected
+
+
+def test_deny_and_allow_lists() -> None:
+    redactor = Redactor(PrivacySettings(redact_query_params=("ref",), keep_query_params=("q",)))
+    url = "https://s.example/?q=a&ref=b&other=c&utm_medium=d&fbclid=e"
+    assert redactor.url(url) == "https://s.example/?q=a&utm_medium=d&fbclid=e"
+
+
+def test_every_url_field_is_redacted() -> None:
+    event: dict[str, Any] = {
+        "type": "page",
+        "properties": {"url": "https://s.example/?email=a", "search": "?email=a"},
+        "context": {
+            "page": {"url": "https://s.example/?code=1", "referrer": "https://r.example/?key=k"},
+            "campaign": {"name": "spring", "term": "bob@mail.example"},
+        },
+    }
+    Redactor(PrivacySettings()).event(event)
+    assert event["properties"] == {"url": "https://s.example/", "search": ""}
+    assert event["context"]["page"] == {
+        "url": "https://s.example/",
+        "referrer": "https://r.example/",
+    }
+    assert event["context"]["campaign"] == {"name": "spring"}
+
+
+def gpc_context(**preferences: bool) -> dict[str, Any]:
+    return {"consent": {"categoryPreferences": dict(preferences)}}
+
+
+def test_gpc_refuses_marketing_even_when_granted() -> None:
+    context = gpc_context(marketing=True, analytics=True)
+    apply_gpc(context, "1", PrivacySettings())
+    assert context["consent"]["categoryPreferences"] == {"marketing": False, "analytics": True}
+
+
+def test_gpc_can_yield_to_a_grant() -> None:
+    privacy = PrivacySettings(gpc_overrides_consent=False)
+    granted = gpc_context(marketing=True)
+    apply_gpc(granted, "1", privacy)
+    assert granted["consent"]["categoryPreferences"] == {"marketing": True}
+    unanswered: dict[str, Any] = {"globalPrivacyControl": True}
+    apply_gpc(unanswered, None, privacy)
+    assert unanswered["consent"]["categoryPreferences"] == {"marketing": False}
+
+
+def test_without_gpc_nothing_changes() -> None:
+    context: dict[str, Any] = {}
+    apply_gpc(context, "0", PrivacySettings())
+    apply_gpc(context, None, PrivacySettings())
+    assert context == {}
+
+
+def test_a_missing_answer_is_allowed_unless_consent_is_required() -> None:
+    assert not refused({}, ["marketing"], required=False)
+    assert refused({}, ["marketing"], required=True)
+    assert not refused(gpc_context(marketing=True), ["marketing"], required=True)
+    assert refused(gpc_context(marketing=False), ["marketing"], required=False)
+    assert not refused({}, ["necessary"], required=True)  # cannot be refused
+
+
+@pytest.mark.parametrize(
+    ("mode", "ip", "expected"),
+    [
+        ("full", "203.0.113.7", "203.0.113.7"),
+        ("truncate", "203.0.113.7", "203.0.113.0"),
+        ("truncate", "2001:db8:1:2::7", "2001:db8:1::"),
+        ("truncate", "not an ip", None),
+        ("drop", "203.0.113.7", None),
+    ],
+)
+def test_ip_per_destination(mode: Any, ip: str, expected: str | None) -> None:
+    stored = Event.from_data({"type": "track", "messageId": "m", "context": {"ip": ip}})
+    sent = apply_ip(stored, mode)
+    assert sent.context.get("ip") == expected
+    assert stored.context["ip"] == ip  # other destinations still get the stored event
+    assert (b'"ip"' in sent.raw) is (expected is not None)
