@@ -1,0 +1,28 @@
+"""The README's config example loads as written (its optional geo file left out)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from proxy.config import load_settings
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+ENV = {
+    "RELAY_ADMIN_TOKEN": "admin-token-0123456789",
+    "BACKEND_WRITE_KEY": "sk_backend_0123456789abcdef",
+    "WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    "GA4_API_SECRET": "ga4-secret",
+}
+
+
+def test_the_readme_config_example_loads(tmp_path: Path) -> None:
+    blocks = re.findall(r"```toml\n(.*?)```", README.read_text(), re.S)
+    example = next(block for block in blocks if "[destinations.ga4]" in block)
+    example = re.sub(r"^city_db = .*$", "", example, flags=re.M)
+    path = tmp_path / "relay.toml"
+    path.write_text(example)
+    settings = load_settings(path, ENV)
+    assert settings.server.prefix == "/k7q2xz"
+    assert [d.name for d in settings.destinations] == ["hook", "ga4"]
+    assert settings.policy.server_only_events == ("Order Completed", "Order Refunded")
