@@ -51,6 +51,11 @@ FAKES: dict[str, Callable[[], FakeVendor]] = {
 }
 
 
+# Where a vendor's per-request event limit is not the worker's batch size (GA4 takes wider batches
+# and splits them per client, 25 events a request).
+REQUEST_LIMITS = {"ga4": 25}
+
+
 def mixed(type_name: str, count: int, now: float, users: int = 5000) -> list[dict[str, Any]]:
     """`count` events cycled from the vendor's golden cases, each with its own id, one of
     `users` users and the time `now`."""
@@ -83,7 +88,8 @@ def requests_per_1000(type_name: str, users: int) -> tuple[int, int, int]:
     sendable = [e for e in events if screen(e, destination, now) is None]
     batches = split(sendable, destination.limits, destination.size).batches
     requests = sum(len(destination.build(batch, now)) for batch in batches)
-    return requests, len(sendable), math.ceil(len(sendable) / destination.limits.max_events)
+    per_request = REQUEST_LIMITS.get(type_name, destination.limits.max_events)
+    return requests, len(sendable), math.ceil(len(sendable) / per_request)
 
 
 async def delivery_rate(type_name: str, backlog: int, folder: Path) -> tuple[float, int]:
