@@ -152,10 +152,12 @@ class SqliteIdentityStore:
             for op, future in batch:
                 results.append((future, op(self._conn), None))
             self._conn.execute("COMMIT")
-        except sqlite3.Error as failure:
+        except Exception as failure:
+            # Any failure (a disk error, a value that cannot be encoded) fails this commit's
+            # callers and nothing else: the writer thread must live on, or every lookup waits.
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
-            log.warning("Identity store write failed.", extra={"error": str(failure)})
+            log.warning("Identity store write failed.", extra={"error": repr(failure)})
             results = [(future, None, failure) for _, future in batch]
         for future, value, problem in results:
             if future is not None:

@@ -111,7 +111,7 @@ class SegmentApi:
             received_at=now,
             received_at_iso=format_time(now),
             ip=ip,
-            user_agent=headers.get("User-Agent"),
+            user_agent=header_text(headers.get("User-Agent")),
             origin=origin,
             source=source,
             device_id=device.device_id if device is not None else None,
@@ -222,3 +222,11 @@ def unpack_batch(data: dict[str, Any]) -> tuple[list[Any], Envelope]:
 async def _metrics(request: web.Request) -> web.StreamResponse:
     """analytics.js reports its own delivery metrics here; there is nothing to keep."""
     return web.Response(body=SUCCESS_BODY, content_type=JSON_TYPE)
+
+
+def header_text(value: str | None) -> str | None:
+    """A header as valid text. aiohttp decodes bytes that are not UTF-8 into lone surrogates,
+    which no JSON encoder (the spool's, the context store's) can write: replace them."""
+    if value is None or value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
