@@ -349,9 +349,12 @@ class SqliteSpool:
             for s in (*done_seqs, *(r[0] for r in retry_rows), *(d[0] for d in dead_rows))
             if s in state.claimed_retries
         }
-        for seq in (*done_seqs, *(r[0] for r in retry_rows), *(d[0] for d in dead_rows)):
-            state.in_flight.discard(seq)
-        cursor = state.cursor()
+        settled = {*done_seqs, *(r[0] for r in retry_rows), *(d[0] for d in dead_rows)}
+        # The cursor as it will be once this commits. The seqs leave in_flight only after the
+        # commit: if it fails, they hold the cursor back (and cleanup off them) until a restart
+        # hands them out again.
+        still = state.in_flight - settled
+        cursor = (min(still) if still else state.next_seq) - 1
         now = self._clock.now()
         # Cleanup cadence is housekeeping, not event time: monotonic, not the (injectable) clock.
         tick = time.monotonic()
@@ -361,7 +364,8 @@ class SqliteSpool:
         else:
             # The last settle of a burst must not leave its finished events behind.
             self._cleanup_later()
-        min_cursor = self._min_cursor() if cleanup else None
+        others = [st.cursor() for name, st in self._progress.items() if name != destination]
+        min_cursor = min([cursor, *others]) if cleanup else None
 
         def write(conn: sqlite3.Connection) -> int:
             conn.executemany(
@@ -393,6 +397,7 @@ class SqliteSpool:
             freed = await self._writer.submit(write)
         finally:
             state.claimed_retries.difference_update(was_retry)
+        state.in_flight.difference_update(settled)
         self._bytes -= freed
 
     def _min_cursor(self) -> int:

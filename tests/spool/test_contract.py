@@ -4,6 +4,7 @@ backends; the Redis one on a real redis-server, see conftest.py)."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -267,3 +268,33 @@ async def test_concurrent_appends_share_commits(reopen: OpenSpool, clock: Manual
     assert sorted(s.raw for s in claimed) == sorted(body(n) for n in range(200))
     if isinstance(spool, SqliteSpool):
         assert spool.commits < 200, "group commit should batch concurrent appends"
+
+
+async def test_a_settle_that_fails_to_commit_loses_nothing(
+    tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite only: a failed commit (disk full, a lock held too long) keeps the events claimed,
+    so cleanup never deletes them and a restart hands them out again."""
+    monkeypatch.setattr("proxy.spool.sqlite.CLEANUP_INTERVAL_SECS", 0.0)
+    settings = SpoolSettings(path=str(tmp_path / "spool.sqlite3"))
+    spool = await open_spool(settings, clock, ("a",))
+    await spool.append([body(1), body(2)])
+    first, second = await spool.claim("a", 10, clock.now())
+    assert isinstance(spool, SqliteSpool)
+    real_submit = spool._writer.submit
+
+    def failing(op: object) -> asyncio.Future[object]:
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        future.set_exception(sqlite3.OperationalError("database or disk is full"))
+        return future
+
+    monkeypatch.setattr(spool._writer, "submit", failing)
+    with pytest.raises(sqlite3.OperationalError):
+        await spool.settle("a", done=[first.id])
+    monkeypatch.setattr(spool._writer, "submit", real_submit)
+    await spool.settle("a", done=[second.id])  # commits, and cleans up below the cursor
+    await spool.close()
+
+    spool = await open_spool(settings, clock, ("a",))
+    assert [s.raw for s in await spool.claim("a", 10, clock.now())] == [body(1), body(2)]
+    await spool.close()
