@@ -14,8 +14,9 @@ from typing import Protocol, runtime_checkable
 import aiohttp
 import orjson
 
+from proxy.deliver.client import HttpTransport, TransportError
 from proxy.destinations import REGISTRY
-from proxy.destinations.base import HttpRequest, HttpResponse, Verdict
+from proxy.destinations.base import HttpRequest, Verdict
 from proxy.events import Event, format_time
 from proxy.settings import Settings
 
@@ -60,17 +61,13 @@ async def test_destination(settings: Settings, name: str) -> tuple[bool, str]:
         request = destination.validation_request(sample_event(now), now)
     except ValueError as error:
         return False, str(error)
-    timeout = aiohttp.ClientTimeout(total=found.timeout_secs)
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            session.request(
-                request.method, request.url, headers=dict(request.headers), data=request.body
-            ) as reply,
-        ):
-            response = HttpResponse(reply.status, dict(reply.headers), await reply.read())
-    except (aiohttp.ClientError, TimeoutError) as error:
-        return False, f"Could not reach the vendor: {error!r}"
+    # The delivery client: no redirects followed, the answer capped, transport errors as reasons
+    # (never an exception text, which could carry a credential in the URL).
+    async with aiohttp.ClientSession() as session:
+        try:
+            response = await HttpTransport(session).send(request, found.timeout_secs)
+        except TransportError as error:
+            return False, f"Could not reach the vendor: {error.reason}"
     result = destination.classify(request, response, now)
     answer = response.body.decode("utf-8", "replace")[:MAX_ANSWER_CHARS]
     if result.verdict is not Verdict.DELIVERED:
