@@ -28,8 +28,14 @@ class DestinationView:
     oldest_waiting_secs: float | None
     error_rate: float
     last_errors: list[Sent]
-    dead_letters: list[DeadLetter]
+    dead_letter_count: int
+    dead_letters: list[DeadLetter]  # the oldest SHOWN_DEAD_LETTERS
     series: list[int]
+
+
+# A page (or an API answer) lists at most this many; the count is always exact. Thousands of
+# dead letters after an outage must not be read and sent on every refresh or scrape.
+SHOWN_DEAD_LETTERS = 200
 
 
 async def destination_view(public: web.Application, name: str) -> DestinationView:
@@ -45,7 +51,8 @@ async def destination_view(public: web.Application, name: str) -> DestinationVie
         oldest_waiting_secs=None if oldest is None else max(0.0, public[CLOCK].now() - oldest),
         error_rate=stats.error_rate,
         last_errors=list(reversed(stats.errors)),
-        dead_letters=await spool.dead_letters(name),
+        dead_letter_count=await spool.dead_letter_count(name),
+        dead_letters=await spool.dead_letters(name, SHOWN_DEAD_LETTERS),
         series=monitor.series(stats.per_minute),
     )
 
@@ -63,7 +70,7 @@ async def refresh_gauges(public: web.Application) -> None:
     for view in await all_destinations(public):
         metrics.backlog.labels(view.name).set(view.backlog)
         metrics.oldest_age.labels(view.name).set(view.oldest_waiting_secs or 0.0)
-        metrics.dead_letters_waiting.labels(view.name).set(len(view.dead_letters))
+        metrics.dead_letters_waiting.labels(view.name).set(view.dead_letter_count)
 
 
 def event_summary(public: web.Application, seen: Seen) -> dict[str, Any]:

@@ -47,8 +47,13 @@ class TappedSpool:
     async def backlog(self, destination: str) -> int:
         return await self.inner.backlog(destination)
 
-    async def dead_letters(self, destination: str | None = None) -> list[DeadLetter]:
-        return await self.inner.dead_letters(destination)
+    async def dead_letters(
+        self, destination: str | None = None, limit: int | None = None
+    ) -> list[DeadLetter]:
+        return await self.inner.dead_letters(destination, limit)
+
+    async def dead_letter_count(self, destination: str) -> int:
+        return await self.inner.dead_letter_count(destination)
 
     async def replay(self, destination: str, since: float | None = None) -> int:
         return await self.inner.replay(destination, since)

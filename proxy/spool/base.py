@@ -81,7 +81,13 @@ class Spool(Protocol):
     async def backlog(self, destination: str) -> int:
         """Events not yet finished by `destination` (new, in flight, or waiting to retry)."""
 
-    async def dead_letters(self, destination: str | None = None) -> list[DeadLetter]: ...
+    async def dead_letters(
+        self, destination: str | None = None, limit: int | None = None
+    ) -> list[DeadLetter]:
+        """Oldest first, at most `limit` (per destination when `destination` is None)."""
+
+    async def dead_letter_count(self, destination: str) -> int:
+        """How many dead letters wait at `destination`, without reading them (metrics)."""
 
     async def replay(self, destination: str, since: float | None = None) -> int:
         """Put dead letters (failed at or after `since`) back in line; returns how many."""

@@ -255,9 +255,15 @@ class RedisSpool:
 
     # -- dead letters (redis_dead.py) -------------------------------------------------------
 
-    async def dead_letters(self, destination: str | None = None) -> list[DeadLetter]:
+    async def dead_letters(
+        self, destination: str | None = None, limit: int | None = None
+    ) -> list[DeadLetter]:
         with unavailable("read dead letters"):
-            return await redis_dead.dead_letters(self._client, self._keys, destination)
+            return await redis_dead.dead_letters(self._client, self._keys, destination, limit)
+
+    async def dead_letter_count(self, destination: str) -> int:
+        with unavailable("count dead letters"):
+            return int(await self._client.hlen(self._keys.of(destination)[-1]))
 
     async def replay(self, destination: str, since: float | None = None) -> int:
         now = self._clock.now()

@@ -70,7 +70,7 @@ return {removed, held_bytes()}
 
 
 async def dead_letters(
-    client: Redis, keys: scripts.Keys, destination: str | None
+    client: Redis, keys: scripts.Keys, destination: str | None, limit: int | None = None
 ) -> list[DeadLetter]:
     """By destination, then oldest event first (as SQLite lists them)."""
     if destination is None:
@@ -95,7 +95,7 @@ async def dead_letters(
                     body,
                 )
             )
-        letters += sorted(mine, key=lambda letter: _id_order(letter.id))
+        letters += sorted(mine, key=lambda letter: _id_order(letter.id))[:limit]
     return letters
 
 

@@ -459,22 +459,46 @@ class SqliteSpool:
 
     # -- dead letters -----------------------------------------------------------------------
 
-    async def dead_letters(self, destination: str | None = None) -> list[DeadLetter]:
-        def query(conn: sqlite3.Connection) -> list[tuple[str, int, str, str, float, bytes]]:
+    async def dead_letters(
+        self, destination: str | None = None, limit: int | None = None
+    ) -> list[DeadLetter]:
+        per_destination = -1 if limit is None else limit  # SQLite: a negative LIMIT is none
+
+        def query(conn: sqlite3.Connection) -> list[tuple[str, int, str, str, float, bytes, Any]]:
+            # json_extract reads the messageId in C: no decoding of every body on the loop.
             sql = (
-                "SELECT d.destination, d.seq, d.reason, d.response, d.failed_at, e.body"
+                "SELECT d.destination, d.seq, d.reason, d.response, d.failed_at, e.body,"
+                " json_extract(e.body, '$.messageId')"
                 " FROM dead_letters d JOIN events e ON e.seq = d.seq"
+                " WHERE d.destination = ? ORDER BY d.seq LIMIT ?"
             )
-            if destination is None:
-                return conn.execute(sql + " ORDER BY d.destination, d.seq").fetchall()
-            return conn.execute(
-                sql + " WHERE d.destination = ? ORDER BY d.seq", (destination,)
-            ).fetchall()
+            if destination is not None:
+                names = [destination]
+            else:
+                names = [
+                    row[0]
+                    for row in conn.execute(
+                        "SELECT DISTINCT destination FROM dead_letters ORDER BY destination"
+                    )
+                ]
+            rows = []
+            for name in names:
+                rows += conn.execute(sql, (name, per_destination)).fetchall()
+            return rows
 
         return [
-            DeadLetter(name, str(seq), _message_id(body), reason, response, failed_at, body)
-            for name, seq, reason, response, failed_at, body in await self._read(query)
+            DeadLetter(name, str(seq), _text(message_id) or "", reason, response, failed_at, body)
+            for name, seq, reason, response, failed_at, body, message_id in await self._read(query)
         ]
+
+    async def dead_letter_count(self, destination: str) -> int:
+        def query(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT COUNT(*) FROM dead_letters WHERE destination = ?", (destination,)
+            ).fetchone()
+            return int(row[0])
+
+        return await self._read(query)
 
     async def replay(self, destination: str, since: float | None = None) -> int:
         now = self._clock.now()
