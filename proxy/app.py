@@ -1,5 +1,8 @@
 """The application factory: settings and clock under AppKeys, resources in cleanup_ctx (spool, HTTP
 session, delivery workers; closed in reverse), and the public routes under the prefix.
+
+The role (proxy/roles.py) leaves out what a process does not run: an ingest node starts no
+delivery workers; a delivery node has no ingest routes, enrichment or identity store.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from proxy.keys import (
 )
 from proxy.logs import request_ids
 from proxy.metrics import Metrics, ingest_metrics
+from proxy.roles import Role, role_problem
 from proxy.settings import Settings
 from proxy.spool import open_spool
 
@@ -42,7 +46,12 @@ NOT_READY_BODY = b'{"status":"not_ready"}'
 WRITE_FAILURE_SECS = 5.0
 
 
-def create_app(settings: Settings, clock: Clock | None = None) -> web.Application:
+def create_app(
+    settings: Settings, clock: Clock | None = None, role: Role = Role.ALL
+) -> web.Application:
+    problem = role_problem(settings, role)
+    if problem is not None:
+        raise ValueError(problem)
     # Ingest enforces its own body limits with a JSON 413 and never calls request.read(), so
     # aiohttp's client_max_size is only a backstop at the same size.
     app = web.Application(
@@ -55,19 +64,31 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app[INGEST_COUNTS] = Counter()
     app[RATE_LIMITS] = RateLimits(settings.limits, app[INGEST_COUNTS])
     # Enrichment first: a broken geo database stops the start before the spool is opened.
-    app.cleanup_ctx.extend([enrich_ctx, spool_ctx, identity_ctx, tap_ctx, http_ctx, workers_ctx])
+    contexts = [enrich_ctx, spool_ctx, identity_ctx, tap_ctx, http_ctx, workers_ctx]
+    if not role.ingests:
+        contexts = [ctx for ctx in contexts if ctx not in (enrich_ctx, identity_ctx)]
+    if not role.delivers:
+        contexts.remove(workers_ctx)
+    app.cleanup_ctx.extend(contexts)
     prefix = settings.server.prefix.rstrip("/")
-    api_routes = SegmentApi(settings, app[CLOCK]).routes(prefix)
-    app.add_routes(api_routes)
-    app.add_routes(SnippetRoutes().routes(prefix, api_routes))  # the script and its `e` route
+    if role.ingests:
+        api_routes = SegmentApi(settings, app[CLOCK]).routes(prefix)
+        app.add_routes(api_routes)
+        app.add_routes(SnippetRoutes().routes(prefix, api_routes))  # the script and its `e` route
     health = {f"{prefix}/healthz", "/healthz"}  # also at the root, for a load balancer's probe
     app.add_routes([web.get(path, healthz) for path in sorted(health)])
+    if role.ingests:
+        add_ready_and_pages(app, settings, prefix)
+    return app
+
+
+def add_ready_and_pages(app: web.Application, settings: Settings, prefix: str) -> None:
+    """/readyz (can the spool take events: an ingest node's question) and the test page."""
     ready = {f"{prefix}/readyz", "/readyz"}
     app.add_routes([web.get(path, readyz) for path in sorted(ready)])
     if settings.demo or settings.server.test_page:
         pages = {f"{prefix}/", "/"} if settings.demo else {f"{prefix}/"}
         app.add_routes([web.get(path, demo_page) for path in sorted(pages)])
-    return app
 
 
 async def enrich_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -79,6 +100,8 @@ async def enrich_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def spool_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    # An ingest-only node joins each destination's group too: a group created later, by the first
+    # delivery node, would start at the stream's end and skip what was ingested before it.
     destinations = [destination.name for destination in settings.destinations]
     app[SPOOL] = await open_spool(settings.spool, app[CLOCK], destinations)
     yield

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from proxy.config import ConfigError, demo_settings, load_settings
+from proxy.roles import Role, role_problem
 from proxy.settings import Settings, SpoolBackend
 from proxy.spool import open_spool
 from proxy.spool.base import DeadLetter
@@ -35,12 +36,19 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m proxy", description="A first-party relay for analytics events."
     )
-    parser.set_defaults(command=_serve, config=None)  # no command: serve
+    parser.set_defaults(command=_serve, config=None, role=Role.ALL.value)  # no command: serve
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     config_help = f"the config file (default: ./{DEFAULT_CONFIG} if present, else the demo)"
 
     serve = commands.add_parser("serve", help="run the relay (the default command)")
     serve.add_argument("--config", metavar="FILE", help=config_help)
+    serve.add_argument(
+        "--role",
+        choices=[role.value for role in Role],
+        default=Role.ALL.value,
+        help="ingest: take events, deliver none; deliver: deliver, take none; all (default): both."
+        " Separate roles need the Redis spool",
+    )
     serve.set_defaults(command=_serve)
 
     check = commands.add_parser("check-config", help="validate a config file and summarise it")
@@ -97,6 +105,11 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args.config, announce=True)
     if settings is None:
         return EXIT_INVALID
+    role = Role(args.role)
+    problem = role_problem(settings, role)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_INVALID
     for warning in prefix_warnings(settings.server.prefix):
         print(f"warning: {warning}", file=sys.stderr)
     # Imported here: the server pulls in the whole app, which the other commands don't need.
@@ -104,7 +117,7 @@ def _serve(args: argparse.Namespace) -> int:
     from proxy.serve import run
 
     try:
-        run(settings)
+        run(settings, role)
     except GeoDatabaseError as error:  # opened at start: a broken file stops it, before the spool
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID

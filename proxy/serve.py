@@ -2,6 +2,7 @@
 
 On SIGTERM or SIGINT it stops accepting, lets requests in flight (and their spool commits) finish,
 stops the delivery workers within server.shutdown_timeout_secs, and returns, so the process exits 0.
+The role (proxy/roles.py) picks what runs: ingest, delivery or both; the admin listener runs in all.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from aiohttp import web
 from proxy import logs
 from proxy.admin.site import admin_token, create_admin_app
 from proxy.app import create_app
+from proxy.roles import Role
 from proxy.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -29,7 +31,7 @@ LISTEN_BACKLOG = 1024
 M_ARENA_MAX = -8
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, role: Role = Role.ALL) -> None:
     """Serve until SIGTERM or SIGINT."""
     if not logging.getLogger().handlers:
         logs.setup(logging.INFO)
@@ -37,7 +39,7 @@ def run(settings: Settings) -> None:
     # Hand the GIL over sooner (default 5 ms): the spool's writer thread holds up every ingest ack
     # and every delivery settle while it waits for the GIL.
     sys.setswitchinterval(0.001)
-    asyncio.run(serve(settings))
+    asyncio.run(serve(settings, role=role))
 
 
 def limit_malloc_arenas() -> None:
@@ -51,7 +53,9 @@ def limit_malloc_arenas() -> None:
         return
 
 
-async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+async def serve(
+    settings: Settings, stop: asyncio.Event | None = None, role: Role = Role.ALL
+) -> None:
     """Serve until `stop` is set (or a signal arrives when no `stop` is given)."""
     loop = asyncio.get_running_loop()
     if stop is None:
@@ -60,7 +64,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
     server = settings.server
-    public = create_app(settings)
+    public = create_app(settings, role=role)
     runner = web.AppRunner(
         public,
         handle_signals=False,
@@ -74,7 +78,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         site = web.TCPSite(runner, server.listen_host, server.listen_port, backlog=LISTEN_BACKLOG)
         await site.start()
         url = public_url(server.listen_host, runner.addresses[0][1], server.prefix)
-        log.info("Relay listening on %s", url, extra={"url": url})
+        log.info(
+            "Relay listening on %s (role %s)", url, role, extra={"url": url, "role": str(role)}
+        )
         try:
             admin = await start_admin(settings, public)
         except OSError as error:

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -24,10 +25,17 @@ def free_port() -> int:
 class RelayProcess:
     """`async with RelayProcess(config, port) as relay:` starts it and waits until it answers."""
 
-    def __init__(self, config: Path, port: int, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        port: int,
+        env: dict[str, str] | None = None,
+        args: Sequence[str] = (),  # more `serve` arguments, e.g. ("--role", "ingest")
+    ) -> None:
         self.config = config
         self.port = port
         self.env = {**os.environ, **(env or {})}
+        self.args = tuple(args)
         self.proc: asyncio.subprocess.Process | None = None
         self.log = config.parent / f"relay-{port}.log"
 
@@ -44,6 +52,7 @@ class RelayProcess:
                 "serve",
                 "--config",
                 str(self.config),
+                *self.args,
                 cwd=REPO,
                 env=self.env,
                 stdout=log,

@@ -29,8 +29,10 @@ def write_config(
     *,
     max_bytes: int = 100_000_000,
     extra: str = "",
+    spool: Sequence[str] = (),
 ) -> Path:
-    """A relay.toml with a server source and one webhook destination per `hooks` name -> url."""
+    """A relay.toml with a server source and one webhook destination per `hooks` name -> url;
+    `spool` adds lines to [spool] (`backend = "redis"`, ...)."""
     lines = [
         "[server]",
         f'listen = "127.0.0.1:{port}"',
@@ -40,6 +42,7 @@ def write_config(
         f'path = "{folder / "spool.sqlite3"}"',
         f"max_bytes = {max_bytes}",
         "retry_after_secs = 1",
+        *spool,
         "[sources.backend]",
         'kind = "server"',
         'write_key = "${BACKEND_WRITE_KEY}"',
