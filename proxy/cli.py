@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from proxy.admin.masking import mask_url
 from proxy.config import ConfigError, demo_settings, load_settings
 from proxy.roles import Role, role_problem
 from proxy.settings import Settings, SpoolBackend
@@ -253,7 +254,8 @@ def _summary(settings: Settings) -> str:
         for source in settings.sources
     )
     destinations = ", ".join(f"{d.name} ({d.type})" for d in settings.destinations)
-    where = spool.path if spool.backend is SpoolBackend.SQLITE else spool.redis_url
+    # A Redis URL may carry a password (redis://:secret@host): print it without one.
+    where = spool.path if spool.backend is SpoolBackend.SQLITE else mask_url(spool.redis_url)
     rows = [
         (
             "listen",

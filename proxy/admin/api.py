@@ -4,6 +4,7 @@ the OpenAPI description of the public ingest API, and the pages' own script and 
 
 from __future__ import annotations
 
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -71,16 +72,22 @@ async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=openapi_bytes(), content_type="application/json")
 
 
+@cache
 def openapi_bytes() -> bytes:
+    """Read once: handlers must not read files on the event loop for every request."""
     return resources.files("proxy").joinpath("openapi.json").read_bytes()
+
+
+@cache
+def _static_bytes(name: str) -> bytes:
+    return resources.files("proxy.admin").joinpath("static", name).read_bytes()
 
 
 async def static(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     if name not in STATIC:
         raise web.HTTPNotFound()
-    body = resources.files("proxy.admin").joinpath("static", name).read_bytes()
-    return web.Response(body=body, content_type=STATIC[name])
+    return web.Response(body=_static_bytes(name), content_type=STATIC[name])
 
 
 def _json(value: object) -> web.Response:

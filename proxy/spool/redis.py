@@ -89,8 +89,10 @@ class RedisSpool:
         synchronous: str = "full",
         keys: scripts.Keys | None = None,
     ) -> RedisSpool:
-        """`destinations` deliver from it in this process (none for an ingest node or the CLI).
-        Raises SpoolUnavailable when Redis cannot be reached."""
+        """`destinations` get their consumer groups created (at the stream's end) and joined; an
+        ingest-only node passes them too, so that a delivery node started later does not skip
+        what was ingested before it. The CLI passes none. Raises SpoolUnavailable when Redis
+        cannot be reached."""
         keys = keys or scripts.Keys()
         consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         client = connect(url, timeout_secs)
