@@ -15,6 +15,7 @@ from aiohttp import web
 
 from proxy.admin import api, views
 from proxy.admin.auth import GATE, Gate, login, login_page, logout, require_auth
+from proxy.admin.paths import PATH_CHECKS, PathChecks
 from proxy.admin.stats import PUBLIC
 from proxy.logs import request_ids
 from proxy.settings import Settings
@@ -28,6 +29,7 @@ def create_admin_app(public: web.Application, token: str) -> web.Application:
     app = web.Application(middlewares=[request_ids, require_auth], client_max_size=64 * 1024)
     app[PUBLIC] = public
     app[GATE] = Gate(token)
+    app[PATH_CHECKS] = PathChecks()
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.PackageLoader("proxy.admin", "templates"),

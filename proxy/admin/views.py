@@ -15,6 +15,7 @@ from aiohttp import web
 
 from proxy.admin.auth import csrf_token
 from proxy.admin.masking import masked_config
+from proxy.admin.paths import PATH_CHECKS
 from proxy.admin.stats import (
     PUBLIC,
     all_destinations,
@@ -126,7 +127,11 @@ async def ip_page(request: web.Request) -> web.Response:
     return _page(
         request,
         "ip.html",
-        {"ip": explain_ip(request, public), "config": _pretty(masked_config(settings))},
+        {
+            "ip": explain_ip(request, public),
+            "paths": await request.app[PATH_CHECKS].of(public),
+            "config": _pretty(masked_config(settings)),
+        },
     )
 
 

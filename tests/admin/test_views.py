@@ -4,7 +4,10 @@ and answered (masked), dead letters with replay and discard, the client IP page 
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from proxy.settings import ServerSettings
 from tests.admin.conftest import (
@@ -17,6 +20,7 @@ from tests.admin.conftest import (
 )
 from tests.conftest import SERVER_KEY, WEB_KEY
 from tests.ingest.client import post, track
+from tests.shared_data import shared_dir
 
 
 async def _row(admin: AdminRelay, message_id: str, query: str = "") -> dict[str, Any] | None:
@@ -144,3 +148,24 @@ async def test_ip_page_explains_the_chain_and_masks_the_config(
     untrusting = await admin_factory()  # no trusted proxies: the headers are the client's claim
     _, page = await untrusting.get("/ip", headers=headers)
     assert 'id="chosen-ip">127.0.0.1<' in page
+
+
+async def test_ip_page_checks_the_public_paths_against_the_filter_lists(
+    admin_factory: AdminFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RELAY_FILTER_LISTS", str(shared_dir("testdata", "filterlists")))
+    admin = await admin_factory()
+    status, page = await admin.get("/ip")
+    assert status == 200
+    assert 'id="paths"' in page
+    assert "/v1/batch</td><td>xmlhttprequest</td>\n  <td>allowed" in page
+    assert "BLOCKED" not in page  # the relay's own routes stay off the lists
+
+
+async def test_ip_page_says_when_no_filter_lists_are_found(
+    admin_factory: AdminFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("RELAY_FILTER_LISTS", str(tmp_path))
+    admin = await admin_factory()
+    _, page = await admin.get("/ip")
+    assert "No filter lists found" in page
