@@ -103,8 +103,8 @@ class SqliteIdentityStore:
         self._queue.put((lambda conn: _read(conn, missing, now), future))
         try:
             rows = await future
-        except sqlite3.Error:
-            return found  # logged by the writer; the event goes on without remembered context
+        except Exception:  # the writer logged it; the event goes on without remembered context
+            return found
         for key in missing:
             profile, expires_at = rows.get(key, ({}, now + self._ttl_secs))
             self._cache[key] = (profile, expires_at)
