@@ -13,7 +13,7 @@ import random
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from proxy.clock import Clock
@@ -22,18 +22,18 @@ from proxy.deliver.batching import split
 from proxy.deliver.client import Transport, TransportError
 from proxy.deliver.filters import screen
 from proxy.deliver.privacy import apply_ip
+from proxy.deliver.settlement import Settlement, excerpt
+from proxy.deliver.tasks import finish_within, first_of
 from proxy.destinations.base import Destination, HttpRequest, HttpResponse, Result, Verdict
 from proxy.events import Event
-from proxy.outcomes import Outcome, Status
-from proxy.spool.base import Dead, Retry, Spool, Stored
+from proxy.outcomes import Outcome
+from proxy.spool.base import Retry, Spool, Stored
 
 log = logging.getLogger(__name__)
 
 # An idle worker looks at the spool at least this often: dead letters replayed by another
 # process (the CLI) wake nothing in this one.
 IDLE_RECHECK_SECS = 1.0
-# How much of a vendor's answer a dead letter keeps for the operator.
-MAX_RESPONSE_CHARS = 2048
 KEEP_OUTCOMES = 1000
 
 
@@ -118,8 +118,8 @@ class Worker:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_secs
         if self._task is not None:
-            await _finish([self._task], deadline - loop.time())
-        await _finish(list(self._batches), deadline - loop.time())
+            await finish_within([self._task], deadline - loop.time())
+        await finish_within(list(self._batches), deadline - loop.time())
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -133,7 +133,7 @@ class Worker:
                     "Delivery loop failed; trying again.",
                     extra={"destination": self.name, "error": repr(error)},
                 )
-                await _first_of([self._stopping.wait()], IDLE_RECHECK_SECS)
+                await first_of([self._stopping.wait()], IDLE_RECHECK_SECS)
 
     async def _step(self) -> None:
         limits = self.destination.limits
@@ -179,7 +179,7 @@ class Worker:
         ]
         if delay is not None and delay > 0:
             waits.append(self.clock.sleep(delay))
-        await _first_of(waits, IDLE_RECHECK_SECS)
+        await first_of(waits, IDLE_RECHECK_SECS)
 
     async def _linger(self, need: int) -> list[Stored]:
         """Wait up to linger_ms for more events to fill the batch.
@@ -196,7 +196,7 @@ class Worker:
             if remaining <= 0:
                 break
             waits = [self.spool.wait_for_events(self.name), self._stopping.wait()]
-            if not await _first_of(waits, remaining):
+            if not await first_of(waits, remaining):
                 break
             got = await self.spool.claim(self.name, need, self.clock.now())
             # A wake left over from events already claimed brings nothing; a second one ends it.
@@ -297,7 +297,7 @@ class Worker:
                 "Delivery failed.",
                 extra={"destination": self.name, "error": result.reason, "events": len(items)},
             )
-        await self._settle(self._settlement(result, _excerpt(response), items))
+        await self._settle(self._settlement(result, excerpt(response), items))
 
     def _settlement(self, result: Result, answer: str, items: list[Claimed]) -> Settlement:
         """What one request's Result means for each event it carried."""
@@ -337,55 +337,3 @@ class Worker:
         self.counts["retry"] += len(settlement.retry)
         if self.observer is not None:
             self.observer.settled(self.name, settlement.outcomes, len(settlement.retry))
-
-
-@dataclass(slots=True)
-class Settlement:
-    """What to tell the spool about some claimed events, and the final Outcomes to record."""
-
-    done: list[str] = field(default_factory=list)
-    retry: list[Retry] = field(default_factory=list)
-    dead: list[Dead] = field(default_factory=list)
-    outcomes: list[tuple[str, Outcome]] = field(default_factory=list)
-
-    def add(self, stored: Stored, message_id: str, outcome: Outcome, answer: str = "") -> None:
-        if outcome.status is Status.DEAD:
-            self.dead.append(Dead(stored.id, outcome.reason, answer))
-        else:
-            self.done.append(stored.id)
-        self.outcomes.append((message_id, outcome))
-
-    def __bool__(self) -> bool:
-        return bool(self.done or self.retry or self.dead)
-
-
-def _excerpt(response: HttpResponse | None) -> str:
-    if response is None:
-        return ""
-    return response.body[: MAX_RESPONSE_CHARS * 4].decode("utf-8", "replace")[:MAX_RESPONSE_CHARS]
-
-
-async def _first_of(waits: Sequence[Coroutine[Any, Any, Any]], within_secs: float) -> bool:
-    """Run `waits` until one finishes (True) or `within_secs` pass (False); cancel the rest."""
-    tasks = [asyncio.ensure_future(wait) for wait in waits]
-    try:
-        done, _ = await asyncio.wait(
-            tasks, timeout=within_secs, return_when=asyncio.FIRST_COMPLETED
-        )
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    for task in done:
-        task.result()  # a failing spool call surfaces here, not as a lost task exception
-    return bool(done)
-
-
-async def _finish(tasks: list[asyncio.Task[None]], within_secs: float) -> None:
-    """Wait for `tasks` up to `within_secs`, then cancel what is left and wait for that."""
-    if not tasks:
-        return
-    _, pending = await asyncio.wait(tasks, timeout=max(0.0, within_secs))
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)

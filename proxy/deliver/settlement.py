@@ -1,0 +1,39 @@
+"""What one request's answer means for the claimed events it carried: the spool's done / retry /
+dead lists and the final Outcome of each event, gathered before one settle call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from proxy.destinations.base import HttpResponse
+from proxy.outcomes import Outcome, Status
+from proxy.spool.base import Dead, Retry, Stored
+
+# How much of a vendor's answer a dead letter keeps for the operator.
+MAX_RESPONSE_CHARS = 2048
+
+
+@dataclass(slots=True)
+class Settlement:
+    """What to tell the spool about some claimed events, and the final Outcomes to record."""
+
+    done: list[str] = field(default_factory=list)
+    retry: list[Retry] = field(default_factory=list)
+    dead: list[Dead] = field(default_factory=list)
+    outcomes: list[tuple[str, Outcome]] = field(default_factory=list)
+
+    def add(self, stored: Stored, message_id: str, outcome: Outcome, answer: str = "") -> None:
+        if outcome.status is Status.DEAD:
+            self.dead.append(Dead(stored.id, outcome.reason, answer))
+        else:
+            self.done.append(stored.id)
+        self.outcomes.append((message_id, outcome))
+
+    def __bool__(self) -> bool:
+        return bool(self.done or self.retry or self.dead)
+
+
+def excerpt(response: HttpResponse | None) -> str:
+    if response is None:
+        return ""
+    return response.body[: MAX_RESPONSE_CHARS * 4].decode("utf-8", "replace")[:MAX_RESPONSE_CHARS]
