@@ -48,9 +48,6 @@ class Event:
             self._data = decoded
         return self._data
 
-    def to_wire(self) -> JSON:
-        return self.data
-
     @property
     def message_id(self) -> str:
         if self._message_id is None:

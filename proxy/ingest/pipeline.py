@@ -46,7 +46,6 @@ class RequestFacts:
     received_at_iso: str
     ip: str | None
     user_agent: str | None
-    origin: str | None
     source: SourceSettings
     device_id: str | None = None  # from the relay's device cookie (browser sources only)
     fbp: str | None = None  # the site's `_fbp` cookie

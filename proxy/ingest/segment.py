@@ -112,7 +112,6 @@ class SegmentApi:
             received_at_iso=format_time(now),
             ip=ip,
             user_agent=header_text(headers.get("User-Agent")),
-            origin=origin,
             source=source,
             device_id=device.device_id if device is not None else None,
             fbp=fbp_cookie(request.cookies) if browser else None,

@@ -96,7 +96,7 @@ def main() -> None:
     )
     enricher = Enricher(settings)
     now = SystemClock().utcnow()
-    facts = RequestFacts(now, format_time(now), CLIENT, UA, None, WEB, "ZGV2aWNlLWlkLTEyMzQ1Ng")
+    facts = RequestFacts(now, format_time(now), CLIENT, UA, WEB, "ZGV2aWNlLWlkLTEyMzQ1Ng")
     limit = settings.server.max_event_bytes
 
     def normalised(event: dict[str, Any]) -> None:

@@ -22,7 +22,7 @@ from tests.ingest.client import post, track
 
 RECEIVED = datetime(2026, 1, 1, tzinfo=UTC)  # ManualClock's default start
 SOURCE = SourceSettings("web", SourceKind.BROWSER, Secret("pk"), ())
-FACTS = RequestFacts(RECEIVED, "2026-01-01T00:00:00.000Z", "203.0.113.7", "UA", None, SOURCE)
+FACTS = RequestFacts(RECEIVED, "2026-01-01T00:00:00.000Z", "203.0.113.7", "UA", SOURCE)
 
 
 async def test_stored_event_end_to_end(
