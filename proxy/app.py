@@ -20,6 +20,7 @@ from proxy.deliver.workers import workers_ctx
 from proxy.demo import demo_page
 from proxy.enrich import Enricher
 from proxy.ingest.limits import RateLimits
+from proxy.ingest.limits_redis import shared_limits_ctx
 from proxy.ingest.segment import SegmentApi
 from proxy.ingest.snippet import SnippetRoutes
 from proxy.ingest.stitch import identity_ctx
@@ -64,9 +65,18 @@ def create_app(
     app[INGEST_COUNTS] = Counter()
     app[RATE_LIMITS] = RateLimits(settings.limits, app[INGEST_COUNTS])
     # Enrichment first: a broken geo database stops the start before the spool is opened.
-    contexts = [enrich_ctx, spool_ctx, identity_ctx, tap_ctx, http_ctx, workers_ctx]
+    contexts = [
+        enrich_ctx,
+        spool_ctx,
+        identity_ctx,
+        shared_limits_ctx,
+        tap_ctx,
+        http_ctx,
+        workers_ctx,
+    ]
     if not role.ingests:
-        contexts = [ctx for ctx in contexts if ctx not in (enrich_ctx, identity_ctx)]
+        ingest_only = (enrich_ctx, identity_ctx, shared_limits_ctx)
+        contexts = [ctx for ctx in contexts if ctx not in ingest_only]
     if not role.delivers:
         contexts.remove(workers_ctx)
     app.cleanup_ctx.extend(contexts)

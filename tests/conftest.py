@@ -1,11 +1,13 @@
 """Shared fixtures: Settings for a test relay (SQLite spool in tmp_path, browser source "web" with
-key pk_test, server source "backend" with key sk_test) and that relay on a real 127.0.0.1 port."""
+key pk_test, server source "backend" with key sk_test) and that relay on a real 127.0.0.1 port;
+one real redis-server for the session (AOF on, fsync always), each test that uses it starting
+from an empty server."""
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from proxy.clock import Clock
 from proxy.settings import Secret, Settings, SourceKind, SourceSettings, SpoolSettings
 from proxy.spool import open_spool
 from proxy.spool.base import Spool
+from tests.redis_server import RedisServer
 
 WEB_KEY = "pk_test"
 SERVER_KEY = "sk_test"
@@ -87,3 +90,15 @@ async def relay_factory(
 @pytest.fixture
 async def relay(relay_factory: RelayFactory) -> RelayServer:
     return await relay_factory()
+
+
+@pytest.fixture(scope="session")
+def redis_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_server(redis_session: RedisServer) -> RedisServer:
+    redis_session.flushall()
+    return redis_session

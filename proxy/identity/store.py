@@ -2,7 +2,8 @@
 
 Keys are `d:<device id>`, `a:<anonymousId>` and `u:<userId>`. Writes never block the caller:
 a browser event's capture is buffered and written behind. A read sees every write made before
-it. SQLite (proxy/identity/sqlite.py) is the default; a Redis store can follow the same contract.
+it. SQLite (proxy/identity/sqlite.py) is the default; on a Redis spool the profiles live in the
+same Redis (proxy/identity/redis.py), so every relay node sees them.
 """
 
 from __future__ import annotations

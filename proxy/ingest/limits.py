@@ -1,8 +1,9 @@
 """Abuse limits on ingest: token buckets of events per client IP (browser sources) and per source.
 
 A public key on the site's own domain will be scripted against; a server key is a secret, so only
-browser sources are limited per IP. Buckets live in this process, in a bounded LRU, and an
-over-limit request gets 429 `rate_limited` with Retry-After (the snippet and SDKs retry then).
+browser sources are limited per IP. Buckets live in this process, in a bounded LRU (on a Redis
+spool, in Redis: proxy/ingest/limits_redis.py), and an over-limit request gets 429 `rate_limited`
+with Retry-After (the snippet and SDKs retry then).
 """
 
 from __future__ import annotations
@@ -81,28 +82,33 @@ class RateLimits:
     def admit(self, source: SourceSettings, ip: str | None, events: int, now: float) -> None:
         """Charge `events` to the source and (browser sources) the client's address, or raise
         IngestError 429 with the seconds to wait."""
-        ip_key = _ip_key(ip) if source.kind is SourceKind.BROWSER and self.per_ip.enabled else None
-        if ip_key is not None:
-            wait = self.per_ip.wait_secs(ip_key, events, now)
+        address = ip_key(ip) if source.kind is SourceKind.BROWSER and self.per_ip.enabled else None
+        if address is not None:
+            wait = self.per_ip.wait_secs(address, events, now)
             if wait > 0:
                 self.counts[LIMITED_BY_IP] += 1
-                raise _limited("this address", wait)
+                raise limited("this address", wait)
         if self.per_source.enabled:
             wait = self.per_source.wait_secs(source.name, events, now)
             if wait > 0:
                 self.counts[LIMITED_BY_SOURCE] += 1
-                raise _limited(f"source {source.name!r}", wait)
+                raise limited(f"source {source.name!r}", wait)
             self.per_source.spend(source.name, events, now)
-        if ip_key is not None:
-            self.per_ip.spend(ip_key, events, now)
+        if address is not None:
+            self.per_ip.spend(address, events, now)
+
+    async def charge(self, source: SourceSettings, ip: str | None, events: int, now: float) -> None:
+        """What ingest awaits: `admit` here; on a Redis spool, buckets every node shares
+        (proxy/ingest/limits_redis.py)."""
+        self.admit(source, ip, events, now)
 
 
-def _ip_key(ip: str | None) -> str | None:
+def ip_key(ip: str | None) -> str | None:
     """The address, or its /64 for IPv6: one subscriber holds a whole /64 and can rotate in it."""
     return truncate_ip(ip, v4_bits=32, v6_bits=64) if ip else None
 
 
-def _limited(who: str, wait: float) -> IngestError:
+def limited(who: str, wait: float) -> IngestError:
     secs = max(1, math.ceil(wait))
     return IngestError(
         429,

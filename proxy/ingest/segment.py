@@ -104,7 +104,7 @@ class SegmentApi:
         # Forwarding headers count only from trusted proxies.
         ip = enricher.client_ip(request.remote, headers) if request.remote is not None else None
         now = self.clock.utcnow()
-        app[RATE_LIMITS].admit(source, ip, len(events), now.timestamp())
+        await app[RATE_LIMITS].charge(source, ip, len(events), now.timestamp())
         device = self._device_cookie(request, source, now.timestamp())
         browser = source.kind is SourceKind.BROWSER
         facts = RequestFacts(

@@ -8,6 +8,10 @@ to a receiver that only counts. Redis runs with AOF, appendfsync as asked (the s
 `synchronous` set to match, so the relay does not warn). Relays, Redis and the receiver share the
 machine's cores unpinned: on a small machine two nodes compete for the same CPUs, which is what
 the ratio then shows.
+
+The same run measures one SQLite node (`--role all`, the spine's default) under the same load and
+on the same backlog, for comparison (`--skip-sqlite` leaves it out): its ingest node has no
+destination, as in bench_ingest, so no delivery runs beside the ingest.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import orjson
 
 from proxy.spool.redis import RedisSpool
 from tests.bench.bench_delivery import RECEIVER, SECRET, count
+from tests.bench.bench_delivery import fill as fill_sqlite
 from tests.bench.bench_ingest import LUA, WRITE_KEY, track_event, wait_ready
 from tests.redis_server import RedisServer
 from tests.relay_process import REPO, free_port
@@ -37,9 +42,10 @@ DRAIN_LIMIT_SECS = 900
 
 
 def node_config(
-    folder: Path, redis_url: str, name: str, synchronous: str, hook_url: str, in_flight: int
+    folder: Path, redis_url: str, name: str, synchronous: str, hook_url: str | None, in_flight: int
 ) -> tuple[Path, int]:
-    """A node's config in its own folder (its own identity store); returns it and its port."""
+    """A node's config in its own folder; returns it and its port. An empty `redis_url`: a SQLite
+    spool in that folder. No `hook_url`: no destination."""
     folder.mkdir()
     port = free_port()
     lines = [
@@ -48,9 +54,10 @@ def node_config(
         "[admin]",
         f'listen = "127.0.0.1:{free_port()}"',
         "[spool]",
-        'backend = "redis"',
-        f'redis_url = "{redis_url}"',
-        f'redis_consumer = "{name}"',
+    ]
+    if redis_url:
+        lines += ['backend = "redis"', f'redis_url = "{redis_url}"', f'redis_consumer = "{name}"']
+    lines += [
         f'path = "{folder / "spool.sqlite3"}"',
         "max_bytes = 20_000_000_000",
         f'synchronous = "{synchronous}"',
@@ -62,12 +69,15 @@ def node_config(
         "[limits]",
         "per_ip_rate = 0",
         "per_source_rate = 0",
-        "[destinations.hook]",
-        'type = "webhook"',
-        f'url = "{hook_url}"',
-        f'secret = "{SECRET}"',
-        f"max_in_flight = {in_flight}",
     ]
+    if hook_url is not None:
+        lines += [
+            "[destinations.hook]",
+            'type = "webhook"',
+            f'url = "{hook_url}"',
+            f'secret = "{SECRET}"',
+            f"max_in_flight = {in_flight}",
+        ]
     path = folder / "relay.toml"
     path.write_text("\n".join(lines) + "\n")
     return path, port
@@ -120,6 +130,20 @@ def ingest_run(
     return sum(rps for rps, _ in runs) * PER_REQUEST, sum(bad for _, bad in runs)
 
 
+def sqlite_ingest_run(folder: Path, seconds: int, synchronous: str) -> tuple[float, int]:
+    """events/s of one SQLite node (`--role all`, no destination) under the same load."""
+    batch = {"batch": [track_event(n) for n in range(PER_REQUEST)], "writeKey": WRITE_KEY}
+    lua = LUA.format(body=orjson.dumps(batch).decode(), content_type="application/json", auth="")
+    config, port = node_config(folder / "sqlite-ingest", "", "sqlite", synchronous, None, 4)
+    proc = start_node(config, "all", config.parent / "relay.log")
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/healthz")
+        rps, bad = wrk_share(f"http://127.0.0.1:{port}", lua, seconds, CONNECTIONS)
+    finally:
+        stop_all([proc])
+    return rps * PER_REQUEST, bad
+
+
 def wrk_share(url: str, lua: str, seconds: int, connections: int) -> tuple[float, int]:
     """One wrk (pinned to core 0) against one node: (requests/s, non-2xx answers)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
@@ -166,24 +190,41 @@ def delivery_run(
     asyncio.run(fill(redis.url(), events))
     print(f"  spooled {events} events into Redis in {time.monotonic() - began:.1f}s")
     receiver_port = free_port()
+    hook = f"http://127.0.0.1:{receiver_port}/hook"
+    configs = [
+        node_config(
+            folder / f"deliver{nodes}-{n}",
+            redis.url(),
+            f"deliver-{n}",
+            synchronous,
+            hook,
+            in_flight,
+        )[0]
+        for n in range(nodes)
+    ]
+    return drain(receiver_port, configs, "deliver", events)
+
+
+def sqlite_delivery_run(folder: Path, events: int, synchronous: str, in_flight: int) -> float:
+    """events/s of one SQLite node (`--role all`) draining the same backlog from its file."""
+    receiver_port = free_port()
+    hook = f"http://127.0.0.1:{receiver_port}/hook"
+    config, _ = node_config(folder / "sqlite-deliver", "", "sqlite", synchronous, hook, in_flight)
+    began = time.monotonic()
+    asyncio.run(fill_sqlite(config.parent / "spool.sqlite3", events))
+    print(f"  spooled {events} events into SQLite in {time.monotonic() - began:.1f}s")
+    return drain(receiver_port, [config], "all", events)
+
+
+def drain(receiver_port: int, configs: list[Path], role: str, events: int) -> float:
+    """events/s delivering `events` to a counting receiver on `receiver_port` by nodes started
+    from `configs` (their start included)."""
     receiver = subprocess.Popen([sys.executable, "-c", RECEIVER, str(receiver_port)])
     procs = [receiver]
     try:
         wait_ready(f"http://127.0.0.1:{receiver_port}/count")
-        hook = f"http://127.0.0.1:{receiver_port}/hook"
-        configs = [
-            node_config(
-                folder / f"deliver{nodes}-{n}",
-                redis.url(),
-                f"deliver-{n}",
-                synchronous,
-                hook,
-                in_flight,
-            )[0]
-            for n in range(nodes)
-        ]
         began = time.monotonic()
-        procs += [start_node(config, "deliver", config.parent / "relay.log") for config in configs]
+        procs += [start_node(config, role, config.parent / "relay.log") for config in configs]
         while (got := count(f"http://127.0.0.1:{receiver_port}/count")) < events:
             if time.monotonic() - began > DRAIN_LIMIT_SECS:
                 raise SystemExit(f"only {got} of {events} delivered in {DRAIN_LIMIT_SECS} s")
@@ -201,6 +242,7 @@ def main() -> None:
     parser.add_argument("--max-in-flight", type=int, default=4)
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument("--skip-delivery", action="store_true")
+    parser.add_argument("--skip-sqlite", action="store_true", help="no SQLite figures")
     opts = parser.parse_args()
     if shutil.which("wrk") is None and not opts.skip_ingest:
         raise SystemExit("wrk is needed: apt-get install wrk")
@@ -214,6 +256,12 @@ def main() -> None:
                 print(f"ingest, appendfsync {opts.appendfsync}, batches of {PER_REQUEST}:")
                 print(f"  one node  {one:>9,.0f} events/s  (non-2xx {bad1})")
                 print(f"  two nodes {two:>9,.0f} events/s  (non-2xx {bad2})  ratio {two / one:.2f}")
+                if not opts.skip_sqlite:
+                    lite, bad = sqlite_ingest_run(folder, opts.seconds, synchronous)
+                    print(
+                        f"  SQLite, one node, synchronous {synchronous}: {lite:,.0f} events/s"
+                        f"  (non-2xx {bad})  Redis one node / SQLite {one / lite:.2f}"
+                    )
             if not opts.skip_delivery:
                 backlog = f"a {opts.events}-event backlog"
                 print(f"delivery of {backlog}, max_in_flight {opts.max_in_flight}:")
@@ -223,6 +271,14 @@ def main() -> None:
                 ]
                 print(f"  one node  {rates[0]:>9,.0f} events/s")
                 print(f"  two nodes {rates[1]:>9,.0f} events/s  ratio {rates[1] / rates[0]:.2f}")
+                if not opts.skip_sqlite:
+                    lite_rate = sqlite_delivery_run(
+                        folder, opts.events, synchronous, opts.max_in_flight
+                    )
+                    print(
+                        f"  SQLite, one node, synchronous {synchronous}: {lite_rate:,.0f} events/s"
+                        f"  Redis one node / SQLite {rates[0] / lite_rate:.2f}"
+                    )
 
 
 if __name__ == "__main__":

@@ -1,21 +1,73 @@
-"""The SQLite identity store and the profile rules: first / last touch, TTL, identify links,
-and reads that see every earlier write (through the LRU or the file)."""
+"""The identity store contract, on SQLite and on Redis (one suite, two backends; Redis on the real
+redis-server of tests/conftest.py), and the profile rules: first / last touch, TTL, identify
+links, reads that see every earlier write. Then what only Redis has: several nodes on one store."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from proxy.identity import profile
+from proxy.identity import redis as identity_redis
+from proxy.identity.redis import RedisIdentityStore
 from proxy.identity.sqlite import FILE_NAME, SqliteIdentityStore
-from proxy.settings import IdentitySettings
+from proxy.identity.store import IdentityStore
+from proxy.settings import IdentitySettings, SpoolBackend
+from tests.redis_server import RedisServer
+from tests.relay_process import free_port
 
 NOW = 1_767_225_600.0
 DAY = 86_400.0
 
+OpenStore = Callable[..., Awaitable[IdentityStore]]
+
 
 def browser(campaign: str, **context: object) -> dict[str, object]:
     return {"campaign": {"name": campaign}, "ip": "203.0.113.7", **context}
+
+
+@pytest.fixture(params=[SpoolBackend.SQLITE, SpoolBackend.REDIS])
+async def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenStore]:
+    """Opens the backend on the same storage each call (a restart, or on Redis another node);
+    closes what is still open at the end."""
+    opened: list[IdentityStore] = []
+    backend: SpoolBackend = request.param
+    redis_url = ""
+    if backend is SpoolBackend.REDIS:
+        redis_url = request.getfixturevalue("redis_server").url()
+
+    async def factory(**settings: Any) -> IdentityStore:
+        identity = IdentitySettings(**settings)
+        store: IdentityStore
+        if backend is SpoolBackend.REDIS:
+            store = RedisIdentityStore.open(redis_url, identity)
+        else:
+            store = await SqliteIdentityStore.open(str(tmp_path / "spool.sqlite3"), identity)
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in opened:
+        await store.close()
+
+
+async def close(store: IdentityStore) -> None:
+    """close() may run once per store: the fixture leaves alone what a test closed itself."""
+    await store.close()
+    store.close = _closed  # type: ignore[method-assign]
+
+
+async def _closed() -> None:
+    pass
+
+
+# --- the profile rules -------------------------------------------------------------------------
 
 
 def test_merge_keeps_first_touch_and_replaces_last_touch() -> None:
@@ -35,39 +87,66 @@ def test_attach_never_overrides_what_the_backend_sent() -> None:
     assert (context["userAgent"], context["fbp"]) == ("UA", "fb.1.1.1")
 
 
-async def test_a_read_sees_writes_still_buffered(tmp_path: Path) -> None:
-    store = await SqliteIdentityStore.open(str(tmp_path / "spool.sqlite3"), IdentitySettings())
-    store.remember(["a:anon", "d:dev"], profile.capture(browser("spring")), NOW)
+# --- the contract, on both backends ------------------------------------------------------------
+
+
+async def test_a_read_sees_writes_still_buffered(reopen: OpenStore) -> None:
+    store = await reopen()
+    captured = profile.capture(
+        browser("spring", ga={"client_id": "1.2"}, consent={"categoryPreferences": {"ads": True}})
+    )
+    store.remember(["a:anon", "d:dev"], captured, NOW)
     found = await store.load(["a:anon", "u:nobody"], NOW)
-    assert found == {"a:anon": profile.capture(browser("spring"))}
-    await store.close()
-    assert (tmp_path / FILE_NAME).is_file()
+    assert found == {"a:anon": captured}
 
 
-async def test_profiles_survive_a_restart_and_merge_with_the_stored_row(tmp_path: Path) -> None:
-    spool = str(tmp_path / "spool.sqlite3")
-    store = await SqliteIdentityStore.open(spool, IdentitySettings())
-    store.remember(["a:anon"], profile.capture(browser("spring")), NOW)
-    await store.close()
-    store = await SqliteIdentityStore.open(spool, IdentitySettings(cache_entries=0))
-    store.remember(["a:anon"], profile.capture(browser("summer")), NOW + 10)
+async def test_profiles_survive_a_restart_and_merge_with_the_stored_row(reopen: OpenStore) -> None:
+    store = await reopen()
+    store.remember(["a:anon"], profile.capture(browser("spring", ga={"client_id": "1.2"})), NOW)
+    await close(store)
+    store = await reopen(cache_entries=0)
+    later = profile.capture(browser("summer", ga={"session_id": 5}))
+    store.remember(["a:anon"], later, NOW + 10)
     found = (await store.load(["a:anon"], NOW + 10))["a:anon"]
     assert found["campaign"] == {"name": "summer"}
     assert found["firstTouch"] == {"campaign": {"name": "spring"}}
-    await store.close()
+    assert found["ga"] == {"client_id": "1.2", "session_id": 5}
 
 
-async def test_identify_links_the_anonymous_profile_to_the_user(tmp_path: Path) -> None:
-    store = await SqliteIdentityStore.open(str(tmp_path / "spool.sqlite3"), IdentitySettings())
+async def test_identify_links_the_anonymous_profile_to_the_user(reopen: OpenStore) -> None:
+    store = await reopen()
     store.remember(["a:anon"], profile.capture(browser("spring")), NOW)
-    await store.load(["u:user"], NOW)  # cached as unknown: the link must not be hidden by it
+    store.remember(["u:user"], profile.capture(browser("winter", fbp="fb.1.1.1")), NOW)
+    await store.load(["u:user"], NOW)  # cached as known: the link must not be hidden by it
     store.link("a:anon", "u:user", NOW)
-    found = await store.load(["u:user"], NOW)
-    assert found["u:user"]["campaign"] == {"name": "spring"}
-    await store.close()
+    found = (await store.load(["u:user"], NOW))["u:user"]
+    assert found["campaign"] == {"name": "spring"}  # the anonymous profile is the newer
+    assert found["firstTouch"] == {"campaign": {"name": "winter"}}  # the user's own first touch
+    assert found["fbp"] == "fb.1.1.1"
 
 
-async def test_expired_profiles_are_not_found_and_are_removed(tmp_path: Path) -> None:
+async def test_a_link_sees_captures_before_it_and_not_those_after(reopen: OpenStore) -> None:
+    store = await reopen()
+    store.remember(["a:anon"], profile.capture(browser("spring")), NOW)
+    store.link("a:anon", "u:user", NOW)
+    store.remember(["u:user"], profile.capture(browser("summer")), NOW + 1)
+    found = (await store.load(["u:user"], NOW + 1))["u:user"]
+    assert found["campaign"] == {"name": "summer"}
+
+
+async def test_expired_profiles_are_not_found_nor_merged_into(reopen: OpenStore) -> None:
+    store = await reopen(ttl_days=1)
+    store.remember(["a:old"], profile.capture(browser("spring", fbp="fb.1.1.1")), NOW)
+    assert await store.load(["a:old"], NOW + 2 * DAY) == {}
+    store.remember(["a:old"], profile.capture(browser("summer")), NOW + 2 * DAY)
+    found = (await store.load(["a:old"], NOW + 2 * DAY))["a:old"]
+    assert found == profile.capture(browser("summer"))  # no fbp, first touch anew
+
+
+# --- SQLite only ---------------------------------------------------------------------------------
+
+
+async def test_sqlite_removes_expired_rows(tmp_path: Path) -> None:
     spool = str(tmp_path / "spool.sqlite3")
     store = await SqliteIdentityStore.open(spool, IdentitySettings(ttl_days=1))
     store.remember(["a:old"], profile.capture(browser("spring")), NOW)
@@ -78,3 +157,120 @@ async def test_expired_profiles_are_not_found_and_are_removed(tmp_path: Path) ->
     with sqlite3.connect(tmp_path / FILE_NAME) as conn:
         keys = [key for (key,) in conn.execute("SELECT key FROM profiles")]
     assert keys == ["a:new"]
+
+
+# --- Redis only: several nodes -------------------------------------------------------------------
+
+
+async def test_two_nodes_see_each_others_writes(redis_server: RedisServer) -> None:
+    one = RedisIdentityStore.open(redis_server.url(), IdentitySettings())
+    two = RedisIdentityStore.open(redis_server.url(), IdentitySettings())
+    try:
+        one.remember(["a:anon"], profile.capture(browser("spring", fbp="fb.1.1.1")), NOW)
+        await one.load([], NOW)  # flushed (as FLUSH_SECS would)
+        assert (await two.load(["a:anon"], NOW))["a:anon"]["fbp"] == "fb.1.1.1"
+        two.remember(["a:anon"], profile.capture(browser("summer")), NOW + 1)
+        two.link("a:anon", "u:user", NOW + 1)
+        await two.load([], NOW + 1)
+        found = (await one.load(["a:anon", "u:user"], NOW + 1))["u:user"]
+        assert found["campaign"] == {"name": "summer"}
+        assert found["firstTouch"] == {"campaign": {"name": "spring"}}
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_two_nodes_merging_one_profile_at_once_keep_both_fields(
+    redis_server: RedisServer,
+) -> None:
+    nodes = [RedisIdentityStore.open(redis_server.url(), IdentitySettings()) for _ in range(4)]
+    try:
+        for round_ in range(20):
+            for n, node in enumerate(nodes):
+                ga = {f"node{n}": round_}
+                node.remember(["u:user"], profile.capture(browser(f"c{n}", ga=ga)), NOW)
+            await asyncio.gather(*(node.load([], NOW) for node in nodes))  # all flush at once
+        found = (await nodes[0].load(["u:user"], NOW))["u:user"]
+        assert found["ga"] == {f"node{n}": 19 for n in range(4)}
+    finally:
+        for node in nodes:
+            await node.close()
+
+
+async def test_a_profile_key_carries_the_ttl(redis_server: RedisServer) -> None:
+    store = RedisIdentityStore.open(redis_server.url(), IdentitySettings(ttl_days=2))
+    store.remember(["d:dev"], profile.capture(browser("spring")), NOW)
+    await store.close()
+    with redis_server.client() as client:
+        assert [key.decode() for key in client.keys("*")] == ["relay:profile:d:dev"]
+        assert 2 * DAY - 60 < client.ttl("relay:profile:d:dev") <= 2 * DAY
+
+
+async def test_scripts_forgotten_by_a_redis_restart_are_loaded_again(
+    redis_server: RedisServer,
+) -> None:
+    store = RedisIdentityStore.open(redis_server.url(), IdentitySettings())
+    store.remember(["a:anon"], profile.capture(browser("spring")), NOW)
+    await store.load([], NOW)
+    with redis_server.client() as client:
+        client.script_flush()
+    store.remember(["a:anon"], profile.capture(browser("summer")), NOW)
+    store.link("a:anon", "u:user", NOW)
+    assert (await store.load(["u:user"], NOW))["u:user"]["campaign"] == {"name": "summer"}
+    await store.close()
+
+
+async def test_without_redis_context_is_lost_not_the_caller(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    store = RedisIdentityStore.open(url, IdentitySettings(), timeout_secs=0.5)
+    with caplog.at_level(logging.WARNING, logger="proxy.identity.redis"):
+        for _ in range(3):
+            store.remember(["a:anon"], profile.capture(browser("spring")), NOW)
+            assert await store.load(["a:anon"], NOW) == {}
+        await store.close()
+    assert len([r for r in caplog.records if "cannot reach Redis" in r.message]) == 1
+
+
+async def test_concurrent_lookups_share_round_trips(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = RedisIdentityStore.open(redis_server.url(), IdentitySettings())
+    calls = 0
+    execute = store._execute
+
+    async def counted(*args: Any) -> list[Any]:
+        nonlocal calls
+        calls += 1
+        return await execute(*args)
+
+    monkeypatch.setattr(store, "_execute", counted)
+    for n in range(50):
+        store.remember([f"a:{n}"], profile.capture(browser(f"c{n}")), NOW)
+    found = await asyncio.gather(*(store.load([f"a:{n}", "u:none"], NOW) for n in range(50)))
+    assert [f[f"a:{n}"]["campaign"] for n, f in enumerate(found)] == [
+        {"name": f"c{n}"} for n in range(50)
+    ]
+    assert calls == 1  # the buffered writes and all fifty reads: one pipeline
+    await store.close()
+
+
+async def test_a_hung_redis_bounds_what_is_buffered(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(identity_redis, "MAX_PENDING", 10)
+    store = RedisIdentityStore.open(redis_server.url(), IdentitySettings())
+    redis_server.pause()
+    try:
+        for n in range(100):
+            store.remember([f"a:{n}"], profile.capture(browser("spring")), NOW)
+        assert store._buffered() == 20  # the rest was dropped: context, not memory
+        await asyncio.sleep(0.05)  # the forced flush took them and waits for Redis
+    finally:
+        redis_server.resume()
+    with caplog.at_level(logging.WARNING, logger="proxy.identity.redis"):
+        await store.close()
+    with redis_server.client() as client:
+        assert len(client.keys("relay:profile:*")) == 20
+    assert any("dropped" in record.message for record in caplog.records)

@@ -1,0 +1,305 @@
+"""The IdentityStore on Redis, for scale-out (`[spool] backend = "redis"`, the same redis_url):
+any node sees the context another node learned.
+
+Layout: one hash per profile key, `<prefix>:profile:<key>` (`relay:profile:a:<anonymousId>`),
+with a TTL of identity.ttl_days refreshed by every write. Each top-level profile field is one hash
+field holding its JSON; `ga` and `consent`, which profile.merge merges key by key, are flattened
+into one hash field per sub-key (`ga:client_id`); `~exp` holds the expiry on the callers' clock.
+profile.merge then becomes plain field writes: HSET for what a newer capture replaces, HSETNX
+for the first touch. Each merge is one small Lua script (MERGE, LINK), so it is atomic: two nodes
+writing the same profile at once each land their fields, neither loses the other's, and a
+profile past its `~exp` is dropped before a write, not merged into.
+
+Writes are behind, as in SQLite: captures are coalesced per key (merge is associative) and every
+FLUSH_SECS the buffer goes to Redis as one pipeline of MERGE calls. A read takes whatever is
+buffered into the same pipeline ahead of its HGETALLs, and round trips run one at a time, so a
+read sees every write this node made before it, in one round trip; another node's writes once
+they are flushed, within FLUSH_SECS.
+
+No local cache: any cached profile can be stale once another node writes it (a browser event on
+node A, the server event for the same user on node B), and a server event's lookup costs one
+round trip like the spool's append that follows it. Redis being away costs context, never the
+event: a failed write is dropped (logged once), a failed read finds nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, RedisError
+
+from proxy.identity.profile import FIRST_TOUCH, MERGED, merge
+from proxy.settings import IdentitySettings
+from proxy.spool.redis_scripts import Script
+from proxy.spool.redis_setup import connect, text
+
+log = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+FLUSH_SECS = 0.2  # what a crash may lose of recent context; coalesces a busy device's writes
+# A lookup waits at most this long (less than the spool's timeout: when Redis hangs, a server
+# event should not wait for it twice before its 503).
+TIMEOUT_SECS = 1.0
+MAX_PENDING = 5_000  # keys buffered before a flush is forced, bounding memory under load
+Row = dict[bytes, bytes]  # a profile's hash as HGETALL answers it
+EXPIRES = "~exp"  # the hash field holding the expiry (epoch s, the callers' clock)
+
+# KEYS[1] the profile. ARGV: now, expires_at, ttl ms, n, then field/value pairs: the first n
+# are kept when the profile has them (first touch), the rest replace.
+MERGE = Script("""
+local key, now = KEYS[1], tonumber(ARGV[1])
+if tonumber(redis.call('HGET', key, '~exp') or '0') <= now then redis.call('DEL', key) end
+local keep_until = 5 + 2 * tonumber(ARGV[4])
+for i = 5, #ARGV - 1, 2 do
+  if i < keep_until then
+    redis.call('HSETNX', key, ARGV[i], ARGV[i + 1])
+  else
+    redis.call('HSET', key, ARGV[i], ARGV[i + 1])
+  end
+end
+redis.call('HSET', key, '~exp', ARGV[2])
+redis.call('PEXPIRE', key, ARGV[3])
+return 1
+""")
+
+# KEYS[1] the source profile, KEYS[2] the target. ARGV: now, expires_at, ttl ms.
+# merge(target, source): the source's fields replace the target's, the target's first touch stays.
+LINK = Script("""
+local source, target, now = KEYS[1], KEYS[2], tonumber(ARGV[1])
+if tonumber(redis.call('HGET', source, '~exp') or '0') <= now then return 0 end
+if tonumber(redis.call('HGET', target, '~exp') or '0') <= now then redis.call('DEL', target) end
+local fields = redis.call('HGETALL', source)
+for i = 1, #fields, 2 do
+  local field = fields[i]
+  if field == 'firstTouch' then
+    redis.call('HSETNX', target, field, fields[i + 1])
+  elseif field ~= '~exp' then
+    redis.call('HSET', target, field, fields[i + 1])
+  end
+end
+redis.call('HSET', target, '~exp', ARGV[2])
+redis.call('PEXPIRE', target, ARGV[3])
+return 1
+""")
+
+
+class Captures(NamedTuple):
+    pending: dict[str, tuple[JSON, float]]  # key -> (coalesced captures, expires_at)
+    now: float
+
+
+class Link(NamedTuple):
+    source: str
+    target: str
+    now: float
+
+
+class RedisIdentityStore:
+    def __init__(self, client: Redis, settings: IdentitySettings, prefix: str = "relay") -> None:
+        self._client = client
+        self._prefix = f"{prefix}:profile:"
+        self._ttl_secs = settings.ttl_days * 86_400
+        self._ttl_ms = max(1, round(self._ttl_secs * 1000))
+        self._loop = asyncio.get_running_loop()
+        self._pending: dict[str, tuple[JSON, float]] = {}
+        # What went before the pending captures, in order: earlier captures, then a link.
+        self._queued: list[Captures | Link] = []
+        self._queued_keys = 0  # writes in _queued: with _pending, what bounds the buffer
+        # The round trip waiting for its turn (keys to read, its task): loads and flushes join it,
+        # so concurrent lookups share round trips instead of queueing one each.
+        self._next: tuple[dict[str, None], asyncio.Task[dict[str, Row]]] | None = None
+        self._dropped = 0
+        self._now = 0.0  # the latest time a caller gave: a flush writes "now"
+        self._flush_at: asyncio.TimerHandle | None = None
+        self._io = asyncio.Lock()  # one round trip at a time: a read follows earlier writes
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._failing = False
+
+    @classmethod
+    def open(
+        cls, url: str, settings: IdentitySettings, timeout_secs: float = 5.0
+    ) -> RedisIdentityStore:
+        """Connects lazily: a Redis that is away at start costs context, not the start."""
+        return cls(connect(url, min(timeout_secs, TIMEOUT_SECS)), settings)
+
+    def remember(self, keys: Sequence[str], capture: JSON, now: float) -> None:
+        self._now = now
+        expires_at = now + self._ttl_secs
+        if self._buffered() >= 2 * MAX_PENDING:
+            # Redis is hanging: every flush waits for the one in flight. Lose context, not memory.
+            self._dropped += 1
+            return
+        for key in keys:
+            pending = self._pending.get(key)
+            self._pending[key] = (merge(pending[0] if pending else None, capture), expires_at)
+        if self._buffered() >= MAX_PENDING:
+            self._flush()
+        elif self._flush_at is None:
+            self._flush_at = self._loop.call_later(FLUSH_SECS, self._flush)
+
+    def link(self, source: str, target: str, now: float) -> None:
+        self._now = now
+        if self._buffered() >= 2 * MAX_PENDING:
+            self._dropped += 1
+            return
+        # After the captures made before it, before those made after it (as in SQLite).
+        if self._pending:
+            self._queued.append(Captures(self._pending, now))
+            self._queued_keys += len(self._pending)
+            self._pending = {}
+        self._queued.append(Link(source, target, now))
+        self._queued_keys += 1
+        if self._buffered() >= MAX_PENDING:
+            self._flush()
+        elif self._flush_at is None:
+            self._flush_at = self._loop.call_later(FLUSH_SECS, self._flush)
+
+    async def load(self, keys: Sequence[str], now: float) -> dict[str, JSON]:
+        self._now = now
+        wanted, task = self._round()
+        wanted.update(dict.fromkeys(keys))
+        # Shielded: a cancelled request must not cancel the writes (or others' reads) it joined.
+        rows = await asyncio.shield(task)
+        found: dict[str, JSON] = {}
+        for key in keys:
+            try:
+                stored = _decode(rows.get(key, {}), now)
+            except ValueError:  # not written by this store: the event goes on without it
+                continue
+            if stored:
+                found[key] = stored
+        return found
+
+    async def close(self) -> None:
+        self._flush()
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._client.aclose()
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+            self._flush_at = None
+        if self._pending or self._queued:
+            _ = self._round()
+
+    def _buffered(self) -> int:
+        return len(self._pending) + self._queued_keys
+
+    def _round(self) -> tuple[dict[str, None], asyncio.Task[dict[str, Row]]]:
+        """The round trip waiting for its turn, opened if there is none."""
+        if self._next is None:
+            keys: dict[str, None] = {}
+            task = self._loop.create_task(self._round_trip(keys))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            self._next = (keys, task)
+        return self._next
+
+    async def _round_trip(self, keys: dict[str, None]) -> dict[str, Row]:
+        """Whatever is buffered when this round trip's turn comes, then the reads of `keys`."""
+        async with self._io:
+            self._next = None  # from now on, callers join the next one
+            ops = self._queued
+            if self._pending:
+                ops.append(Captures(self._pending, self._now))
+            self._queued, self._pending, self._queued_keys = [], {}, 0
+            wanted = list(keys)
+            if not (ops or wanted):
+                return {}
+            try:
+                results = await self._execute(ops, wanted)
+            except Exception as error:  # Redis away, or a value that cannot be encoded
+                self._failed(error)
+                return {}
+            if self._failing:
+                self._failing = False
+                log.info("The identity store reaches Redis again.")
+            return dict(zip(wanted, results[len(results) - len(wanted) :], strict=True))
+
+    async def _execute(self, ops: list[Captures | Link], keys: list[str]) -> list[Any]:
+        """One pipeline; again once after loading the scripts if Redis forgot them (a restart:
+        what did run runs twice, which HSET, HSETNX and PEXPIRE make harmless)."""
+        results: list[Any] = []
+        for attempt in range(2):
+            pipe = self._client.pipeline(transaction=False)
+            for op in ops:
+                if isinstance(op, Captures):
+                    for key, (delta, expires_at) in op.pending.items():
+                        args = self._merge_args(delta, op.now, expires_at)
+                        _ = pipe.evalsha(MERGE.sha, 1, self._prefix + key, *args)
+                else:
+                    keys_ = (self._prefix + op.source, self._prefix + op.target)
+                    args = [repr(op.now), repr(op.now + self._ttl_secs), self._ttl_ms]
+                    _ = pipe.evalsha(LINK.sha, 2, *keys_, *args)
+            for key in keys:
+                _ = pipe.hgetall(self._prefix + key)
+            results = await pipe.execute(raise_on_error=False)
+            if attempt == 0 and any(_no_script(result) for result in results):
+                await self._client.script_load(MERGE.source)
+                await self._client.script_load(LINK.source)
+                continue
+            break
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        if self._dropped:
+            log.warning(
+                "The identity store dropped browser context while Redis was slow.",
+                extra={"count": self._dropped},
+            )
+            self._dropped = 0
+        return results
+
+    def _merge_args(self, delta: JSON, now: float, expires_at: float) -> list[Any]:
+        kept: list[Any] = []
+        replaced: list[Any] = []
+        for field, value in delta.items():
+            if field in MERGED and isinstance(value, dict):
+                for sub, sub_value in value.items():
+                    replaced += (f"{field}:{sub}", orjson.dumps(sub_value))
+            elif field == FIRST_TOUCH:
+                kept += (field, orjson.dumps(value))
+            else:
+                replaced += (field, orjson.dumps(value))
+        return [repr(now), repr(expires_at), self._ttl_ms, len(kept) // 2, *kept, *replaced]
+
+    def _failed(self, error: BaseException) -> None:
+        if not isinstance(error, RedisError | OSError):
+            log.warning("Identity store write failed.", extra={"error": repr(error)})
+        elif not self._failing:
+            self._failing = True
+            log.warning(
+                "The identity store cannot reach Redis: server events go without remembered"
+                " context, and browser context is not remembered, until it is back.",
+                extra={"error": repr(error)},
+            )
+
+
+def _no_script(result: Any) -> bool:
+    return isinstance(result, NoScriptError)
+
+
+def _decode(row: Row, now: float) -> JSON:
+    """A stored hash as a profile; {} when there is none or it expired on the callers' clock."""
+    if not row or float(row.get(EXPIRES.encode(), b"0")) <= now:
+        return {}
+    found: JSON = {}
+    for raw_field, raw_value in row.items():
+        field = text(raw_field)
+        if field == EXPIRES:
+            continue
+        value = orjson.loads(raw_value)
+        top, _, sub = field.partition(":")
+        if top in MERGED and sub:
+            found.setdefault(top, {})[sub] = value
+        else:
+            found[field] = value
+    return found
