@@ -261,6 +261,7 @@ def _privacy(r: _Reader) -> PrivacySettings:
     fields: dict[str, Any] = {}
     r.put(fields, "consent_required", bool)
     r.put(fields, "gpc_overrides_consent", bool)
+    r.put(fields, "honor_dnt", bool)
     for key in ("gpc_opts_out", "redact_query_params", "keep_query_params"):
         r.put(fields, key, tuple[str, ...])
     r.done()

@@ -151,6 +151,9 @@ _SAMPLES: dict[str, Any] = {
     "host": "https://eu.i.posthog.com",
     "region": "eu",
     "headers": {"X-Gateway-Token": "${GATEWAY_TOKEN}"},
+    "data_processing_options": ["LDU"],  # Meta's Limited Data Use: 1 = USA, 1000 = California
+    "data_processing_options_country": 1,
+    "data_processing_options_state": 1000,
 }
 
 

@@ -684,6 +684,7 @@ ttl_days = 30
 [privacy]
 consent_required = true
 gpc_opts_out = ["marketing", "ads"]
+honor_dnt = true
 redact_query_params = ["ref"]
 [destinations.hook]
 type = "webhook"
@@ -695,6 +696,7 @@ ip = "truncate"
     assert settings.identity.ttl_days == 30
     assert settings.privacy.consent_required is True
     assert settings.privacy.gpc_opts_out == ("marketing", "ads")
+    assert settings.privacy.honor_dnt is True
     assert settings.privacy.redact_query_params == ("ref",)
     assert settings.destinations[0].ip == "truncate"
     bad = text.replace('ip = "truncate"', 'ip = "mask"').replace("ttl_days = 30", "ttl_days = 0")

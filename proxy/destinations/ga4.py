@@ -31,6 +31,7 @@ from proxy.destinations.ga4_names import (
     param_value,
     user_property_name,
 )
+from proxy.enrich.consent import granted
 from proxy.events import JSON, Event, EventType
 from proxy.settings import Secret
 
@@ -48,6 +49,9 @@ class GA4Config:
     api_secret: Secret
     region: Literal["eu"] | None = None  # "eu": data collected and processed in the EU (§1)
     endpoint: str | None = None  # base URL; default by region
+    # The consent category whose answer fills `consent.ad_user_data` / `ad_personalization`
+    # (§3): true -> GRANTED, false (refused, or opted out by GPC) -> DENIED, no answer -> omitted.
+    ads_consent_category: str = "marketing"
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"G-[A-Z0-9]+", self.measurement_id):
@@ -132,6 +136,9 @@ class GA4(Destination[GA4Config]):
             envelope["user_agent"] = agent  # no `device` object: it would override this (§3)
         if location := user_location(context.get("location")):
             envelope["user_location"] = location
+        if (answer := granted(context, self.config.ads_consent_category)) is not None:
+            value = "GRANTED" if answer else "DENIED"
+            envelope["consent"] = {"ad_user_data": value, "ad_personalization": value}
         return envelope
 
     def _events(self, event: Event) -> list[JSON]:

@@ -25,6 +25,7 @@ from proxy.destinations.base import (
 )
 from proxy.destinations.conversions import ConversionsApi
 from proxy.destinations.hashing import Pii, hash_pii
+from proxy.enrich.consent import granted
 from proxy.events import JSON, Event
 from proxy.settings import Secret
 
@@ -69,12 +70,26 @@ class MetaCapiConfig:
     endpoint: str = "https://graph.facebook.com"
     # Events with a page URL and a user agent are "website" (§2 requires both for it); others:
     action_source: OtherSource = "system_generated"
+    # Limited Data Use (§2): e.g. ["LDU"] on every event, with country / state (1 = USA,
+    # 1000 = California; 0 = let Meta geolocate). An event whose `opt_out_category` the user
+    # refused (or GPC opted out of) gets ["LDU"] and `opt_out` even when this is unset.
+    data_processing_options: tuple[str, ...] | None = None
+    data_processing_options_country: int | None = None
+    data_processing_options_state: int | None = None
+    opt_out_category: str = "marketing"
 
     def __post_init__(self) -> None:
         if not self.pixel_id.isdigit():
             raise ValueError("pixel_id: expected the numeric pixel (dataset) id")
         if not re.fullmatch(r"v\d+\.\d+", self.api_version):
             raise ValueError('api_version: expected a Graph API version such as "v25.0"')
+        if not set(self.data_processing_options or ()) <= {"LDU"}:
+            raise ValueError('data_processing_options: expected ["LDU"] or []')
+        where = (self.data_processing_options_country, self.data_processing_options_state)
+        if self.data_processing_options is None and where != (None, None):
+            raise ValueError("data_processing_options_country / _state need the options")
+        if any(found is not None and found < 0 for found in where):
+            raise ValueError("data_processing_options_country / _state: expected 0 or a code")
 
 
 class MetaCapi(ConversionsApi[MetaCapiConfig]):
@@ -142,6 +157,23 @@ class MetaCapi(ConversionsApi[MetaCapiConfig]):
         out["user_data"] = user_data(event)
         if custom := custom_data(event.properties, name):
             out["custom_data"] = custom
+        out.update(self._processing(event))
+        return out
+
+    def _processing(self, event: Event) -> JSON:
+        """`opt_out` and the data processing options (§2) from the config and the consent state."""
+        config = self.config
+        options = config.data_processing_options
+        out: JSON = {}
+        if granted(event.context, config.opt_out_category) is False:
+            out["opt_out"] = True  # not for ads optimisation
+            options = ("LDU",)
+        if options is None:
+            return out
+        out["data_processing_options"] = list(options)
+        if options:
+            out["data_processing_options_country"] = config.data_processing_options_country or 0
+            out["data_processing_options_state"] = config.data_processing_options_state or 0
         return out
 
 

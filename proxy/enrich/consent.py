@@ -15,6 +15,15 @@ from proxy.settings import PrivacySettings
 
 NECESSARY = "necessary"
 GPC_CONTEXT = "globalPrivacyControl"  # navigator.globalPrivacyControl, if a client sends it
+GPC_HEADER, DNT_HEADER = "Sec-GPC", "DNT"
+
+
+def gpc_header(headers: Mapping[str, str], privacy: PrivacySettings) -> str | None:
+    """A browser request's GPC signal for `apply_gpc`: its `Sec-GPC` header, or "1" when
+    `[privacy] honor_dnt` is on and it sent `DNT: 1` (Do Not Track, treated like GPC)."""
+    if privacy.honor_dnt and (headers.get(DNT_HEADER) or "").strip() == "1":
+        return "1"
+    return headers.get(GPC_HEADER)
 
 
 def preferences(context: Mapping[str, Any]) -> dict[str, Any] | None:

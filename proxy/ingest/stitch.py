@@ -13,16 +13,15 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.enrich.consent import apply_gpc
+from proxy.enrich.consent import apply_gpc, gpc_header
 from proxy.enrich.redact import Redactor
 from proxy.identity import profile
 from proxy.identity.sqlite import SqliteIdentityStore
 from proxy.identity.store import IdentityStore
 from proxy.keys import SETTINGS, STITCHER
-from proxy.settings import PrivacySettings, SourceKind, SourceSettings
+from proxy.settings import PrivacySettings, SourceKind, SourceSettings, SpoolBackend
 
 JSON = dict[str, Any]
-GPC_HEADER = "Sec-GPC"
 
 
 class Stitcher:
@@ -38,7 +37,7 @@ class Stitcher:
     ) -> ContextStep:
         """The step for one request; for a server source, with the profiles its events name."""
         if source.kind is SourceKind.BROWSER:
-            return ContextStep(self, True, headers.get(GPC_HEADER), {}, now)
+            return ContextStep(self, True, gpc_header(headers, self.privacy), {}, now)
         keys = [key for event in events if isinstance(event, dict) for key in profile.keys(event)]
         found = await self.store.load(keys, now) if keys else {}
         return ContextStep(self, False, None, found, now)
@@ -57,7 +56,7 @@ class ContextStep:
     ) -> None:
         self._stitcher = stitcher
         self._browser = browser
-        self._gpc = gpc  # the request's Sec-GPC header; None for server sources
+        self._gpc = gpc  # Sec-GPC (or DNT when honoured); None for server sources
         self._profiles = profiles
         self._now = now
 
@@ -81,9 +80,19 @@ class ContextStep:
 
 
 async def identity_ctx(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: the identity store beside the spool, and the Stitcher ingest asks."""
+    """cleanup_ctx: the identity store beside the spool (in the same Redis on a Redis spool, so
+    every node sees what another learned), and the Stitcher ingest asks."""
     settings = app[SETTINGS]
-    store = await SqliteIdentityStore.open(settings.spool.path, settings.identity)
+    spool = settings.spool
+    store: IdentityStore
+    if spool.backend is SpoolBackend.REDIS:
+        from proxy.identity.redis import RedisIdentityStore
+
+        store = RedisIdentityStore.open(
+            spool.redis_url, settings.identity, spool.redis_timeout_secs
+        )
+    else:
+        store = await SqliteIdentityStore.open(spool.path, settings.identity)
     app[STITCHER] = Stitcher(store, settings.privacy)
     yield
     await store.close()

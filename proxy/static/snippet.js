@@ -105,9 +105,14 @@
     if (Object.keys(campaign).length) c.campaign = campaign;
     if (Object.keys(clicks).length) c.clickIds = clicks;
     if (ga) c.ga = { client_id: ga.split(".").slice(-2).join(".") };
+    // gtag's session cookie `_ga_<id>`: GS1.1.<sid>... or GS2.1.s<sid>$...: the sid joins the session
+    const sid = (d.cookie.match(/(?:^|; )_ga_\w+=GS\d\.\d\.s?(\d+)/) || [])[1];
+    if (sid) (c.ga = c.ga || {}).session_id = +sid;
     if (cookie("_fbp")) c.fbp = cookie("_fbp");
     if (cookie("_fbc")) c.fbc = cookie("_fbc");
     if (consent) c.consent = { categoryPreferences: consent };
+    // Global Privacy Control: the relay opts the event out of the categories its config names.
+    if (nav.globalPrivacyControl) c.globalPrivacyControl = true;
     return c;
   };
   const page = () => ({

@@ -248,3 +248,31 @@ async def test_validation_reports_the_servers_messages(fake: FakeGA4) -> None:
         False,
         "No destination named 'nope' in the config.",
     )
+
+
+@pytest.mark.parametrize(
+    ("preferences", "expected"),
+    [
+        ({"marketing": True, "analytics": True}, "GRANTED"),
+        ({"marketing": False, "analytics": True}, "DENIED"),
+        ({"analytics": True}, None),
+    ],
+)
+def test_ads_consent_follows_the_marketing_category(
+    preferences: dict[str, bool], expected: str | None
+) -> None:
+    context = {"consent": {"categoryPreferences": preferences}}
+    (body,) = bodies(ga4().build([track(1, context=context)], NOW))
+    if expected is None:
+        assert "consent" not in body  # no answer: GA4's own default applies
+    else:
+        assert body["consent"] == {"ad_user_data": expected, "ad_personalization": expected}
+    other = ga4(ads_consent_category="ads").build([track(1, context=context)], NOW)
+    assert "consent" not in bodies(other)[0]
+
+
+def test_events_with_different_ads_consent_go_in_separate_requests() -> None:
+    yes = {"consent": {"categoryPreferences": {"marketing": True}}}
+    no = {"consent": {"categoryPreferences": {"marketing": False}}}
+    sent = bodies(ga4().build([track(1, context=yes), track(2, context=no)], NOW))
+    assert [body["consent"]["ad_user_data"] for body in sent] == ["GRANTED", "DENIED"]

@@ -213,3 +213,46 @@ async def test_test_destination_needs_a_test_event_code(fake: FakeMeta) -> None:
     ok, text = await validate.test_destination(settings, "plain")
     assert not ok
     assert text.startswith("test_event_code:")
+
+
+def consented(marketing: bool | None, n: int = 1) -> Event:
+    context: dict[str, Any] = {"ip": "203.0.113.7", "userAgent": UA}
+    if marketing is not None:
+        context["consent"] = {"categoryPreferences": {"marketing": marketing}}
+    return event(n, context=context)
+
+
+def test_limited_data_use_is_sent_when_configured_and_when_marketing_is_refused() -> None:
+    plain = sent(meta(), consented(True), consented(None, 2))
+    assert not any("data_processing_options" in e or "opt_out" in e for e in plain)
+    refused = sent(meta(), consented(False))[0]
+    assert refused["opt_out"] is True
+    assert refused["data_processing_options"] == ["LDU"]
+    assert refused["data_processing_options_country"] == 0  # Meta geolocates
+    assert refused["data_processing_options_state"] == 0
+    california = meta(
+        data_processing_options=["LDU"],
+        data_processing_options_country=1,
+        data_processing_options_state=1000,
+    )
+    (granted,) = sent(california, consented(True))
+    assert "opt_out" not in granted
+    assert granted["data_processing_options"] == ["LDU"]
+    assert granted["data_processing_options_country"] == 1
+    assert granted["data_processing_options_state"] == 1000
+    (disabled,) = sent(meta(data_processing_options=[]), consented(True))
+    assert disabled["data_processing_options"] == []
+    assert "data_processing_options_country" not in disabled
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"data_processing_options": ["XYZ"]},
+        {"data_processing_options_country": 1},
+        {"data_processing_options": ["LDU"], "data_processing_options_state": -1},
+    ],
+)
+def test_bad_data_processing_options_are_config_errors(config: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match="data_processing_options"):
+        meta(**config)

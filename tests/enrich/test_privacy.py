@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from proxy.deliver.privacy import apply_ip
-from proxy.enrich.consent import apply_gpc, refused
+from proxy.enrich.consent import apply_gpc, gpc_header, refused
 from proxy.enrich.redact import Redactor
 from proxy.events import Event
 from proxy.settings import PrivacySettings
@@ -71,6 +71,17 @@ def test_gpc_can_yield_to_a_grant() -> None:
     unanswered: dict[str, Any] = {"globalPrivacyControl": True}
     apply_gpc(unanswered, None, privacy)
     assert unanswered["consent"]["categoryPreferences"] == {"marketing": False}
+
+
+def test_do_not_track_counts_as_gpc_only_when_honoured() -> None:
+    honour = PrivacySettings(honor_dnt=True)
+    assert gpc_header({"DNT": "1"}, PrivacySettings()) is None  # off by default
+    assert gpc_header({"DNT": "1"}, honour) == "1"
+    assert gpc_header({"DNT": "0", "Sec-GPC": "1"}, honour) == "1"
+    assert gpc_header({"DNT": "0"}, honour) is None
+    context = gpc_context(marketing=True)
+    apply_gpc(context, gpc_header({"DNT": " 1 "}, honour), honour)
+    assert context["consent"]["categoryPreferences"] == {"marketing": False}
 
 
 def test_without_gpc_nothing_changes() -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from proxy.config import destination_settings
 from proxy.keys import WORKERS
+from proxy.settings import PrivacySettings
 from tests.conftest import SERVER_KEY, WEB_ORIGIN, RelayFactory, RelayServer, SettingsFactory
 from tests.deliver.harness import eventually, outcomes
 from tests.fakes.ga4 import FakeGA4
@@ -149,6 +150,12 @@ async def test_gpc_keeps_marketing_destinations_away(
     assert outcomes(workers["meta"])["m-page"] == "filtered:consent"
     assert outcomes(workers["ga4"])["m-page"] == "delivered:http_204"
     assert vendors.meta.requests == []
+    (ga4,) = vendors.ga4.requests
+    # GA4 still counts the visit, told the user's ads consent is denied.
+    assert ga4.json()["consent"] == {
+        "ad_user_data": "DENIED",
+        "ad_personalization": "DENIED",
+    }
     (spooled,) = await vendors.relay.spooled()
     assert spooled["context"]["consent"]["categoryPreferences"]["marketing"] is False
 
@@ -161,3 +168,37 @@ async def test_browser_source_cannot_send_a_purchase(
     assert answer.status == 403
     assert answer.json["code"] == "server_only_event"
     assert await vendors.relay.spooled() == []
+
+
+@pytest.mark.parametrize("honor_dnt", [False, True])
+async def test_do_not_track_opts_out_only_when_the_config_honours_it(
+    relay_factory: RelayFactory,
+    settings_factory: SettingsFactory,
+    http: aiohttp.ClientSession,
+    honor_dnt: bool,
+) -> None:
+    relay = await relay_factory(settings_factory(privacy=PrivacySettings(honor_dnt=honor_dnt)))
+    consent = {"consent": {"categoryPreferences": {"analytics": True, "marketing": True}}}
+    headers = {**BROWSER, "DNT": "1"}
+    assert (
+        await post(http, f"{relay.url}/v1/page", landing(**consent), headers=headers)
+    ).status == 200
+    (spooled,) = await relay.spooled()
+    assert spooled["context"]["consent"]["categoryPreferences"] == {
+        "analytics": True,
+        "marketing": not honor_dnt,
+    }
+
+
+async def test_the_snippets_gpc_flag_opts_out_like_the_header(
+    relay: RelayServer, http: aiohttp.ClientSession
+) -> None:
+    context = {
+        "globalPrivacyControl": True,
+        "consent": {"categoryPreferences": {"marketing": True}},
+    }
+    assert (
+        await post(http, f"{relay.url}/v1/page", landing(**context), headers=BROWSER)
+    ).status == 200
+    (spooled,) = await relay.spooled()
+    assert spooled["context"]["consent"]["categoryPreferences"] == {"marketing": False}
