@@ -55,8 +55,10 @@ class TappedSpool:
     async def dead_letter_count(self, destination: str) -> int:
         return await self.inner.dead_letter_count(destination)
 
-    async def replay(self, destination: str, since: float | None = None) -> int:
-        return await self.inner.replay(destination, since)
+    async def replay(
+        self, destination: str, since: float | None = None, ids: Sequence[str] | None = None
+    ) -> int:
+        return await self.inner.replay(destination, since, ids)
 
     async def discard(self, destination: str, ids: Sequence[str]) -> int:
         return await self.inner.discard(destination, ids)

@@ -103,9 +103,12 @@ async def destination_page(request: web.Request) -> web.Response:
 
 
 async def replay(request: web.Request) -> web.StreamResponse:
+    """Replay every dead letter, or the ones named by `id` fields."""
     public = request.app[PUBLIC]
     name = _destination(request)
-    moved = await public[SPOOL].replay(name)
+    form = await request.post()
+    ids = [str(v) for v in form.getall("id", [])]
+    moved = await public[SPOOL].replay(name, ids=ids or None)
     raise web.HTTPSeeOther(f"/destinations/{name}?done=replayed+{moved}")
 
 

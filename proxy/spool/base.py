@@ -89,8 +89,11 @@ class Spool(Protocol):
     async def dead_letter_count(self, destination: str) -> int:
         """How many dead letters wait at `destination`, without reading them (metrics)."""
 
-    async def replay(self, destination: str, since: float | None = None) -> int:
-        """Put dead letters (failed at or after `since`) back in line; returns how many."""
+    async def replay(
+        self, destination: str, since: float | None = None, ids: Sequence[str] | None = None
+    ) -> int:
+        """Put dead letters (failed at or after `since`; only `ids` when given) back in line;
+        returns how many."""
 
     async def discard(self, destination: str, ids: Sequence[str]) -> int: ...
 

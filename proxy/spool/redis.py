@@ -267,10 +267,14 @@ class RedisSpool:
         with unavailable("count dead letters"):
             return int(await self._client.hlen(self._keys.of(destination)[-1]))
 
-    async def replay(self, destination: str, since: float | None = None) -> int:
+    async def replay(
+        self, destination: str, since: float | None = None, ids: Sequence[str] | None = None
+    ) -> int:
+        if ids is not None and not ids:
+            return 0
         now = self._clock.now()
         with unavailable("replay"):
-            moved = await redis_dead.replay(self._client, self._keys, destination, since, now)
+            moved = await redis_dead.replay(self._client, self._keys, destination, since, now, ids)
         if destination in self._groups:
             self._groups[destination].arrived.set()
         return moved

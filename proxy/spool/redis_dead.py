@@ -32,16 +32,22 @@ return out
 """
 )
 
-# ARGV: since (epoch s, '' for all), now  ->  how many moved back in line
+# ARGV: since (epoch s, '' for all), now, then the ids to take (none: all)  ->  how many moved
 _REPLAY = Script(
     PRELUDE
     + """
 local since = tonumber(ARGV[1])
+local only = nil
+if #ARGV > 2 then
+  only = {}
+  for i = 3, #ARGV do only[ARGV[i]] = true end
+end
 local moved = 0
 local all = redis.call('HGETALL', dead)
 for i = 1, #all, 2 do
   local id = all[i]
-  if since == nil or cjson.decode(all[i + 1])['failed_at'] >= since then
+  local wanted = only == nil or only[id]
+  if wanted and (since == nil or cjson.decode(all[i + 1])['failed_at'] >= since) then
     redis.call('HDEL', dead, id)
     -- Attempts start again at 0: the operator decided the cause is fixed.
     redis.call('HDEL', attempts, id)
@@ -100,9 +106,14 @@ async def dead_letters(
 
 
 async def replay(
-    client: Redis, keys: scripts.Keys, destination: str, since: float | None, now: float
+    client: Redis,
+    keys: scripts.Keys,
+    destination: str,
+    since: float | None,
+    now: float,
+    ids: Sequence[str] | None = None,
 ) -> int:
-    args = ["" if since is None else repr(since), repr(now)]
+    args = ["" if since is None else repr(since), repr(now), *(ids or ())]
     return int(await _REPLAY(client, keys.of(destination), args))
 
 

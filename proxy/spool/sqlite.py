@@ -500,25 +500,28 @@ class SqliteSpool:
 
         return await self._read(query)
 
-    async def replay(self, destination: str, since: float | None = None) -> int:
+    async def replay(
+        self, destination: str, since: float | None = None, ids: Sequence[str] | None = None
+    ) -> int:
         now = self._clock.now()
         since_time = since if since is not None else float("-inf")
+        # Only seqs this spool could have handed out; anything else matches nothing.
+        only = None if ids is None else [int(i) for i in ids if i.isdigit()]
+        where = "destination = ? AND failed_at >= ?"
+        if only is not None:
+            where += f" AND seq IN ({','.join('?' * len(only))})"
+        params = (destination, since_time, *(only or ()))
 
         def write(conn: sqlite3.Connection) -> int:
             # Attempts start again at 0: the operator decided the cause is fixed.
             conn.execute(
                 "INSERT OR REPLACE INTO retries (destination, seq, attempts, not_before, reason)"
-                " SELECT destination, seq, 0, ?, 'replay' FROM dead_letters"
-                " WHERE destination = ? AND failed_at >= ?",
-                (now, destination, since_time),
+                f" SELECT destination, seq, 0, ?, 'replay' FROM dead_letters WHERE {where}",
+                (now, *params),
             )
-            moved = conn.execute(
-                "DELETE FROM dead_letters WHERE destination = ? AND failed_at >= ?",
-                (destination, since_time),
-            ).rowcount
-            return int(moved)
+            return int(conn.execute(f"DELETE FROM dead_letters WHERE {where}", params).rowcount)
 
-        moved = await self._writer.submit(write)
+        moved = 0 if only == [] else await self._writer.submit(write)
         if destination in self._progress:
             self._progress[destination].arrived.set()
         return moved

@@ -120,6 +120,26 @@ async def test_dead_letters_can_be_replayed_and_discarded(admin: AdminRelay) -> 
     assert hook["last_errors"][0]["reason"] == "http_400"
 
 
+async def test_one_dead_letter_can_be_replayed_alone(admin: AdminRelay) -> None:
+    for n in (1, 2):
+        admin.vendor.answer(400, b'{"error":"bad field"}')
+        await admin.ingest(messageId=f"m-one-{n}")
+        await _settled(admin, f"m-one-{n}", "hook", "dead:http_400")
+    letters = (await admin.get_json("/api/destinations"))[1]["dead_letters"]
+    second = next(d["id"] for d in letters if d["messageId"] == "m-one-2")
+    _, page = await admin.get("/destinations/hook")
+    assert f'name="id" value="{second}"' in page  # each row has its own Replay form
+    csrf = await admin.csrf("/destinations/hook")
+    async with admin.http.post(
+        f"{admin.admin_url}/destinations/hook/replay",
+        data={"csrf": csrf, "id": second}, headers=admin.bearer, allow_redirects=False,
+    ) as response:  # fmt: skip
+        assert response.headers["Location"].endswith("replayed+1")
+    await _settled(admin, "m-one-2", "hook", "delivered")
+    left = (await admin.get_json("/api/destinations"))[1]["dead_letters"]
+    assert [d["messageId"] for d in left] == ["m-one-1"]
+
+
 async def test_overview_shows_destinations_and_charts(admin: AdminRelay) -> None:
     await admin.ingest(messageId="m-chart")
     await _settled(admin, "m-chart", "hook", "delivered")

@@ -158,6 +158,21 @@ async def test_replay_since_only_takes_later_failures(
     assert left.message_id == "m-1"
 
 
+async def test_replay_of_named_dead_letters_takes_only_those(
+    reopen: OpenSpool, clock: ManualClock
+) -> None:
+    spool = await reopen()
+    await spool.append([body(1), body(2), body(3)])
+    claimed = await spool.claim("a", 10, clock.now())
+    await spool.settle("a", dead=[Dead(s.id, "dead:http_400") for s in claimed])
+    assert await spool.replay("a", ids=[claimed[1].id, "not-an-id"]) == 1
+    assert await spool.replay("a", ids=[]) == 0
+    assert [d.message_id for d in await spool.dead_letters("a")] == ["m-1", "m-3"]
+    assert await spool.dead_letter_count("a") == 2
+    [again] = await spool.claim("a", 10, clock.now())
+    assert again.raw == body(2)
+
+
 async def test_discard_removes_a_dead_letter(reopen: OpenSpool, clock: ManualClock) -> None:
     spool = await reopen()
     await spool.append([body(1)])
