@@ -262,6 +262,7 @@ def _privacy(r: _Reader) -> PrivacySettings:
     r.put(fields, "consent_required", bool)
     r.put(fields, "gpc_overrides_consent", bool)
     r.put(fields, "honor_dnt", bool)
+    r.put(fields, "consent_wait_secs", float, _not_negative)
     for key in ("gpc_opts_out", "redact_query_params", "keep_query_params"):
         r.put(fields, key, tuple[str, ...])
     r.done()
@@ -457,6 +458,12 @@ def _cookie_name(value: str) -> str:
     # RFC 6265 token characters; "" turns the device cookie off.
     if value and not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", value):
         raise ValueError(f'"{value}" is not a cookie name, e.g. "_rid"')
+    return value
+
+
+def _not_negative(value: float) -> float:
+    if value < 0:
+        raise ValueError(f"must be 0 or more, got {value}")
     return value
 
 

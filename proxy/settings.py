@@ -130,6 +130,9 @@ class PrivacySettings:
     gpc_opts_out: tuple[str, ...] = ("marketing",)  # categories Global Privacy Control refuses
     gpc_overrides_consent: bool = True  # GPC wins over a category the user granted
     honor_dnt: bool = False  # True: a browser's `DNT: 1` counts as GPC (`Sec-GPC: 1`)
+    # How long an event with no answer for a category a destination needs waits for one (the
+    # user's later events bring it); 0 decides at once (proxy/deliver/consent_wait.py).
+    consent_wait_secs: float = 0.0
     redact_query_params: tuple[str, ...] = ()  # removed from URLs, on top of the defaults
     # When set, the only query parameters kept (besides utm_* and click ids); deny rules still win.
     keep_query_params: tuple[str, ...] = ()

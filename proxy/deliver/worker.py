@@ -20,6 +20,7 @@ from proxy.clock import Clock
 from proxy.deliver.backoff import retry_delay
 from proxy.deliver.batching import split
 from proxy.deliver.client import Transport, TransportError
+from proxy.deliver.consent_wait import HOLD_REASON, ConsentWait, with_answer
 from proxy.deliver.filters import screen
 from proxy.deliver.privacy import apply_ip
 from proxy.deliver.settlement import Settlement, excerpt
@@ -81,9 +82,11 @@ class Worker:
         keep_outcomes: int = KEEP_OUTCOMES,
         observer: Observer | None = None,
         consent_required: bool = False,  # [privacy] consent_required: unanswered means refused
+        consent_wait: ConsentWait | None = None,
     ) -> None:
         self.destination = destination
         self.consent_required = consent_required
+        self.consent_wait = consent_wait or ConsentWait(0, None)
         self.name = destination.name
         self.settings = destination.settings
         self.spool = spool
@@ -211,10 +214,17 @@ class Worker:
         now = self.clock.now()
         ready: list[Claimed] = []
         stopped = Settlement()
+        answered = await self._consent_answers(claimed, now)
         for stored in claimed:
             event = Event(stored.raw, message_id=stored.message_id)
             try:
                 message_id = event.message_id
+                if message_id in answered:
+                    event = with_answer(event, answered[message_id])
+                elif self.consent_wait.undecided(event, self.settings.consent, now):
+                    not_before = now + self.consent_wait.recheck_secs
+                    stopped.retry.append(Retry(stored.id, not_before, HOLD_REASON))
+                    continue
                 outcome = screen(event, self.destination, now, self.consent_required)
             except (KeyError, ValueError, TypeError):
                 # Ingest validates shape, so this is a stored event from an older or buggy writer.
@@ -247,6 +257,24 @@ class Worker:
                 extra={"destination": self.name, "error": repr(error)},
                 exc_info=error,
             )
+
+    async def _consent_answers(
+        self, claimed: Sequence[Stored], now: float
+    ) -> dict[str, dict[str, bool]]:
+        """Remembered answers for the claimed events that still lack one (issue 6: events sent
+        before the user decided wait for the decision)."""
+        wait, needed = self.consent_wait, self.settings.consent
+        if wait.wait_secs <= 0 or not needed:
+            return {}
+        undecided = []
+        for stored in claimed:
+            event = Event(stored.raw, message_id=stored.message_id)
+            try:
+                if wait.undecided(event, needed, now):
+                    undecided.append(event)
+            except (KeyError, ValueError, TypeError):
+                continue  # _dispatch dead-letters it as invalid
+        return await wait.answers(undecided, now)
 
     async def _deliver(self, batch: list[Claimed]) -> None:
         try:

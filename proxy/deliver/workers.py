@@ -12,10 +12,11 @@ from aiohttp import web
 
 from proxy.clock import Clock
 from proxy.deliver.client import HttpTransport, MemoryTransport, Transport
+from proxy.deliver.consent_wait import ConsentWait
 from proxy.deliver.worker import Observer, Worker
 from proxy.destinations import REGISTRY
 from proxy.destinations.debug import Debug
-from proxy.keys import CLOCK, HTTP, MONITOR, SETTINGS, SPOOL, WORKERS
+from proxy.keys import CLOCK, HTTP, MONITOR, SETTINGS, SPOOL, STITCHER, WORKERS
 from proxy.settings import DestinationSettings
 from proxy.spool.base import Spool
 
@@ -29,6 +30,7 @@ def build_worker(
     clock: Clock,
     observer: Observer | None = None,
     consent_required: bool = False,
+    consent_wait: ConsentWait | None = None,
 ) -> Worker:
     destination = REGISTRY[settings.type](settings)
     transport: Transport
@@ -38,7 +40,13 @@ def build_worker(
     else:
         transport = HttpTransport(session)
     return Worker(
-        destination, spool, transport, clock, observer=observer, consent_required=consent_required
+        destination,
+        spool,
+        transport,
+        clock,
+        observer=observer,
+        consent_required=consent_required,
+        consent_wait=consent_wait,
     )
 
 
@@ -46,9 +54,14 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: start every worker; at shutdown give sends in flight the configured bound."""
     settings = app[SETTINGS]
     observer = app.get(MONITOR)
+    # The context store tells held events the answer their user gave later; a delivery-only node
+    # has none, and its held events wait out consent_wait_secs.
+    stitcher = app.get(STITCHER)
+    privacy = settings.privacy
+    wait = ConsentWait(privacy.consent_wait_secs, stitcher.store if stitcher else None)
     workers = {
         d.name: build_worker(
-            d, app[SPOOL], app[HTTP], app[CLOCK], observer, settings.privacy.consent_required
+            d, app[SPOOL], app[HTTP], app[CLOCK], observer, privacy.consent_required, wait
         )
         for d in settings.destinations
     }

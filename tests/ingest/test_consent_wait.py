@@ -1,0 +1,109 @@
+"""Events sent before the user answered the consent question wait for the answer: released with
+it when the user's later events bring it, filtered when it is a no, decided as they stand when
+no answer comes within `[privacy] consent_wait_secs`. Real relay, spool, worker, fake Meta."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from proxy.config import destination_settings
+from proxy.deliver.worker import Worker
+from proxy.keys import WORKERS
+from proxy.settings import PrivacySettings
+from tests.conftest import WEB_ORIGIN, RelayFactory, RelayServer, SettingsFactory
+from tests.deliver.harness import eventually, outcomes
+from tests.fakes.meta import FakeMeta
+from tests.ingest.client import post
+
+BROWSER = {"Origin": WEB_ORIGIN, "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0"}
+
+
+@pytest.fixture
+async def meta() -> AsyncIterator[FakeMeta]:
+    fake = FakeMeta()
+    await fake.start()
+    yield fake
+    await fake.close()
+
+
+async def relay_with(
+    relay_factory: RelayFactory, settings_factory: SettingsFactory, meta: FakeMeta, wait: float
+) -> RelayServer:
+    table = {
+        "type": "meta_capi",
+        "pixel_id": "1234567890123456",
+        "access_token": "EAAB-test-token",
+        "endpoint": meta.url,
+        "consent": ["marketing"],
+        "linger_ms": 0,
+    }
+    settings = settings_factory(
+        destinations=(destination_settings("meta", table),),
+        privacy=PrivacySettings(consent_wait_secs=wait),
+    )
+    return await relay_factory(settings)
+
+
+def page(message_id: str, **context: Any) -> dict[str, Any]:
+    return {
+        "type": "page",
+        "anonymousId": "anon-1",
+        "messageId": message_id,
+        "properties": {"url": "https://shop.example/p/1"},
+        "context": {"page": {"url": "https://shop.example/p/1"}, **context},
+    }
+
+
+def answer(marketing: bool) -> dict[str, Any]:
+    return page("m-answer", consent={"categoryPreferences": {"marketing": marketing}})
+
+
+async def held(worker: Worker) -> None:
+    await eventually(lambda: worker.counts["retry"] >= 1, "the early event is held")
+    assert "m-early" not in outcomes(worker)
+
+
+@pytest.mark.parametrize(("marketing", "expected"), [(True, "delivered"), (False, "filtered")])
+async def test_an_early_event_waits_for_the_answer(
+    relay_factory: RelayFactory,
+    settings_factory: SettingsFactory,
+    meta: FakeMeta,
+    http: aiohttp.ClientSession,
+    marketing: bool,
+    expected: str,
+) -> None:
+    relay = await relay_with(relay_factory, settings_factory, meta, wait=10)
+    worker = relay.app[WORKERS]["meta"]
+    assert (
+        await post(http, f"{relay.url}/v1/page", page("m-early"), headers=BROWSER)
+    ).status == 200
+    await held(worker)
+    assert meta.requests == []
+
+    sent = await post(http, f"{relay.url}/v1/page", answer(marketing), headers=BROWSER)
+    assert sent.status == 200
+    await eventually(lambda: "m-early" in outcomes(worker), "the early event is decided")
+    assert outcomes(worker)["m-early"].startswith(expected)
+    sent_ids = {e["event_id"] for r in meta.requests for e in r.json()["data"]}
+    assert ("m-early" in sent_ids) is marketing
+
+
+async def test_without_an_answer_the_event_goes_as_it_stands_after_the_wait(
+    relay_factory: RelayFactory,
+    settings_factory: SettingsFactory,
+    meta: FakeMeta,
+    http: aiohttp.ClientSession,
+) -> None:
+    relay = await relay_with(relay_factory, settings_factory, meta, wait=1)
+    worker = relay.app[WORKERS]["meta"]
+    assert (
+        await post(http, f"{relay.url}/v1/page", page("m-early"), headers=BROWSER)
+    ).status == 200
+    await held(worker)
+    # consent_required is off: no answer means allowed, once the wait is over.
+    await eventually(lambda: "m-early" in outcomes(worker), "released after the wait", 10)
+    assert outcomes(worker)["m-early"].startswith("delivered")
