@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.enrich.consent import apply_gpc, gpc_header
+from proxy.enrich.consent import apply_gpc, gpc_header, preferences
 from proxy.enrich.redact import Redactor
 from proxy.identity import profile
 from proxy.identity.sqlite import SqliteIdentityStore
@@ -74,6 +74,11 @@ class ContextStep:
             found = next((self._profiles[key] for key in keys if key in self._profiles), None)
             if found is not None:
                 profile.attach(context, found)
+            # A consent answer a backend sends (a consent-management platform's callback) is
+            # remembered for the user like the snippet's; nothing else of a server event is.
+            answer = preferences(context)
+            if answer and keys:
+                stitcher.store.remember(keys, {"consent": dict(answer)}, self._now)
         anonymous, user = event.get("anonymousId"), event.get("userId")
         if event.get("type") == "identify" and anonymous and user:
             stitcher.store.link(f"a:{anonymous}", f"u:{user}", self._now)

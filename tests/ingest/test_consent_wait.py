@@ -14,10 +14,10 @@ from proxy.config import destination_settings
 from proxy.deliver.worker import Worker
 from proxy.keys import WORKERS
 from proxy.settings import PrivacySettings
-from tests.conftest import WEB_ORIGIN, RelayFactory, RelayServer, SettingsFactory
+from tests.conftest import SERVER_KEY, WEB_ORIGIN, RelayFactory, RelayServer, SettingsFactory
 from tests.deliver.harness import eventually, outcomes
 from tests.fakes.meta import FakeMeta
-from tests.ingest.client import post
+from tests.ingest.client import basic, post
 
 BROWSER = {"Origin": WEB_ORIGIN, "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0"}
 
@@ -106,4 +106,30 @@ async def test_without_an_answer_the_event_goes_as_it_stands_after_the_wait(
     await held(worker)
     # consent_required is off: no answer means allowed, once the wait is over.
     await eventually(lambda: "m-early" in outcomes(worker), "released after the wait", 10)
+    assert outcomes(worker)["m-early"].startswith("delivered")
+
+
+async def test_an_answer_sent_by_the_backend_releases_the_event_too(
+    relay_factory: RelayFactory,
+    settings_factory: SettingsFactory,
+    meta: FakeMeta,
+    http: aiohttp.ClientSession,
+) -> None:
+    relay = await relay_with(relay_factory, settings_factory, meta, wait=10)
+    worker = relay.app[WORKERS]["meta"]
+    assert (
+        await post(http, f"{relay.url}/v1/page", page("m-early"), headers=BROWSER)
+    ).status == 200
+    await held(worker)
+    # A consent-management platform's callback, relayed by the site's backend.
+    decision = {
+        "type": "track",
+        "event": "Consent Updated",
+        "anonymousId": "anon-1",
+        "messageId": "m-cmp",
+        "context": {"consent": {"categoryPreferences": {"marketing": True}}},
+    }
+    server = {"Authorization": basic(SERVER_KEY), "Content-Type": "application/json"}
+    assert (await post(http, f"{relay.url}/v1/track", decision, headers=server)).status == 200
+    await eventually(lambda: "m-early" in outcomes(worker), "the early event is released")
     assert outcomes(worker)["m-early"].startswith("delivered")
