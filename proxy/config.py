@@ -7,20 +7,25 @@ wrong", so one run shows everything to fix. Defaults live in settings.py, not he
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import ipaddress
-import json
 import os
 import re
 import tomllib
-import types
-import typing
-from collections.abc import Callable, Iterator, Mapping
-from enum import Enum
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_type_hints
 from urllib.parse import urlsplit
 
+from proxy.config_reader import (
+    ABSENT,
+    BAD,
+    Check,
+    ConfigError,
+    Reader,
+    did_you_mean,
+    interpolate,
+    join_key,
+)
 from proxy.destinations import REGISTRY
 from proxy.events import EventType
 from proxy.settings import (
@@ -41,28 +46,7 @@ from proxy.settings import (
     SpoolSettings,
 )
 
-
-class ConfigError(Exception):
-    """The config cannot be used: `errors` has every problem found, one "key.path: message" each."""
-
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__("\n".join(errors))
-        self.errors = errors
-
-
-class _Marker:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return f"<{self.name}>"
-
-
-_ABSENT = _Marker("absent")  # the key is not in the file
-_BAD = _Marker("bad")  # the value is unusable and its error is already recorded
-
-# Takes a converted value, returns it (perhaps normalised) or raises ValueError("what is wrong").
-Check = Callable[[Any], Any]
+__all__ = ["ConfigError", "demo_settings", "destination_settings", "load_settings"]
 
 
 def load_settings(path: str | Path, env: Mapping[str, str] = os.environ) -> Settings:
@@ -76,9 +60,9 @@ def load_settings(path: str | Path, env: Mapping[str, str] = os.environ) -> Sett
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError([f"{path}: not valid TOML ({error})"]) from error
     errors: list[str] = []
-    filled = _interpolate(data, "", env, errors)
+    filled = interpolate(data, "", env, errors)
     assert isinstance(filled, dict)
-    settings = _settings(_Reader(filled, "", errors), path.resolve().parent)
+    settings = _settings(Reader(filled, "", errors), path.resolve().parent)
     if errors:
         raise ConfigError(errors)
     return settings
@@ -87,7 +71,7 @@ def load_settings(path: str | Path, env: Mapping[str, str] = os.environ) -> Sett
 def destination_settings(name: str, table: Mapping[str, Any]) -> DestinationSettings:
     """One destination from its config table (which must hold `type`), e.g. for golden tests."""
     errors: list[str] = []
-    destination = _destination(_Reader(table, _join("destinations", name), errors), name)
+    destination = _destination(Reader(table, join_key("destinations", name), errors), name)
     if errors or destination is None:
         raise ConfigError(errors)
     return destination
@@ -114,7 +98,7 @@ def demo_settings(base_dir: Path) -> Settings:
 # --- sections -------------------------------------------------------------------------------
 
 
-def _settings(root: _Reader, base_dir: Path) -> Settings:
+def _settings(root: Reader, base_dir: Path) -> Settings:
     settings = Settings(
         server=_server(root.section("server")),
         admin=_admin(root.section("admin")),
@@ -131,7 +115,7 @@ def _settings(root: _Reader, base_dir: Path) -> Settings:
     return settings
 
 
-def _server(r: _Reader) -> ServerSettings:
+def _server(r: Reader) -> ServerSettings:
     fields: dict[str, Any] = {}
     _put_listen(r, fields)
     r.put(fields, "prefix", str, _prefix)
@@ -151,7 +135,7 @@ def _server(r: _Reader) -> ServerSettings:
     return server
 
 
-def _admin(r: _Reader) -> AdminSettings:
+def _admin(r: Reader) -> AdminSettings:
     fields: dict[str, Any] = {}
     _put_listen(r, fields)
     r.put(fields, "token", Secret)
@@ -163,11 +147,11 @@ def _admin(r: _Reader) -> AdminSettings:
     return admin
 
 
-def _spool(r: _Reader, base_dir: Path) -> SpoolSettings:
+def _spool(r: Reader, base_dir: Path) -> SpoolSettings:
     fields: dict[str, Any] = {}
     r.put(fields, "backend", SpoolBackend)
     path = r.read("path", str)
-    if path is not _BAD:
+    if path is not BAD:
         fields["path"] = str(base_dir / (path if isinstance(path, str) else SpoolSettings().path))
     r.put(fields, "redis_url", str, _redis_url)
     r.put(fields, "redis_consumer", str, _consumer_name)
@@ -180,7 +164,7 @@ def _spool(r: _Reader, base_dir: Path) -> SpoolSettings:
     return SpoolSettings(**fields)
 
 
-def _geo(r: _Reader, base_dir: Path) -> GeoSettings:
+def _geo(r: Reader, base_dir: Path) -> GeoSettings:
     fields: dict[str, Any] = {}
     for key in ("city_db", "country_db", "asn_db"):
         value = r.read(key, str)
@@ -194,7 +178,7 @@ def _geo(r: _Reader, base_dir: Path) -> GeoSettings:
     return GeoSettings(**fields)
 
 
-def _sources(r: _Reader) -> tuple[SourceSettings, ...]:
+def _sources(r: Reader) -> tuple[SourceSettings, ...]:
     sources = tuple(
         source for name, table in r.tables() if (source := _source(table, name)) is not None
     )
@@ -202,12 +186,14 @@ def _sources(r: _Reader) -> tuple[SourceSettings, ...]:
     for source in sources:
         first = owners.setdefault(source.write_key.value, source.name)
         if first != source.name:
-            here, there = (_join(_join(r.path, name), "write_key") for name in (source.name, first))
+            here, there = (
+                join_key(join_key(r.path, name), "write_key") for name in (source.name, first)
+            )
             r.errors.append(f"{here}: same key as {there}; each source needs its own")
     return sources
 
 
-def _source(r: _Reader, name: str) -> SourceSettings | None:
+def _source(r: Reader, name: str) -> SourceSettings | None:
     kind = r.required("kind", SourceKind)
     write_key = r.required("write_key", Secret)
     origins = r.read("origins", tuple[str, ...])
@@ -215,12 +201,12 @@ def _source(r: _Reader, name: str) -> SourceSettings | None:
     if isinstance(write_key, Secret) and kind is SourceKind.SERVER and len(write_key.value) < 16:
         # A server key may send revenue (server-only events): it must not be guessable.
         r.error("write_key", "a server key must be at least 16 characters long")
-    if kind is SourceKind.SERVER and origins is not _ABSENT:
+    if kind is SourceKind.SERVER and origins is not ABSENT:
         r.error("origins", "only browser sources take origins")
     normalised: tuple[str, ...] = ()
     if kind is SourceKind.BROWSER and isinstance(origins, tuple):
         normalised = _origins(r, origins)
-    elif kind is SourceKind.BROWSER and origins is _ABSENT:
+    elif kind is SourceKind.BROWSER and origins is ABSENT:
         r.error(
             "origins", 'a browser source needs its site\'s origins, e.g. ["https://shop.example"]'
         )
@@ -229,14 +215,14 @@ def _source(r: _Reader, name: str) -> SourceSettings | None:
     return SourceSettings(name=name, kind=kind, write_key=write_key, origins=normalised)
 
 
-def _policy(r: _Reader) -> PolicySettings:
+def _policy(r: Reader) -> PolicySettings:
     fields: dict[str, Any] = {}
     r.put(fields, "server_only_events", tuple[str, ...])
     r.done()
     return PolicySettings(**fields)
 
 
-def _limits(r: _Reader) -> LimitSettings:
+def _limits(r: Reader) -> LimitSettings:
     fields: dict[str, Any] = {}
     for scope in ("per_ip", "per_source"):
         r.put(fields, f"{scope}_rate", float, _at_least(0))
@@ -249,7 +235,7 @@ def _limits(r: _Reader) -> LimitSettings:
     return limits
 
 
-def _identity(r: _Reader) -> IdentitySettings:
+def _identity(r: Reader) -> IdentitySettings:
     fields: dict[str, Any] = {}
     r.put(fields, "ttl_days", float, _positive)
     r.put(fields, "cache_entries", int, _at_least(0))
@@ -257,7 +243,7 @@ def _identity(r: _Reader) -> IdentitySettings:
     return IdentitySettings(**fields)
 
 
-def _privacy(r: _Reader) -> PrivacySettings:
+def _privacy(r: Reader) -> PrivacySettings:
     fields: dict[str, Any] = {}
     r.put(fields, "consent_required", bool)
     r.put(fields, "gpc_overrides_consent", bool)
@@ -269,7 +255,7 @@ def _privacy(r: _Reader) -> PrivacySettings:
     return PrivacySettings(**fields)
 
 
-def _destinations(r: _Reader) -> tuple[DestinationSettings, ...]:
+def _destinations(r: Reader) -> tuple[DestinationSettings, ...]:
     return tuple(
         destination
         for name, table in r.tables()
@@ -277,7 +263,7 @@ def _destinations(r: _Reader) -> tuple[DestinationSettings, ...]:
     )
 
 
-def _destination(r: _Reader, name: str) -> DestinationSettings | None:
+def _destination(r: Reader, name: str) -> DestinationSettings | None:
     type_name = r.required("type", str)
     fields: dict[str, Any] = {}
     for key in ("events", "exclude_events", "consent"):
@@ -300,12 +286,12 @@ def _destination(r: _Reader, name: str) -> DestinationSettings | None:
         known = ", ".join(sorted(REGISTRY))
         r.error(
             "type",
-            f'unknown type "{type_name}"{_did_you_mean(type_name, REGISTRY)} (known: {known})',
+            f'unknown type "{type_name}"{did_you_mean(type_name, REGISTRY)} (known: {known})',
         )
         return None  # its other keys belong to a type we don't know: no unknown-key noise
     config = _vendor_config(r, adapter.config_type, type_name)
     r.done()
-    if config is _BAD:
+    if config is BAD:
         return None
     destination = DestinationSettings(name=name, type=type_name, config=config, **fields)
     if destination.backoff_max_secs < destination.backoff_base_secs:
@@ -318,7 +304,7 @@ def _destination(r: _Reader, name: str) -> DestinationSettings | None:
     return destination
 
 
-def _vendor_config(r: _Reader, config_type: type[Any], type_name: str) -> Any:
+def _vendor_config(r: Reader, config_type: type[Any], type_name: str) -> Any:
     """The adapter's own config dataclass, filled field by field from its type hints."""
     hints = get_type_hints(config_type)
     fields: dict[str, Any] = {}
@@ -330,22 +316,22 @@ def _vendor_config(r: _Reader, config_type: type[Any], type_name: str) -> Any:
         required = field.default is dataclasses.MISSING and (
             field.default_factory is dataclasses.MISSING
         )
-        if value is _ABSENT and required:
+        if value is ABSENT and required:
             r.error(field.name, f'missing; type "{type_name}" requires it')
-        if value is _BAD or (value is _ABSENT and required):
+        if value is BAD or (value is ABSENT and required):
             complete = False
-        elif value is not _ABSENT:
+        elif value is not ABSENT:
             fields[field.name] = value
     if not complete:
-        return _BAD
+        return BAD
     try:
         return config_type(**fields)
     except ValueError as error:
         _value_error(r, error)
-        return _BAD
+        return BAD
 
 
-def _value_error(r: _Reader, error: ValueError) -> None:
+def _value_error(r: Reader, error: ValueError) -> None:
     """Report a ValueError from a config_type's __post_init__ or an adapter's constructor.
 
     A message "key: what is wrong" naming one of the table's keys is reported at that key.
@@ -366,7 +352,7 @@ _HOST_PORT = re.compile(
 _PREFIX_SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
 
 
-def _put_listen(r: _Reader, fields: dict[str, Any]) -> None:
+def _put_listen(r: Reader, fields: dict[str, Any]) -> None:
     listen: dict[str, Any] = {}
     r.put(listen, "listen", str, _host_port)
     if "listen" in listen:
@@ -410,7 +396,7 @@ def _prefix(text: str) -> str:
     return prefix
 
 
-def _networks(r: _Reader, texts: tuple[str, ...]) -> tuple[Any, ...]:
+def _networks(r: Reader, texts: tuple[str, ...]) -> tuple[Any, ...]:
     networks = []
     for index, text in enumerate(texts):
         try:
@@ -420,7 +406,7 @@ def _networks(r: _Reader, texts: tuple[str, ...]) -> tuple[Any, ...]:
     return tuple(networks)
 
 
-def _origins(r: _Reader, texts: tuple[str, ...]) -> tuple[str, ...]:
+def _origins(r: Reader, texts: tuple[str, ...]) -> tuple[str, ...]:
     origins = []
     for index, text in enumerate(texts):
         try:
@@ -493,207 +479,3 @@ def _consumer_name(value: str) -> str:
     if len(value) > 100 or any(ch.isspace() or not ch.isprintable() for ch in value):
         raise ValueError("expected at most 100 printable characters without spaces")
     return value
-
-
-# --- reading tables ---------------------------------------------------------------------------
-
-
-class _Reader:
-    """One TOML table and its key path. Records errors instead of raising; knows the keys read."""
-
-    def __init__(self, table: Mapping[str, Any], path: str, errors: list[str]) -> None:
-        self.table = table
-        self.path = path
-        self.errors = errors
-        self.known: set[str] = set()
-
-    def error(self, key: str | None, message: str, index: int | None = None) -> None:
-        where = self.path if key is None else _join(self.path, key)
-        where += "" if index is None else f"[{index}]"
-        self.errors.append(f"{where}: {message}")
-
-    def read(self, key: str, hint: Any) -> Any:
-        """The value converted to `hint`, or _ABSENT, or _BAD (its error recorded)."""
-        self.known.add(key)
-        if key not in self.table:
-            return _ABSENT
-        return _convert(self.table[key], hint, _join(self.path, key), self.errors)
-
-    def required(self, key: str, hint: Any) -> Any:
-        value = self.read(key, hint)
-        if value is _ABSENT:
-            self.error(key, "missing; it is required")
-            return _BAD
-        return value
-
-    def put(self, fields: dict[str, Any], key: str, hint: Any, *checks: Check) -> None:
-        """Read `key` into `fields` when present and valid; absent keys keep the default."""
-        value = self.read(key, hint)
-        if value is _ABSENT or value is _BAD:
-            return
-        try:
-            for check in checks:
-                value = check(value)
-        except ValueError as error:
-            self.error(key, str(error))
-            return
-        fields[key] = value
-
-    def section(self, key: str) -> _Reader:
-        value = self.read(key, dict[str, Any])
-        return _Reader(value if isinstance(value, dict) else {}, _join(self.path, key), self.errors)
-
-    def tables(self) -> Iterator[tuple[str, _Reader]]:
-        """Each sub-table (e.g. every [sources.<name>]) with its name; other values are errors."""
-        for name, value in self.table.items():
-            self.known.add(name)
-            if isinstance(value, dict):
-                yield name, _Reader(value, _join(self.path, name), self.errors)
-            elif value is not _BAD:
-                self.error(name, f"expected a table, got {_shown(value)}")
-
-    def done(self) -> None:
-        """Report keys nobody read: typos should not be silently ignored."""
-        for key in self.table:
-            if key not in self.known:
-                self.error(key, f"unknown key{_did_you_mean(key, self.known)}")
-
-
-def _convert(value: Any, hint: Any, path: str, errors: list[str]) -> Any:
-    """`value` as the type `hint` names (str, int, float, bool, Secret, enums, Literal,
-    `X | None`, tuple[X, ...], dict[str, X]); on a mismatch, records an error and returns _BAD.
-    """
-    if value is _BAD or hint is Any:
-        return value
-    origin, args = get_origin(hint), get_args(hint)
-    if origin in (types.UnionType, typing.Union):
-        (inner,) = (arg for arg in args if arg is not type(None))  # TOML has no null
-        return _convert(value, inner, path, errors)
-    if origin is tuple and isinstance(value, list):
-        items = [_convert(item, args[0], f"{path}[{i}]", errors) for i, item in enumerate(value)]
-        return _BAD if _BAD in items else tuple(items)
-    if origin in (dict, Mapping) and isinstance(value, dict):
-        entries = {
-            key: _convert(item, args[1], _join(path, key), errors) for key, item in value.items()
-        }
-        return _BAD if _BAD in entries.values() else entries
-    if origin is Literal and value in args and isinstance(value, str):
-        return value
-    if isinstance(hint, type) and issubclass(hint, Enum) and isinstance(value, str):
-        choices = [member.value for member in hint]
-        if value in choices:
-            return hint(value)
-        hint_text = _did_you_mean(value, choices)
-        errors.append(f"{path}: expected {_expected(hint)}, got {_shown(value)}{hint_text}")
-        return _BAD
-    if hint is Secret and isinstance(value, str):
-        if value:
-            return Secret(value)
-        errors.append(f"{path}: is empty")
-        return _BAD
-    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if hint in (str, bool) and isinstance(value, hint):
-        return value
-    if hint is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    errors.append(f"{path}: expected {_expected(hint)}, got {_shown(value)}")
-    return _BAD
-
-
-def _expected(hint: Any) -> str:
-    """How an error names the type `hint`; raises TypeError for a type config cannot fill."""
-    origin, args = get_origin(hint), get_args(hint)
-    if origin in (types.UnionType, typing.Union):
-        inner = [arg for arg in args if arg is not type(None)]
-        if len(inner) != 1:
-            raise TypeError(f"a config field cannot be {hint!r}")
-        return _expected(inner[0])
-    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-        return f"a list of {_PLURALS.get(_expected(args[0]), 'values')}"
-    if origin in (dict, Mapping) and args == (str, Any):
-        return "a table"
-    if origin in (dict, Mapping) and args and args[0] is str:
-        return f"a table of {_PLURALS.get(_expected(args[1]), 'values')}"
-    if origin is Literal:
-        return "one of " + ", ".join(json.dumps(arg) for arg in args)
-    if isinstance(hint, type) and issubclass(hint, Enum):
-        return "one of " + ", ".join(json.dumps(member.value) for member in hint)
-    if hint in _NAMES:
-        return _NAMES[hint]
-    if hint is Any:
-        return "any value"
-    raise TypeError(f"a config field cannot be {hint!r}")
-
-
-_NAMES: dict[Any, str] = {
-    str: "a string",
-    Secret: "a string",
-    int: "an integer",
-    float: "a number",
-    bool: "true or false",
-}
-_PLURALS = {"a string": "strings", "an integer": "integers", "a number": "numbers"}
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value if len(value) <= 40 else value[:37] + "...")
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a table"
-    return f"a {type(value).__name__}"  # TOML dates and times
-
-
-def _did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f' (did you mean "{close[0]}"?)' if close else ""
-
-
-def _join(path: str, key: str) -> str:
-    """A dotted key path, quoting keys that TOML would quote."""
-    part = key if _NAME.fullmatch(key) else json.dumps(key)
-    return f"{path}.{part}" if path else part
-
-
-# --- ${ENV} references ------------------------------------------------------------------------
-
-_REFERENCE = re.compile(r"\$(\$?)\{([^}]*)\}")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _interpolate(value: Any, path: str, env: Mapping[str, str], errors: list[str]) -> Any:
-    """Every string with `${NAME}` filled from `env` (`$${` writes a literal `${`).
-
-    A value with a missing variable becomes _BAD, so it is reported once, here, with its key.
-    """
-    if isinstance(value, dict):
-        return {
-            key: _interpolate(item, _join(path, key), env, errors) for key, item in value.items()
-        }
-    if isinstance(value, list):
-        return [_interpolate(item, f"{path}[{i}]", env, errors) for i, item in enumerate(value)]
-    if not isinstance(value, str) or "${" not in value:
-        return value
-    problems: list[str] = []
-
-    def fill(match: re.Match[str]) -> str:
-        escaped, name = match[1], match[2]
-        if escaped:
-            return "${" + name + "}"
-        if not _ENV_NAME.fullmatch(name):
-            problems.append(f'"${{{name}}}" is not an environment variable reference')
-        elif name not in env:
-            problems.append(f"environment variable {name} is not set")
-        else:
-            return env[name]
-        return ""
-
-    filled = _REFERENCE.sub(fill, value)
-    errors.extend(f"{path}: {problem}" for problem in problems)
-    return _BAD if problems else filled

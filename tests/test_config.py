@@ -10,7 +10,7 @@ from typing import Literal, get_type_hints
 
 import pytest
 
-from proxy import config
+from proxy import config_reader
 from proxy.config import ConfigError, demo_settings, destination_settings, load_settings
 from proxy.destinations import REGISTRY
 from proxy.destinations.base import BatchLimits, Destination
@@ -626,7 +626,7 @@ def test_every_registered_config_type_can_be_filled() -> None:
     for adapter in REGISTRY.values():
         hints = get_type_hints(adapter.config_type)
         for config_field in dataclasses.fields(adapter.config_type):
-            config._expected(hints[config_field.name])  # raises TypeError if unsupported
+            config_reader._expected(hints[config_field.name])  # TypeError if unsupported
 
 
 def test_all_errors_are_collected_across_sections(tmp_path: Path) -> None:
