@@ -27,6 +27,7 @@ from proxy.config_reader import (
     join_key,
 )
 from proxy.destinations import REGISTRY
+from proxy.destinations.analytics import check_url
 from proxy.events import EventType
 from proxy.settings import (
     AdminSettings,
@@ -325,6 +326,8 @@ def _vendor_config(r: Reader, config_type: type[Any], type_name: str) -> Any:
     if not complete:
         return BAD
     try:
+        # Every vendor's base-URL override: a typo here would otherwise fail every send.
+        check_url("endpoint", fields.get("endpoint"))
         return config_type(**fields)
     except ValueError as error:
         _value_error(r, error)

@@ -148,6 +148,7 @@ _SAMPLES: dict[str, Any] = {
     "project_token": "0123456789abcdef0123456789abcdef",
     "project_id": "1234567",
     "domain": "shop.example",
+    "endpoint": "http://127.0.0.1:9101",  # tests, EU regions, self-hosted vendors
     "host": "https://eu.i.posthog.com",
     "region": "eu",
     "headers": {"X-Gateway-Token": "${GATEWAY_TOKEN}"},

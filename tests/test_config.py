@@ -738,3 +738,12 @@ def test_demo_settings(tmp_path: Path) -> None:
     (debug,) = settings.destinations
     assert (debug.name, debug.type) == ("debug", "debug")
     assert isinstance(debug.config, REGISTRY["debug"].config_type)
+
+
+def test_a_vendor_endpoint_must_be_a_url() -> None:
+    table = {"type": "ga4", "measurement_id": "G-1", "api_secret": "s", "endpoint": "ga.example"}
+    with pytest.raises(ConfigError) as caught:
+        destination_settings("ga4", table)
+    assert caught.value.errors == [
+        "destinations.ga4.endpoint: must be an http:// or https:// URL with a host"
+    ]
