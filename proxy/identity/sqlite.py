@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import sqlite3
-import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ import orjson
 
 from proxy.identity.profile import merge
 from proxy.settings import IdentitySettings
+from proxy.sqlite_writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +39,10 @@ FLUSH_SECS = 0.2  # what a crash may lose of recent context; coalesces a busy de
 MAX_PENDING = 5_000  # keys buffered before a flush is forced, bounding memory under load
 CLEANUP_SECS = 60.0  # how often expired rows are deleted
 CHUNK = 500  # keys per `IN (...)`, below SQLite's variable limit
-Op = Callable[[sqlite3.Connection], Any]
 
 
 class SqliteIdentityStore:
     def __init__(self, conn: sqlite3.Connection, settings: IdentitySettings) -> None:
-        self._conn = conn
         self._ttl_secs = settings.ttl_days * 86_400
         self._max_cached = settings.cache_entries
         self._loop = asyncio.get_running_loop()
@@ -54,10 +51,7 @@ class SqliteIdentityStore:
         self._flush_at: asyncio.TimerHandle | None = None
         self._last_cleanup = 0.0
         self._now = 0.0  # the latest time a caller gave: flushes and cleanups happen "now"
-        self._queue: queue.SimpleQueue[tuple[Op, asyncio.Future[Any] | None] | None]
-        self._queue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="identity-writer", daemon=True)
-        self._thread.start()
+        self._writer = GroupCommitWriter(conn, self._loop, "identity-writer")
 
     @classmethod
     async def open(cls, spool_path: str, settings: IdentitySettings) -> SqliteIdentityStore:
@@ -82,7 +76,7 @@ class SqliteIdentityStore:
         self._flush()  # the link must see the captures made before it
         self._cache.pop(target, None)
         self._now = now
-        self._queue.put((lambda conn: self._link(conn, source, target, now), None))
+        self._writer.post(lambda conn: self._link(conn, source, target, now))
 
     async def load(self, keys: Sequence[str], now: float) -> dict[str, JSON]:
         found: dict[str, JSON] = {}
@@ -99,10 +93,8 @@ class SqliteIdentityStore:
             return found
         self._now = now
         self._flush()
-        future: asyncio.Future[dict[str, tuple[JSON, float]]] = self._loop.create_future()
-        self._queue.put((lambda conn: _read(conn, missing, now), future))
         try:
-            rows = await future
+            rows = await self._writer.submit(lambda conn: _read(conn, missing, now))
         except Exception:  # the writer logged it; the event goes on without remembered context
             return found
         for key in missing:
@@ -116,8 +108,7 @@ class SqliteIdentityStore:
 
     async def close(self) -> None:
         self._flush()
-        self._queue.put(None)
-        await asyncio.to_thread(self._thread.join)
+        await asyncio.to_thread(self._writer.stop)
 
     def _flush(self) -> None:
         if self._flush_at is not None:
@@ -125,43 +116,7 @@ class SqliteIdentityStore:
             self._flush_at = None
         if self._pending:
             pending, self._pending, now = self._pending, {}, self._now
-            self._queue.put((lambda conn: self._write(conn, pending, now), None))
-
-    # -- the writer thread ------------------------------------------------------------------
-
-    def _run(self) -> None:
-        stop = False
-        while not stop:
-            item = self._queue.get()
-            batch = []
-            while item is not None:
-                batch.append(item)
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            stop = item is None
-            self._commit(batch)
-        self._conn.close()
-
-    def _commit(self, batch: list[tuple[Op, asyncio.Future[Any] | None]]) -> None:
-        """One transaction for whatever was queued together (group commit)."""
-        results: list[tuple[asyncio.Future[Any] | None, Any, BaseException | None]] = []
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
-            for op, future in batch:
-                results.append((future, op(self._conn), None))
-            self._conn.execute("COMMIT")
-        except Exception as failure:
-            # Any failure (a disk error, a value that cannot be encoded) fails this commit's
-            # callers and nothing else: the writer thread must live on, or every lookup waits.
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-            log.warning("Identity store write failed.", extra={"error": repr(failure)})
-            results = [(future, None, failure) for _, future in batch]
-        for future, value, problem in results:
-            if future is not None:
-                self._loop.call_soon_threadsafe(_settle, future, value, problem)
+            self._writer.post(lambda conn: self._write(conn, pending, now))
 
     def _write(
         self, conn: sqlite3.Connection, pending: dict[str, tuple[JSON, float]], now: float
@@ -212,12 +167,3 @@ def _read(conn: sqlite3.Connection, keys: list[str], now: float) -> dict[str, tu
         for key, body, expires_at in conn.execute(query, (*chunk, now)):
             rows[key] = (orjson.loads(body), expires_at)
     return rows
-
-
-def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
-    if future.done():  # the caller was cancelled
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(value)

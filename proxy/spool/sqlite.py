@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +21,7 @@ import orjson
 
 from proxy.clock import Clock, SystemClock
 from proxy.spool.base import Dead, DeadLetter, Retry, SpoolFull, SpoolUnavailable, Stored
+from proxy.sqlite_writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +58,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 """
 
+INSERT_EVENT = "INSERT INTO events (body, appended_at) VALUES (?, ?)"
+
 # How often finished events are deleted: often enough to keep the file small, rarely enough
 # that the DELETE's scan of the parking tables is noise next to the appends.
 CLEANUP_INTERVAL_SECS = 1.0
@@ -92,91 +93,6 @@ class _Progress:
         return (min(self.in_flight) if self.in_flight else self.next_seq) - 1
 
 
-# A queued write: rows to append to `events`, or an operation on the connection.
-_Op = tuple[list[tuple[bytes, float]] | Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
-
-
-class _Writer:
-    """One thread owns the write connection. Whatever is queued when it comes round is committed
-    together, so concurrent ingest requests share one fsync (group commit), and their rows go in
-    with one INSERT statement."""
-
-    def __init__(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
-        self._conn = conn
-        self._loop = loop
-        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
-        self.commits = 0  # transactions committed; appends per commit shows group commit working
-        self._thread = threading.Thread(target=self._run, name="spool-writer", daemon=True)
-        self._thread.start()
-
-    def submit(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
-        future: asyncio.Future[T] = self._loop.create_future()
-        self._queue.put((op, future))
-        return future
-
-    def append(self, rows: list[tuple[bytes, float]]) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = self._loop.create_future()
-        self._queue.put((rows, future))
-        return future
-
-    def stop(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-        self._conn.close()
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            batch = [item]
-            stop = False
-            while True:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                batch.append(more)
-            self._commit(batch)
-            if stop:
-                return
-
-    def _commit(self, batch: list[_Op]) -> None:
-        # No savepoint per operation: an operation fails only on a bug or a disk error, and then
-        # the whole commit fails, its appends answer 503 and clients retry.
-        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        rows = [row for op, _ in batch if isinstance(op, list) for row in op]
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
-            if rows:
-                self._conn.executemany("INSERT INTO events (body, appended_at) VALUES (?, ?)", rows)
-            for op, future in batch:
-                value = None if isinstance(op, list) else op(self._conn)
-                results.append((future, value, None))
-            self._conn.execute("COMMIT")
-            self.commits += 1
-        except sqlite3.Error as error:
-            log.error("Spool commit failed.", extra={"error": str(error)})
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-            results = [(future, None, error) for _, future in batch]
-        # One wake-up of the loop for the whole commit, not one per request in it.
-        self._loop.call_soon_threadsafe(_resolve_all, results)
-
-
-def _resolve_all(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for future, value, failure in results:
-        if future.cancelled():
-            continue
-        if failure is not None:
-            future.set_exception(failure)
-        else:
-            future.set_result(value)
-
-
 class SqliteSpool:
     """The Spool protocol on one SQLite file. Open with `SqliteSpool.open(...)`."""
 
@@ -186,7 +102,7 @@ class SqliteSpool:
         max_bytes: int,
         destinations: Sequence[str],
         clock: Clock,
-        writer: _Writer,
+        writer: GroupCommitWriter,
         reader: sqlite3.Connection,
         progress: dict[str, _Progress],
         size: int,
@@ -238,7 +154,7 @@ class SqliteSpool:
 
         writer_conn, reader, cursors, size = await asyncio.to_thread(setup)
         progress = {name: _Progress(next_seq=cursors[name] + 1) for name in destinations}
-        writer = _Writer(writer_conn, asyncio.get_running_loop())
+        writer = GroupCommitWriter(writer_conn, asyncio.get_running_loop(), "spool-writer")
         return cls(
             str(file),
             max_bytes,
@@ -275,8 +191,8 @@ class SqliteSpool:
         self._bytes += incoming
         now = self._clock.now()
         try:
-            await self._writer.append([(body, now) for body in events])
-        except sqlite3.Error as error:
+            await self._writer.insert(INSERT_EVENT, [(body, now) for body in events])
+        except Exception as error:
             self._bytes -= incoming
             raise SpoolUnavailable(f"spool write failed: {error}") from error
         except BaseException:
