@@ -10,7 +10,6 @@ holds (this process is the only writer), so server events for known users cost n
 from __future__ import annotations
 
 import asyncio
-import logging
 import sqlite3
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -22,8 +21,6 @@ import orjson
 from proxy.identity.profile import merge
 from proxy.settings import IdentitySettings
 from proxy.sqlite_writer import GroupCommitWriter
-
-log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 FILE_NAME = "identity.sqlite3"

@@ -62,9 +62,22 @@ def answer(marketing: bool) -> dict[str, Any]:
     return page("m-answer", consent={"categoryPreferences": {"marketing": marketing}})
 
 
-async def held(worker: Worker) -> None:
+async def early_event_held(
+    relay_factory: RelayFactory,
+    settings_factory: SettingsFactory,
+    meta: FakeMeta,
+    http: aiohttp.ClientSession,
+    wait: float,
+) -> tuple[RelayServer, Worker]:
+    """A relay whose Meta destination needs marketing consent, and a page view without an
+    answer, held by that destination's worker."""
+    relay = await relay_with(relay_factory, settings_factory, meta, wait)
+    worker = relay.app[WORKERS]["meta"]
+    sent = await post(http, f"{relay.url}/v1/page", page("m-early"), headers=BROWSER)
+    assert sent.status == 200
     await eventually(lambda: worker.counts["retry"] >= 1, "the early event is held")
     assert "m-early" not in outcomes(worker)
+    return relay, worker
 
 
 @pytest.mark.parametrize(("marketing", "expected"), [(True, "delivered"), (False, "filtered")])
@@ -76,12 +89,7 @@ async def test_an_early_event_waits_for_the_answer(
     marketing: bool,
     expected: str,
 ) -> None:
-    relay = await relay_with(relay_factory, settings_factory, meta, wait=10)
-    worker = relay.app[WORKERS]["meta"]
-    assert (
-        await post(http, f"{relay.url}/v1/page", page("m-early"), headers=BROWSER)
-    ).status == 200
-    await held(worker)
+    relay, worker = await early_event_held(relay_factory, settings_factory, meta, http, wait=10)
     assert meta.requests == []
 
     sent = await post(http, f"{relay.url}/v1/page", answer(marketing), headers=BROWSER)
@@ -98,12 +106,7 @@ async def test_without_an_answer_the_event_goes_as_it_stands_after_the_wait(
     meta: FakeMeta,
     http: aiohttp.ClientSession,
 ) -> None:
-    relay = await relay_with(relay_factory, settings_factory, meta, wait=1)
-    worker = relay.app[WORKERS]["meta"]
-    assert (
-        await post(http, f"{relay.url}/v1/page", page("m-early"), headers=BROWSER)
-    ).status == 200
-    await held(worker)
+    relay, worker = await early_event_held(relay_factory, settings_factory, meta, http, wait=1)
     # consent_required is off: no answer means allowed, once the wait is over.
     await eventually(lambda: "m-early" in outcomes(worker), "released after the wait", 10)
     assert outcomes(worker)["m-early"].startswith("delivered")
@@ -115,12 +118,7 @@ async def test_an_answer_sent_by_the_backend_releases_the_event_too(
     meta: FakeMeta,
     http: aiohttp.ClientSession,
 ) -> None:
-    relay = await relay_with(relay_factory, settings_factory, meta, wait=10)
-    worker = relay.app[WORKERS]["meta"]
-    assert (
-        await post(http, f"{relay.url}/v1/page", page("m-early"), headers=BROWSER)
-    ).status == 200
-    await held(worker)
+    relay, worker = await early_event_held(relay_factory, settings_factory, meta, http, wait=10)
     # A consent-management platform's callback, relayed by the site's backend.
     decision = {
         "type": "track",
