@@ -106,7 +106,7 @@ async def test_without_an_answer_the_event_goes_as_it_stands_after_the_wait(
     meta: FakeMeta,
     http: aiohttp.ClientSession,
 ) -> None:
-    relay, worker = await early_event_held(relay_factory, settings_factory, meta, http, wait=1)
+    _, worker = await early_event_held(relay_factory, settings_factory, meta, http, wait=1)
     # consent_required is off: no answer means allowed, once the wait is over.
     await eventually(lambda: "m-early" in outcomes(worker), "released after the wait", 10)
     assert outcomes(worker)["m-early"].startswith("delivered")
