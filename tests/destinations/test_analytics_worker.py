@@ -3,30 +3,19 @@ spool and their fake vendors: limits, throttling and per-event refusals end as r
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
-import aiohttp
-import orjson
 import pytest
 
-from proxy.clock import ManualClock
-from proxy.deliver.client import HttpTransport
-from proxy.deliver.worker import Worker
-from proxy.events import format_time
-from proxy.settings import SpoolSettings
-from proxy.spool import open_spool
-from proxy.spool.base import Spool
 from tests.deliver.harness import eventually, outcomes
-from tests.destinations.cases import adapter
+from tests.destinations.worker_run import Run, worker_run
 from tests.fakes.amplitude import FakeAmplitude
 from tests.fakes.mixpanel import FakeMixpanel
 from tests.fakes.plausible import FakePlausible
 from tests.fakes.posthog import FakePostHog
 from tests.fakes.segment_api import FakeSegmentApi
-from tests.fakes.vendor import FakeVendor
 
 NAMES = ("mixpanel", "amplitude", "posthog", "segment", "plausible")
 MIXPANEL = {"project_token": "mp-project-token", "api_secret": "mp-api-secret"}
@@ -38,56 +27,13 @@ RATE_LIMITED = {
 }
 
 
-class Run:
-    """A spool plus one worker per started destination, on a ManualClock."""
-
-    def __init__(self, spool: Spool, clock: ManualClock, session: aiohttp.ClientSession) -> None:
-        self.spool, self.clock, self.session = spool, clock, session
-        self.workers: list[Worker] = []
-        self.fakes: list[FakeVendor] = []
-
-    async def start(self, type_name: str, fake: FakeVendor, config: dict[str, Any]) -> Worker:
-        await fake.start()
-        self.fakes.append(fake)
-        table = {**config, "endpoint": fake.url, "linger_ms": 0, "backoff_base_secs": 2.0}
-        destination = adapter(type_name, table, type_name)
-        worker = Worker(
-            destination, self.spool, HttpTransport(self.session), self.clock, rand=lambda: 0.5
-        )
-        worker.start()
-        self.workers.append(worker)
-        return worker
-
-    async def ingest(self, events: Iterable[dict[str, Any]]) -> None:
-        await self.spool.append([orjson.dumps(event) for event in events])
-
-    def event(self, n: int, age: timedelta = timedelta(0), **fields: Any) -> dict[str, Any]:
-        return {
-            "type": "track",
-            "event": "Signed Up",
-            "messageId": f"m-{n}",
-            "anonymousId": "device-1",
-            "context": BROWSER,
-            "timestamp": format_time(self.clock.utcnow() - age),
-            **fields,
-        }
+TEMPLATE = {"type": "track", "event": "Signed Up", "anonymousId": "device-1", "context": BROWSER}
 
 
 @pytest.fixture
 async def run(tmp_path: Path) -> AsyncIterator[Run]:
-    clock = ManualClock()
-    spool = await open_spool(SpoolSettings(path=str(tmp_path / "spool.sqlite3")), clock, NAMES)
-    async with aiohttp.ClientSession() as session:
-        run = Run(spool, clock, session)
-        try:
-            yield run
-        finally:
-            for worker in run.workers:
-                await worker.stop(1.0)
-            for fake in run.fakes:
-                await fake.close()
-                fake.assert_no_unknown_paths()
-            await spool.close()
+    async with worker_run(tmp_path, NAMES, TEMPLATE) as run:
+        yield run
 
 
 async def test_mixpanel_strict_failures_dead_letter_those_events_alone(run: Run) -> None:
