@@ -34,8 +34,7 @@ from proxy.keys import (
     SETTINGS,
     SPOOL,
 )
-from proxy.logs import request_ids
-from proxy.metrics import Metrics, ingest_metrics
+from proxy.metrics import Metrics
 from proxy.roles import Role, role_problem
 from proxy.settings import Settings
 from proxy.spool import open_spool
@@ -55,9 +54,8 @@ def create_app(
         raise ValueError(problem)
     # Ingest enforces its own body limits with a JSON 413 and never calls request.read(), so
     # aiohttp's client_max_size is only a backstop at the same size.
-    app = web.Application(
-        client_max_size=settings.server.max_body_bytes, middlewares=[request_ids, ingest_metrics]
-    )
+    # No middlewares: the ingest routes' guard does their work (proxy/ingest/common.py).
+    app = web.Application(client_max_size=settings.server.max_body_bytes)
     app[SETTINGS] = settings
     app[CLOCK] = clock or SystemClock()
     app[METRICS] = Metrics()

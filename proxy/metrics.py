@@ -1,13 +1,12 @@
 """Prometheus metrics of one relay app, in their own CollectorRegistry (tests build many apps).
 
-Counters and histograms are fed as things happen (ingest middleware, the spool tap, the delivery
-observer); gauges that need the spool (backlog, oldest waiting, dead letters) are refreshed just
-before each scrape, so nothing polls the spool in the background.
+Counters and histograms are fed as things happen (the ingest routes' guard, the spool tap, the
+delivery observer); gauges that need the spool (backlog, oldest waiting, dead letters) are
+refreshed just before each scrape, so nothing polls the spool in the background.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -15,9 +14,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from proxy.keys import METRICS
-
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "ingest_metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "record_ingest"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SUCCESS = b'{"success":true}'
@@ -99,25 +96,18 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-@web.middleware
-async def ingest_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Times every ingest request (POST) and counts what it refused, by reason code.
+def record_ingest(metrics: Metrics, response: web.StreamResponse, secs: float) -> None:
+    """Times an ingest request and counts what it refused, by reason code.
 
     Read from the answer, so every wire format is counted without a hook in its route: a
     request-level refusal counts once under its code; a batch's refused events each under theirs.
     """
-    if request.method != "POST":
-        return await handler(request)
-    started = time.perf_counter()
-    response = await handler(request)
-    metrics = request.app[METRICS]
-    metrics.ingest_seconds.observe(time.perf_counter() - started)
+    metrics.ingest_seconds.observe(secs)
     body = response.body if isinstance(response, web.Response) else None
     if isinstance(body, bytes) and body != SUCCESS and response.content_type == "application/json":
         for reason in refusals(response.status, body):
             metrics.refused.labels(reason).inc()
             metrics.received.inc()
-    return response
 
 
 def refusals(status: int, body: bytes) -> list[str]:

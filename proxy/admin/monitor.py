@@ -32,7 +32,7 @@ WAITING = "waiting"
 RETRYING = "retrying"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: its __init__ runs for every ingested event
 class Seen:
     """One event as the spool committed it. Decoded only when someone looks."""
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from proxy.enrich.campaign import apply_campaign
 from proxy.enrich.geo import GeoDatabaseError, GeoLookup
-from proxy.enrich.ip import client_ip
+from proxy.enrich.ip import ClientIps
 from proxy.enrich.useragent import UserAgentParser, apply_user_agent
 from proxy.settings import Settings
 
@@ -22,13 +22,14 @@ class Enricher:
     """Holds the opened geo databases and the UA parser; `close()` releases the databases."""
 
     def __init__(self, settings: Settings) -> None:
-        self._server = settings.server
+        server = settings.server
         self._geo = GeoLookup.from_settings(settings.geo)  # GeoDatabaseError: refuse to start
         self._user_agents = UserAgentParser()
+        self._client_ips = ClientIps(server.trusted_proxies, server.client_ip_header)
 
     def client_ip(self, peer: str, headers: Mapping[str, str]) -> str:
         """The end user's address for a request, per the server's trusted proxies."""
-        return client_ip(peer, headers, self._server.trusted_proxies, self._server.client_ip_header)
+        return self._client_ips(peer, headers)
 
     def enrich(self, event: dict[str, Any], ip: str | None, user_agent: str | None) -> None:
         """Add ip, location, browser/os/device/bot and campaign/click ids to `event["context"]`.

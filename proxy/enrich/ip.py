@@ -79,6 +79,32 @@ def client_ip(
     return str(_walk(hops, peer_address, trusted))
 
 
+class ClientIps:
+    """client_ip() for one server's settings, remembered per peer and forwarding headers: the
+    same visitors and proxy hops come back, and parsing addresses showed in the ingest profile."""
+
+    MAX_KEY_CHARS = 512  # longer header values (rare, or an attack) are resolved, not kept
+
+    def __init__(self, trusted: Sequence[IPNetwork], trusted_header: str | None) -> None:
+        self._trusted = trusted
+        self._trusted_header = trusted_header
+        names = [*_LIST_HEADERS, trusted_header.lower()] if trusted_header else _LIST_HEADERS
+        self._names = tuple(dict.fromkeys(names))  # the headers client_ip() may read
+        self._cached = lru_cache(maxsize=8192)(self._resolve)
+
+    def __call__(self, peer: str, headers: Mapping[str, str]) -> str:
+        lines = tuple(tuple(_header_lines(headers, name)) for name in self._names)
+        if sum(len(line) for values in lines for line in values) > self.MAX_KEY_CHARS:
+            return self._resolve(peer, lines)
+        return self._cached(peer, lines)
+
+    def _resolve(self, peer: str, lines: tuple[tuple[str, ...], ...]) -> str:
+        headers = CIMultiDict(
+            (name, line) for name, values in zip(self._names, lines, strict=True) for line in values
+        )
+        return client_ip(peer, headers, self._trusted, self._trusted_header)
+
+
 def truncate_ip(ip: str, v4_bits: int = 24, v6_bits: int = 48) -> str | None:
     """`ip` with all but its first bits zeroed ("203.0.113.7" -> "203.0.113.0"); None if not an IP.
 

@@ -67,6 +67,24 @@ def set_device_cookie(response: web.StreamResponse, name: str, value: str, secur
     )
 
 
+def read_cookies(header: str | None, names: Sequence[str]) -> dict[str, str]:
+    """The cookies named `names` in a Cookie header (the first of a name wins, as browsers send
+    the most specific path first). The relay reads two cookies of a header that may carry the
+    site's dozens: aiohttp's parser builds a Morsel of each and showed in the ingest profile."""
+    found: dict[str, str] = {}
+    if not header:
+        return found
+    for pair in header.split(";"):
+        name, equals, value = pair.partition("=")
+        name = name.strip()
+        if equals and name in names and name not in found:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            found[name] = value
+    return found
+
+
 def fbp_cookie(cookies: Mapping[str, str]) -> str | None:
     """The site's `_fbp` (set by the Meta Pixel on the same domain), forwarded as Meta wrote it."""
     value = cookies.get(FBP_COOKIE)

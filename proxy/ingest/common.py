@@ -6,6 +6,7 @@ decoding (size, content type, gzip/deflate, JSON), and the guard that turns any 
 from __future__ import annotations
 
 import logging
+import time
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,6 +14,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+
+from proxy.logs import REQUEST_ID, new_request_id
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +66,22 @@ def json_response(body: object, status: int = 200) -> web.Response:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Finish = Callable[[web.Request, web.StreamResponse], None]
+# Sees every answer with the seconds it took (CORS headers go on errors too; metrics count them).
+Finish = Callable[[web.Request, web.StreamResponse, float], None]
 
 
 def guarded(handler: Handler, finish: Finish) -> Handler:
     """The handler as a route: IngestError -> its JSON answer; any other exception is logged as
     the bug it is and answered 503, so clients keep the events and retry (never a 500).
-    `finish` then sees every answer (CORS headers go on errors too)."""
+
+    It also does a middleware's work (a request id on the answer and the logs; `finish`): the
+    ingest app has no middlewares, as each one adds its layers to every request of the hot path.
+    """
 
     async def endpoint(request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        request_id = new_request_id(request.headers.get("X-Request-Id"))
+        token = REQUEST_ID.set(request_id)
         try:
             response = await handler(request)
         except IngestError as error:
@@ -83,7 +93,10 @@ def guarded(handler: Handler, finish: Finish) -> Handler:
             response = error_response(
                 IngestError(503, "internal_error", "the relay failed to take this request; retry")
             )
-        finish(request, response)
+        finally:
+            REQUEST_ID.reset(token)
+        response.headers["X-Request-Id"] = request_id
+        finish(request, response, time.perf_counter() - started)
         return response
 
     return endpoint

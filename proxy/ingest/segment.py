@@ -17,10 +17,12 @@ from aiohttp import web
 from proxy.clock import Clock
 from proxy.events import format_time
 from proxy.identity.cookies import (
+    FBP_COOKIE,
     DeviceCookie,
     device_cookie,
     fbp_cookie,
     is_https,
+    read_cookies,
     set_device_cookie,
 )
 from proxy.ingest.auth import ServerOnly, Sources
@@ -36,7 +38,8 @@ from proxy.ingest.common import (
 )
 from proxy.ingest.cors import Cors
 from proxy.ingest.pipeline import NO_ENVELOPE, Envelope, Rejection, RequestFacts, process
-from proxy.keys import ENRICHER, INGEST_COUNTS, RATE_LIMITS, SPOOL, STITCHER
+from proxy.keys import ENRICHER, INGEST_COUNTS, METRICS, RATE_LIMITS, SPOOL, STITCHER
+from proxy.metrics import record_ingest
 from proxy.settings import Settings, SourceKind, SourceSettings
 from proxy.spool.base import SpoolFull, SpoolUnavailable
 
@@ -75,7 +78,7 @@ class SegmentApi:
 
     def routes(self, prefix: str) -> list[web.RouteDef]:
         """POST and OPTIONS (CORS preflight) for every route, under `prefix`."""
-        grant = self.cors.grant
+        grant = self._finish
         endpoints: dict[str, Handler] = {"m": guarded(_metrics, grant)}
         for name, kind in SINGLE_ROUTES.items():
             endpoints[name] = guarded(partial(self.ingest, route_type=kind), grant)
@@ -105,8 +108,11 @@ class SegmentApi:
         ip = enricher.client_ip(request.remote, headers) if request.remote is not None else None
         now = self.clock.utcnow()
         await app[RATE_LIMITS].charge(source, ip, len(events), now.timestamp())
-        device = self._device_cookie(request, source, now.timestamp())
         browser = source.kind is SourceKind.BROWSER
+        # Issue 6: privacy rules and context stitching (proxy/ingest/stitch.py).
+        context_step = await app[STITCHER].step(source, headers, events, now.timestamp())
+        cookies = self._cookies(headers.get("Cookie")) if browser else {}
+        device = self._device_cookie(cookies, source, now.timestamp())
         facts = RequestFacts(
             received_at=now,
             received_at_iso=format_time(now),
@@ -114,9 +120,8 @@ class SegmentApi:
             user_agent=header_text(headers.get("User-Agent")),
             source=source,
             device_id=device.device_id if device is not None else None,
-            fbp=fbp_cookie(request.cookies) if browser else None,
-            # Issue 6: privacy rules and context stitching (proxy/ingest/stitch.py).
-            context_step=await app[STITCHER].step(source, headers, events, now.timestamp()),
+            fbp=fbp_cookie(cookies) if browser else None,
+            context_step=context_step,
         )
         accepted: list[bytes] = []
         rejected: list[dict[str, Any]] = []
@@ -145,6 +150,7 @@ class SegmentApi:
                         "message": outcome.message,
                     }
                 )
+        context_step.finish()
         if not accepted:
             raise IngestError(
                 400, "no_valid_events", "no event in the batch was accepted", rejected=rejected
@@ -180,14 +186,22 @@ class SegmentApi:
             set_device_cookie(response, self.settings.server.device_cookie, device.renewal, secure)
         return response
 
+    def _finish(self, request: web.Request, response: web.StreamResponse, secs: float) -> None:
+        self.cors.grant(request, response)
+        record_ingest(request.app[METRICS], response, secs)
+
+    def _cookies(self, header: str | None) -> dict[str, str]:
+        """The two cookies ingest reads: the relay's device id and Meta's `_fbp`."""
+        return read_cookies(header, (self.settings.server.device_cookie, FBP_COOKIE))
+
     def _device_cookie(
-        self, request: web.Request, source: SourceSettings, now: float
+        self, cookies: dict[str, str], source: SourceSettings, now: float
     ) -> DeviceCookie | None:
         """The browser's device id (None for server sources: a backend is not a browser)."""
         name = self.settings.server.device_cookie
         if source.kind is not SourceKind.BROWSER or not name:
             return None
-        return device_cookie(request.cookies.get(name), now)
+        return device_cookie(cookies.get(name), now)
 
 
 def unpack_batch(data: dict[str, Any]) -> tuple[list[Any], Envelope]:

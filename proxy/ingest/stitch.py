@@ -44,7 +44,7 @@ class Stitcher:
 
 
 class ContextStep:
-    __slots__ = ("_browser", "_gpc", "_now", "_profiles", "_stitcher")
+    __slots__ = ("_browser", "_captured", "_gpc", "_now", "_profiles", "_stitcher")
 
     def __init__(
         self,
@@ -59,6 +59,9 @@ class ContextStep:
         self._gpc = gpc  # Sec-GPC (or DNT when honoured); None for server sources
         self._profiles = profiles
         self._now = now
+        # What this request's events captured, per set of keys, until finish(): a browser's
+        # batch is one user's, so its captures go to the store as one merge, not one per event.
+        self._captured: dict[tuple[str, ...], JSON] = {}
 
     def apply(self, event: JSON) -> None:
         """Redact, apply GPC, then remember (browser) or attach (server) the context."""
@@ -66,10 +69,10 @@ class ContextStep:
         context = event["context"]
         stitcher.redactor.event(event)
         apply_gpc(context, self._gpc, stitcher.privacy)
-        keys = list(profile.keys(event))
+        keys = tuple(profile.keys(event))
         if self._browser:
             if keys:
-                stitcher.store.remember(keys, profile.capture(context), self._now)
+                self._remember(keys, profile.capture(context))
         else:
             found = next((self._profiles[key] for key in keys if key in self._profiles), None)
             if found is not None:
@@ -78,10 +81,22 @@ class ContextStep:
             # remembered for the user like the snippet's; nothing else of a server event is.
             answer = preferences(context)
             if answer and keys:
-                stitcher.store.remember(keys, {"consent": dict(answer)}, self._now)
+                self._remember(keys, {"consent": dict(answer)})
         anonymous, user = event.get("anonymousId"), event.get("userId")
         if event.get("type") == "identify" and anonymous and user:
+            self.finish()  # the link must see the captures of the events before it
             stitcher.store.link(f"a:{anonymous}", f"u:{user}", self._now)
+
+    def finish(self) -> None:
+        """Hand what the request's events captured to the store (after its last apply())."""
+        for keys, captured in self._captured.items():
+            self._stitcher.store.remember(keys, captured, self._now)
+        self._captured.clear()
+
+    def _remember(self, keys: tuple[str, ...], captured: JSON) -> None:
+        earlier = self._captured.get(keys)
+        # merge() is associative: merging here first gives the store what one by one would.
+        self._captured[keys] = captured if earlier is None else profile.merge(earlier, captured)
 
 
 async def identity_ctx(app: web.Application) -> AsyncIterator[None]:

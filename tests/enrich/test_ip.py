@@ -7,7 +7,7 @@ import ipaddress
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy.enrich.ip import client_ip, parse_ip, truncate_ip
+from proxy.enrich.ip import ClientIps, client_ip, parse_ip, truncate_ip
 
 TRUSTED = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("2001:db8:ff::/48"))
 PROXY = "10.0.0.1"  # the relay's socket peer: the site's own load balancer
@@ -179,3 +179,21 @@ def test_truncate_ip(ip: str, expected: str | None) -> None:
 def test_truncate_ip_bits() -> None:
     assert truncate_ip("203.0.113.7", v4_bits=16) == "203.0.0.0"
     assert truncate_ip("2001:db8:cafe:1::5", v6_bits=64) == "2001:db8:cafe:1::"
+
+
+@pytest.mark.parametrize("pinned", [None, "CF-Connecting-IP", "Forwarded"])
+def test_the_remembering_resolver_answers_as_client_ip(pinned: str | None) -> None:
+    requests = [
+        ("203.0.113.7", []),
+        (PROXY, [("X-Forwarded-For", "6.6.6.6, 203.0.113.7")]),
+        (PROXY, [("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "198.51.100.1")]),
+        (PROXY, [("Forwarded", 'for="[2001:db8::7]:443"')]),
+        (PROXY, [("CF-Connecting-IP", "192.0.2.1"), ("X-Forwarded-For", "198.51.100.1")]),
+        (PROXY, [("X-Forwarded-For", "192.0.2.9, " + "10.1.1.1, " * 100 + "10.2.2.2")]),
+        ("unix:/run/relay.sock", []),
+    ]
+    resolve = ClientIps(TRUSTED, pinned)
+    for _ in range(2):  # the second round is answered from what the first remembered
+        for peer, lines in requests:
+            sent = headers(*lines)
+            assert resolve(peer, sent) == client_ip(peer, sent, TRUSTED, pinned), (peer, lines)

@@ -12,6 +12,7 @@ from proxy.identity.cookies import (
     device_cookie,
     fbp_cookie,
     is_https,
+    read_cookies,
 )
 
 NOW = 1_767_225_600.0
@@ -72,3 +73,10 @@ def test_https_from_the_scheme_or_a_trusted_proxy_only() -> None:
     assert not is_https("https", "10.1.2.3", {"X-Forwarded-Proto": "http"}, TRUSTED)
     assert is_https("http", "10.1.2.3", {"X-Forwarded-Proto": "HTTPS, http"}, TRUSTED)
     assert not is_https("http", None, proto, TRUSTED)
+
+
+def test_read_cookies_takes_only_the_named_ones_first_wins() -> None:
+    header = 'site_session=abc; _rid="dev.123"; _fbp=fb.1.2.3 ; _rid=later; broken; =x'
+    assert read_cookies(header, ("_rid", "_fbp")) == {"_rid": "dev.123", "_fbp": "fb.1.2.3"}
+    assert read_cookies(None, ("_rid",)) == {}
+    assert read_cookies("a=1", ("_rid",)) == {}

@@ -136,6 +136,26 @@ async def test_backend_order_carries_the_browsers_context(
     assert b"t0p" not in body
 
 
+async def test_a_batch_that_identifies_after_its_page_view_links_that_context(
+    vendors: Vendors, http: aiohttp.ClientSession
+) -> None:
+    # One request: the page's capture is coalesced per request, and must reach the store before
+    # the identify in the same batch links anon-1 to u-1.
+    later = {**landing(), "messageId": "m-page-2", "context": {"ga": {"session_id": 1767229999}}}
+    identify = {"type": "identify", "anonymousId": "anon-1", "userId": "u-1", "messageId": "m-id"}
+    batch = {"batch": [landing(), later, identify]}
+    answer = await post(http, f"{vendors.relay.url}/v1/batch", batch, headers=BROWSER)
+    assert answer.status == 200
+    order = {"event": "Order Completed", "userId": "u-1", "messageId": "m-order"}
+    answer = await post(http, f"{vendors.relay.url}/v1/track", order, key=SERVER_KEY)
+    assert answer.status == 200
+    spooled = {event["messageId"]: event for event in await vendors.relay.spooled()}
+    context = spooled["m-order"]["context"]
+    assert context["campaign"] == {"source": "news", "name": "spring"}
+    # The two page views' ga merged key by key: the later session id, the earlier client id.
+    assert context["ga"] == {"client_id": "123456789.1767225000", "session_id": 1767229999}
+
+
 async def test_gpc_keeps_marketing_destinations_away(
     vendors: Vendors, http: aiohttp.ClientSession
 ) -> None:
