@@ -100,12 +100,13 @@ class _Settings:
         self.on_error = on_error
 
     def bodies(self, batch: list[Message]) -> Iterator[tuple[list[Message], bytes]]:
-        """The batch as request bodies of at most MAX_BATCH_BYTES (before gzip) each."""
+        """The batch as request bodies of at most `max_batch_events` events and MAX_BATCH_BYTES
+        (before gzip) each."""
         chunk: list[Message] = []
         size = 0
         for message in batch:
             encoded = len(_dumps(message)) + 1
-            if chunk and size + encoded > MAX_BATCH_BYTES:
+            if chunk and (size + encoded > MAX_BATCH_BYTES or len(chunk) == self.max_batch_events):
                 yield chunk, self._body(chunk)
                 chunk, size = [], 0
             chunk.append(message)
@@ -122,6 +123,19 @@ class _Settings:
         if (found := parse_retry_after(retry_after)) is not None:
             return min(found, MAX_RETRY_AFTER)
         return random.uniform(0, min(self.backoff_max, self.backoff_base * 2**attempt))
+
+    def retry_delay(
+        self, attempt: int, reason: str, retry_after: str | None, deadline: float | None, now: float
+    ) -> float | None:
+        """The wait before the next attempt after failed `attempt`, or None to give up (no
+        retries left, or the wait would pass close()'s `deadline`)."""
+        if attempt == self.max_retries:
+            return None
+        delay = self.delay(attempt, retry_after)
+        if deadline is not None and now + delay > deadline:
+            return None
+        log.info("proxy.client retries in %.1fs (%s)", delay, reason)
+        return delay
 
     def accepted(self, answer: bytes, batch: list[Message]) -> None:
         """A 2xx: the relay may still have refused some events of the batch (each with a code:
@@ -147,6 +161,29 @@ class _Settings:
                 self.on_error(reason, batch)
             except Exception:  # a callback's bug must not stop the sender
                 log.exception("proxy.client on_error raised")
+
+
+class _Taken:
+    """What a sender took off its queue for one send: the events, and how many FLUSH / STOP
+    markers came with them (each item taken is owed a task_done() once the send is over)."""
+
+    def __init__(self) -> None:
+        self.events: list[Message] = []
+        self.markers = 0
+        self.stopping = False
+
+    def add(self, item: Message | str) -> bool:
+        """Take `item`; True when it asks to send now (FLUSH, or STOP: send the rest and stop)."""
+        if isinstance(item, str):
+            self.markers += 1
+            self.stopping = self.stopping or item == STOP
+            return True
+        self.events.append(item)
+        return False
+
+    @property
+    def count(self) -> int:
+        return len(self.events) + self.markers
 
 
 def retryable(status: int) -> bool:
@@ -300,41 +337,27 @@ class Client(_Calls):
         settings = self._settings
         stopping = False
         while not stopping:
-            batch: list[Message] = []
-            markers = 0  # FLUSH / STOP items taken, each owed a task_done()
+            taken = _Taken()
             item = self._queue.get()
             ends = time.monotonic() + settings.flush_interval
-            while True:
-                if item is STOP:
-                    stopping = True
-                if isinstance(item, str):
-                    markers += 1
-                    break  # FLUSH or STOP: send now
-                batch.append(item)
+            while not taken.add(item) and len(taken.events) < settings.max_batch_events:
                 wait = ends - time.monotonic()
-                if len(batch) >= settings.max_batch_events or wait <= 0:
+                if wait <= 0:
                     break
                 try:
                     item = self._queue.get(timeout=wait)
                 except queue.Empty:
                     break
+            stopping = taken.stopping
             while stopping:  # take whatever is still queued
                 try:
-                    item = self._queue.get_nowait()
+                    taken.add(self._queue.get_nowait())
                 except queue.Empty:
                     break
-                if isinstance(item, str):
-                    markers += 1
-                else:
-                    batch.append(item)
-            for start in range(0, len(batch), settings.max_batch_events):
-                self._send(batch[start : start + settings.max_batch_events])
-            for _ in range(len(batch) + markers):
+            for chunk, body in settings.bodies(taken.events):
+                self._post(chunk, body)
+            for _ in range(taken.count):
                 self._queue.task_done()
-
-    def _send(self, batch: list[Message]) -> None:
-        for chunk, body in self._settings.bodies(batch):
-            self._post(chunk, body)
 
     def _post(self, batch: list[Message], body: bytes) -> None:
         settings = self._settings
@@ -356,12 +379,10 @@ class Client(_Calls):
                 reason, retry_after = f"http_{error.code}", error.headers.get("Retry-After")
             except (OSError, urllib.error.URLError) as error:
                 reason = f"connection: {error}"
-            if attempt == settings.max_retries:
+            now = time.monotonic()
+            delay = settings.retry_delay(attempt, reason, retry_after, self._deadline, now)
+            if delay is None:
                 break
-            delay = settings.delay(attempt, retry_after)
-            if self._deadline is not None and time.monotonic() + delay > self._deadline:
-                break
-            log.info("proxy.client retries in %.1fs (%s)", delay, reason)
             time.sleep(delay)
         settings.failed(f"gave_up: {reason}", batch)
 
@@ -434,36 +455,23 @@ class AsyncClient(_Calls):
         async with aiohttp.ClientSession(timeout=timeout, auto_decompress=True) as session:
             stopping = False
             while not stopping:
-                batch: list[Message] = []
-                markers = 0  # FLUSH / STOP items taken, each owed a task_done()
+                taken = _Taken()
                 item = await self._queue.get()
                 ends = loop.time() + settings.flush_interval
-                while True:
-                    if item is STOP:
-                        stopping = True
-                    if isinstance(item, str):
-                        markers += 1
-                        break  # FLUSH or STOP: send now
-                    batch.append(item)
+                while not taken.add(item) and len(taken.events) < settings.max_batch_events:
                     wait = ends - loop.time()
-                    if len(batch) >= settings.max_batch_events or wait <= 0:
+                    if wait <= 0:
                         break
                     try:
                         item = await asyncio.wait_for(self._queue.get(), wait)
                     except TimeoutError:
                         break
+                stopping = taken.stopping
                 while stopping and not self._queue.empty():
-                    item = self._queue.get_nowait()
-                    if isinstance(item, str):
-                        markers += 1
-                    else:
-                        batch.append(item)
-                for start in range(0, len(batch), settings.max_batch_events):
-                    for chunk, body in settings.bodies(
-                        batch[start : start + settings.max_batch_events]
-                    ):
-                        await self._post(session, chunk, body)
-                for _ in range(len(batch) + markers):
+                    taken.add(self._queue.get_nowait())
+                for chunk, body in settings.bodies(taken.events):
+                    await self._post(session, chunk, body)
+                for _ in range(taken.count):
                     self._queue.task_done()
 
     async def _post(self, session: Any, batch: list[Message], body: bytes) -> None:
@@ -486,12 +494,10 @@ class AsyncClient(_Calls):
                     reason, retry_after = f"http_{r.status}", r.headers.get("Retry-After")
             except (aiohttp.ClientError, OSError, TimeoutError) as error:
                 reason = f"connection: {error!r}"
-            if attempt == settings.max_retries:
+            now = loop.time()
+            delay = settings.retry_delay(attempt, reason, retry_after, self._deadline, now)
+            if delay is None:
                 break
-            delay = settings.delay(attempt, retry_after)
-            if self._deadline is not None and loop.time() + delay > self._deadline:
-                break
-            log.info("proxy.client retries in %.1fs (%s)", delay, reason)
             await asyncio.sleep(delay)
         settings.failed(f"gave_up: {reason}", batch)
 
