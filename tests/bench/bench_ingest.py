@@ -2,7 +2,8 @@
 
 Run by hand (not collected by pytest): `.venv/bin/python -m tests.bench.bench_ingest`.
 wrk (Debian) is pinned to one core and the server under test to the other; 64 connections.
-Reports events/s and latency percentiles, and each figure as a ratio to the bare handler.
+Reports events/s and latency percentiles, and each figure as a ratio to the bare handler, as
+the median of --rounds rounds that alternate the loads (this VM's speed drifts by 30%).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -197,6 +199,7 @@ def relay_config(folder: Path, port: int, synchronous: str, geo: bool, debug: bo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians")
     parser.add_argument("--synchronous", default="full", choices=["full", "normal"])
     parser.add_argument("--enrich", action="store_true", help="geo (test DBs) + UA enrichment on")
     parser.add_argument("--with-debug-destination", action="store_true")
@@ -213,45 +216,56 @@ def main() -> None:
     batch_lua = LUA.format(body=batch, content_type="application/json", auth="")
 
     port = 18080
-    bare = start(["-c", BARE_SERVER, str(port)])
-    try:
-        wait_ready(f"http://127.0.0.1:{port}/healthz")
-        base = wrk(f"http://127.0.0.1:{port}/v1/t", single_lua, opts.seconds, "bare 204")
-    finally:
-        bare.terminate()
-        bare.wait()
-
-    results = [base]
     with tempfile.TemporaryDirectory() as tmp:
         config = relay_config(
             Path(tmp), port + 1, opts.synchronous, opts.enrich, opts.with_debug_destination
         )
+        bare = start(["-c", BARE_SERVER, str(port)])
         relay = start(["-m", "proxy", "serve", "--config", str(config)])
         try:
+            wait_ready(f"http://127.0.0.1:{port}/healthz")
             wait_ready(f"http://127.0.0.1:{port + 1}/healthz")
             url = f"http://127.0.0.1:{port + 1}"
-            results.append(wrk(f"{url}/v1/t", single_lua, opts.seconds, "relay single"))
-            batch_run = wrk(f"{url}/v1/batch", batch_lua, opts.seconds, "relay batch x100")
-            results.append(batch_run)
+            # Rounds alternate the three loads, so a noisy neighbour slows all of them alike;
+            # each figure is the median round's.
+            rounds = [
+                (
+                    wrk(f"http://127.0.0.1:{port}/v1/t", single_lua, opts.seconds, "bare 204"),
+                    wrk(f"{url}/v1/t", single_lua, opts.seconds, "relay single"),
+                    wrk(f"{url}/v1/batch", batch_lua, opts.seconds, "relay batch x100"),
+                )
+                for _ in range(opts.rounds)
+            ]
         finally:
-            relay.terminate()
-            relay.wait()
+            for server in (bare, relay):
+                server.terminate()
+                server.wait()
 
     print(
         f"\nsynchronous={opts.synchronous} enrich={opts.enrich} "
-        f"debug_destination={opts.with_debug_destination}"
+        f"debug_destination={opts.with_debug_destination} rounds={opts.rounds}"
     )
     print(
         f"{'server':<18} {'req/s':>9} {'events/s':>9} {'ratio':>6} {'p50 ms':>7} "
         f"{'p99 ms':>7} {'non-2xx':>8}"
     )
-    for run in results:
+    for column in range(3):
+        runs = [found[column] for found in rounds]
+        run = median_run(runs)
         per = 100 if "batch" in run.label else 1
-        ratio = run.requests_per_sec / base.requests_per_sec
+        ratio = statistics.median(
+            found[column].requests_per_sec / found[0].requests_per_sec for found in rounds
+        )
         print(
             f"{run.label:<18} {run.requests_per_sec:>9.0f} {run.requests_per_sec * per:>9.0f} "
-            f"{ratio:>6.2f} {run.p50_ms:>7.2f} {run.p99_ms:>7.2f} {run.non_2xx:>8}"
+            f"{ratio:>6.2f} {run.p50_ms:>7.2f} {run.p99_ms:>7.2f} "
+            f"{sum(found.non_2xx for found in runs):>8}"
         )
+
+
+def median_run(runs: list[Run]) -> Run:
+    """The run with the median rate (its latencies with it)."""
+    return sorted(runs, key=lambda run: run.requests_per_sec)[len(runs) // 2]
 
 
 if __name__ == "__main__":
