@@ -1,8 +1,10 @@
 """Ingest cost per event by stage, in µs: `.venv/bin/python -m tests.bench.bench_ingest_stages`.
 
-validate / normalise / enrich / encode run in process on a ~1 KB browser event (decoding it is
-not counted); enrichment uses the GeoLite2 City + ASN test databases and ua-parser. Spool append
-is timed as ingest calls it: one append per request, 64 requests in flight, on a real SQLite file.
+parse / validate / normalise / enrich / stitch / encode run in process on a ~1 KB browser event,
+in the order ingest runs them; enrichment uses the GeoLite2 City + ASN test databases and
+ua-parser; stitch is URL redaction, GPC and the context capture into the identity store, one
+request per event. Spool append is timed as ingest calls it: one append per request, 64 requests
+in flight, on a real SQLite file.
 """
 
 from __future__ import annotations
@@ -21,9 +23,13 @@ import orjson
 from proxy.clock import SystemClock
 from proxy.enrich import Enricher
 from proxy.events import format_time
+from proxy.identity.sqlite import SqliteIdentityStore
 from proxy.ingest.pipeline import NO_ENVELOPE, RequestFacts, encode, enrich, normalise, validate
+from proxy.ingest.stitch import ContextStep, Stitcher
 from proxy.settings import (
     GeoSettings,
+    IdentitySettings,
+    PrivacySettings,
     Secret,
     ServerSettings,
     Settings,
@@ -58,6 +64,25 @@ def per_event_us(stage: Stage, prepare: Callable[[dict[str, Any]], None] | None 
             stage(event)
         best = min(best, (time.perf_counter_ns() - start) / N / 1000)
     return best
+
+
+async def stitch_us(prepare: Callable[[dict[str, Any]], None]) -> float:
+    """Redaction, GPC and context capture, as for one browser request per event; the identity
+    store is the real one (its writes happen later, on its writer thread, and are not timed)."""
+    with tempfile.TemporaryDirectory() as folder:
+        spool_path = str(Path(folder) / "spool.sqlite3")
+        store = await SqliteIdentityStore.open(spool_path, IdentitySettings())
+        stitcher = Stitcher(store, PrivacySettings())
+
+        def stitched(event: dict[str, Any]) -> None:
+            step = ContextStep(stitcher, True, None, {}, time.time())
+            step.apply(event)
+            step.finish()
+
+        try:
+            return per_event_us(stitched, prepare)
+        finally:
+            await store.close()
 
 
 async def append_us(path: Path, raw: bytes, per_request: int, synchronous: str) -> float:
@@ -113,13 +138,16 @@ def main() -> None:
         enricher.enrich(event, CLIENT, f"{UA} x/{next(agents)}")
 
     off = {
+        "parse": per_event_us(lambda event: orjson.loads(EVENT)),
         "validate": per_event_us(lambda event: validate(event, "track")),
         "normalise": per_event_us(lambda event: normalise(event, "track", NO_ENVELOPE, facts)),
+        "stitch": asyncio.run(stitch_us(normalised)),
         "encode": per_event_us(lambda event: encode(event, limit), normalised),
     }
     on = {
         **off,
         "enrich": per_event_us(lambda event: enrich(event, facts, enricher), normalised),
+        "stitch": asyncio.run(stitch_us(enriched)),
         "encode": per_event_us(lambda event: encode(event, limit), enriched),
     }
     cold = per_event_us(enrich_cold, normalised)
@@ -144,7 +172,7 @@ def main() -> None:
 
     print(f"event {len(EVENT)} B as sent, {len(plain)} B stored plain, {len(rich)} B enriched\n")
     print(f"{'stage (µs per event)':<52} {'enrich off':>10} {'enrich on':>10}")
-    for name in ("validate", "normalise", "enrich", "encode"):
+    for name in ("parse", "validate", "normalise", "enrich", "stitch", "encode"):
         print(f"{name:<52} {off.get(name, 0.0):>10.2f} {on[name]:>10.2f}")
     print(f"{'sum of the CPU stages':<52} {sum(off.values()):>10.2f} {sum(on.values()):>10.2f}")
     print(f"{'enrich, new address and UA each event (cache misses)':<52} {'':>10} {cold:>10.2f}")
