@@ -125,8 +125,8 @@ def format_time(moment: datetime) -> str:
     """ISO-8601 in UTC with milliseconds and a Z, the form Segment's SDKs send."""
     if moment.tzinfo is None:
         return _iso_milliseconds(moment)
-    # Ingest formats two times per event: whole milliseconds since the epoch, and the text of
-    # each second once (a batch's events share their seconds), take half of isoformat's time.
+    # Two calls per ingested event. Whole milliseconds since the epoch, with each second's text
+    # made once (a batch's events share their seconds), cost half of what isoformat does.
     seconds, millis = divmod((moment - _EPOCH) // _MILLISECOND, 1000)
     return f"{_second_text(seconds)}.{millis:03d}Z"
 
