@@ -34,6 +34,7 @@ from proxy.keys import (
     SETTINGS,
     SPOOL,
 )
+from proxy.logs import with_request_id
 from proxy.metrics import Metrics
 from proxy.roles import Role, role_problem
 from proxy.settings import Settings
@@ -54,7 +55,8 @@ def create_app(
         raise ValueError(problem)
     # Ingest enforces its own body limits with a JSON 413 and never calls request.read(), so
     # aiohttp's client_max_size is only a backstop at the same size.
-    # No middlewares: the ingest routes' guard does their work (proxy/ingest/common.py).
+    # No middlewares: the ingest routes' guard does their work (proxy/ingest/common.py), the
+    # other routes are wrapped in with_request_id().
     app = web.Application(client_max_size=settings.server.max_body_bytes)
     app[SETTINGS] = settings
     app[CLOCK] = clock or SystemClock()
@@ -84,7 +86,7 @@ def create_app(
         app.add_routes(api_routes)
         app.add_routes(SnippetRoutes().routes(prefix, api_routes))  # the script and its `e` route
     health = {f"{prefix}/healthz", "/healthz"}  # also at the root, for a load balancer's probe
-    app.add_routes([web.get(path, healthz) for path in sorted(health)])
+    app.add_routes([web.get(path, with_request_id(healthz)) for path in sorted(health)])
     if role.ingests:
         add_ready_and_pages(app, settings, prefix)
     return app
@@ -93,10 +95,10 @@ def create_app(
 def add_ready_and_pages(app: web.Application, settings: Settings, prefix: str) -> None:
     """/readyz (can the spool take events: an ingest node's question) and the test page."""
     ready = {f"{prefix}/readyz", "/readyz"}
-    app.add_routes([web.get(path, readyz) for path in sorted(ready)])
+    app.add_routes([web.get(path, with_request_id(readyz)) for path in sorted(ready)])
     if settings.demo or settings.server.test_page:
         pages = {f"{prefix}/", "/"} if settings.demo else {f"{prefix}/"}
-        app.add_routes([web.get(path, demo_page) for path in sorted(pages)])
+        app.add_routes([web.get(path, with_request_id(demo_page)) for path in sorted(pages)])
 
 
 async def enrich_ctx(app: web.Application) -> AsyncIterator[None]:

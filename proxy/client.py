@@ -182,7 +182,8 @@ class _Taken:
         return False
 
     @property
-    def count(self) -> int:
+    def owed(self) -> int:
+        """How many task_done() calls the queue is owed for what was taken."""
         return len(self.events) + self.markers
 
 
@@ -356,7 +357,7 @@ class Client(_Calls):
                     break
             for chunk, body in settings.bodies(taken.events):
                 self._post(chunk, body)
-            for _ in range(taken.count):
+            for _ in range(taken.owed):
                 self._queue.task_done()
 
     def _post(self, batch: list[Message], body: bytes) -> None:
@@ -471,7 +472,7 @@ class AsyncClient(_Calls):
                     taken.add(self._queue.get_nowait())
                 for chunk, body in settings.bodies(taken.events):
                     await self._post(session, chunk, body)
-                for _ in range(taken.count):
+                for _ in range(taken.owed):
                     self._queue.task_done()
 
     async def _post(self, session: Any, batch: list[Message], body: bytes) -> None:

@@ -123,8 +123,8 @@ def parse_time(value: object) -> datetime | None:
 
 def format_time(moment: datetime) -> str:
     """ISO-8601 in UTC with milliseconds and a Z, the form Segment's SDKs send."""
-    if moment.tzinfo is None:
-        return _iso_milliseconds(moment)
+    if moment.utcoffset() is None:  # naive: astimezone() takes it as this machine's local time
+        return _local_time_text(moment)
     # Two calls per ingested event. Whole milliseconds since the epoch, with each second's text
     # made once (a batch's events share their seconds), cost half of what isoformat does.
     seconds, millis = divmod((moment - _EPOCH) // _MILLISECOND, 1000)
@@ -140,7 +140,7 @@ def _second_text(seconds: int) -> str:
     return (_EPOCH + timedelta(seconds=seconds)).isoformat()[:19]
 
 
-def _iso_milliseconds(moment: datetime) -> str:
+def _local_time_text(moment: datetime) -> str:
     # isoformat, not strftime: it is faster, and strftime's %Y drops the zero padding of years
     # before 1000. In UTC it always ends in "+00:00" after the 23 characters kept here.
     return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:23] + "Z"

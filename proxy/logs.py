@@ -115,6 +115,16 @@ def setup(level: int = logging.INFO, stream: Any = None) -> logging.Handler:
     return handler
 
 
+def with_request_id(handler: Handler) -> Handler:
+    """request_ids() for one route. The public app has no middlewares (each one adds its layers
+    to every ingest request): its ingest routes' guard does this work, the others use this."""
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        return await request_ids(request, handler)
+
+    return route
+
+
 @web.middleware
 async def request_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Gives each request an id (the client's X-Request-Id if it is a plain token), puts it on

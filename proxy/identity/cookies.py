@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -67,30 +67,48 @@ def set_device_cookie(response: web.StreamResponse, name: str, value: str, secur
     )
 
 
-def read_cookies(header: str | None, names: Sequence[str]) -> dict[str, str]:
-    """The cookies named `names` in a Cookie header (the first of a name wins, as browsers send
-    the most specific path first). The relay reads two cookies of a header that may carry the
-    site's dozens: aiohttp's parser builds a Morsel of each and showed in the ingest profile."""
+def read_cookies(header: str | None, wanted: Mapping[str, Callable[[str], bool]]) -> dict[str, str]:
+    """For each name in `wanted`, the first value of that name in a Cookie header that its check
+    accepts. A browser also sends same-named cookies of other paths and domains (the most
+    specific path first), so the first one may be another app's. Only these names are looked
+    at: aiohttp's parser builds a Morsel of each of the site's cookies, which showed in the
+    ingest profile."""
     found: dict[str, str] = {}
     if not header:
         return found
     for pair in header.split(";"):
         name, equals, value = pair.partition("=")
         name = name.strip()
-        if equals and name in names and name not in found:
-            value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] == '"':
-                value = value[1:-1]
+        check = wanted.get(name)
+        if not equals or check is None or name in found:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        if check(value):
             found[name] = value
     return found
+
+
+def is_device_value(value: str) -> bool:
+    """Whether a device cookie's value has our form (`<device id>.<issued unix secs>`)."""
+    return _VALUE.fullmatch(value) is not None
+
+
+def is_fbp_value(value: str) -> bool:
+    """Whether a `_fbp` value can be Meta's: `fb.` and printable, without spaces."""
+    return (
+        0 < len(value) <= MAX_FBP_CHARS
+        and value.startswith("fb.")
+        and value.isprintable()
+        and " " not in value
+    )
 
 
 def fbp_cookie(cookies: Mapping[str, str]) -> str | None:
     """The site's `_fbp` (set by the Meta Pixel on the same domain), forwarded as Meta wrote it."""
     value = cookies.get(FBP_COOKIE)
-    if not value or len(value) > MAX_FBP_CHARS or not value.startswith("fb."):
-        return None
-    return value if value.isprintable() and " " not in value else None
+    return value if value is not None and is_fbp_value(value) else None
 
 
 def is_https(

@@ -83,21 +83,21 @@ def guarded(handler: Handler, finish: Finish) -> Handler:
         request_id = new_request_id(request.headers.get("X-Request-Id"))
         token = REQUEST_ID.set(request_id)
         try:
-            response = await handler(request)
-        except IngestError as error:
-            response = error_response(error)
-        except web.HTTPException:
-            raise
-        except Exception:
-            log.exception("Ingest failed unexpectedly.", extra={"path": request.path})
-            response = error_response(
-                IngestError(503, "internal_error", "the relay failed to take this request; retry")
-            )
+            try:
+                response = await handler(request)
+            except IngestError as error:
+                response = error_response(error)
+            except web.HTTPException:
+                raise
+            except Exception:
+                log.exception("Ingest failed unexpectedly.", extra={"path": request.path})
+                failure = "the relay failed to take this request; retry"
+                response = error_response(IngestError(503, "internal_error", failure))
+            response.headers["X-Request-Id"] = request_id
+            finish(request, response, time.perf_counter() - started)
+            return response
         finally:
             REQUEST_ID.reset(token)
-        response.headers["X-Request-Id"] = request_id
-        finish(request, response, time.perf_counter() - started)
-        return response
 
     return endpoint
 

@@ -21,6 +21,8 @@ from proxy.identity.cookies import (
     DeviceCookie,
     device_cookie,
     fbp_cookie,
+    is_device_value,
+    is_fbp_value,
     is_https,
     read_cookies,
     set_device_cookie,
@@ -39,6 +41,7 @@ from proxy.ingest.common import (
 from proxy.ingest.cors import Cors
 from proxy.ingest.pipeline import NO_ENVELOPE, Envelope, Rejection, RequestFacts, process
 from proxy.keys import ENRICHER, INGEST_COUNTS, METRICS, RATE_LIMITS, SPOOL, STITCHER
+from proxy.logs import with_request_id
 from proxy.metrics import record_ingest
 from proxy.settings import Settings, SourceKind, SourceSettings
 from proxy.spool.base import SpoolFull, SpoolUnavailable
@@ -75,19 +78,21 @@ class SegmentApi:
         self.server_only = ServerOnly(settings.policy.server_only_events)
         server = settings.server
         self.event_limit = min(server.max_event_bytes, server.max_body_bytes)
+        self.cookie_checks = {server.device_cookie: is_device_value, FBP_COOKIE: is_fbp_value}
 
     def routes(self, prefix: str) -> list[web.RouteDef]:
         """POST and OPTIONS (CORS preflight) for every route, under `prefix`."""
-        grant = self._finish
-        endpoints: dict[str, Handler] = {"m": guarded(_metrics, grant)}
+        finish = self._finish
+        endpoints: dict[str, Handler] = {"m": guarded(_metrics, finish)}
         for name, kind in SINGLE_ROUTES.items():
-            endpoints[name] = guarded(partial(self.ingest, route_type=kind), grant)
+            endpoints[name] = guarded(partial(self.ingest, route_type=kind), finish)
         for name in BATCH_ROUTES:
-            endpoints[name] = guarded(partial(self.ingest, route_type=None), grant)
+            endpoints[name] = guarded(partial(self.ingest, route_type=None), finish)
         routes = []
         for name, handler in endpoints.items():
             path = f"{prefix}/v1/{name}"
-            routes += [web.post(path, handler), web.options(path, self.cors.preflight)]
+            preflight = with_request_id(self.cors.preflight)
+            routes += [web.post(path, handler), web.options(path, preflight)]
         return routes
 
     async def ingest(self, request: web.Request, route_type: str | None) -> web.StreamResponse:
@@ -140,6 +145,7 @@ class SegmentApi:
             if not isinstance(outcome, Rejection):
                 accepted.append(outcome)
             elif route_type is not None:
+                context_step.finish()  # as a batch does: the context of a refused event is real
                 raise IngestError(outcome.status, outcome.code, outcome.message)
             else:
                 rejected.append(
@@ -192,7 +198,7 @@ class SegmentApi:
 
     def _cookies(self, header: str | None) -> dict[str, str]:
         """The two cookies ingest reads: the relay's device id and Meta's `_fbp`."""
-        return read_cookies(header, (self.settings.server.device_cookie, FBP_COOKIE))
+        return read_cookies(header, self.cookie_checks)
 
     def _device_cookie(
         self, cookies: dict[str, str], source: SourceSettings, now: float

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from proxy.logs import with_request_id
+
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 SCRIPT_FILE = STATIC_DIR / "snippet.min.js"
 SCRIPT_NAME = "s.js"
@@ -99,8 +101,8 @@ class SnippetRoutes:
         if not events:
             raise ValueError(f"no {batch} route to serve the snippet's events")
         return [
-            web.get(f"{prefix}/{SCRIPT_NAME}", self.stable),
-            web.get(f"{prefix}/{self.script.hashed_name}", self.immutable),
+            web.get(f"{prefix}/{SCRIPT_NAME}", with_request_id(self.stable)),
+            web.get(f"{prefix}/{self.script.hashed_name}", with_request_id(self.immutable)),
             *events,
         ]
 

@@ -59,9 +59,9 @@ class ContextStep:
         self._gpc = gpc  # Sec-GPC (or DNT when honoured); None for server sources
         self._profiles = profiles
         self._now = now
-        # What this request's events captured, per set of keys, until finish(): a browser's
-        # batch is one user's, so its captures go to the store as one merge, not one per event.
-        self._captured: dict[tuple[str, ...], JSON] = {}
+        # What this request's events captured, per key, until finish(): a browser's batch is
+        # one user's, so its captures reach the store as one merge per key, not one per event.
+        self._captured: dict[str, JSON] = {}
 
     def apply(self, event: JSON) -> None:
         """Redact, apply GPC, then remember (browser) or attach (server) the context."""
@@ -89,14 +89,17 @@ class ContextStep:
 
     def finish(self) -> None:
         """Hand what the request's events captured to the store (after its last apply())."""
-        for keys, captured in self._captured.items():
-            self._stitcher.store.remember(keys, captured, self._now)
+        for key, captured in self._captured.items():
+            self._stitcher.store.remember((key,), captured, self._now)
         self._captured.clear()
 
     def _remember(self, keys: tuple[str, ...], captured: JSON) -> None:
-        earlier = self._captured.get(keys)
-        # merge() is associative: merging here first gives the store what one by one would.
-        self._captured[keys] = captured if earlier is None else profile.merge(earlier, captured)
+        # Per key and in event order, as the store merges: merge() is associative, so the store
+        # ends with what one remember() per event would have left (not commutative: by key set,
+        # a later withdrawal of consent could be merged before an earlier grant).
+        for key in keys:
+            earlier = self._captured.get(key)
+            self._captured[key] = captured if earlier is None else profile.merge(earlier, captured)
 
 
 async def identity_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -186,6 +186,7 @@ def test_the_remembering_resolver_answers_as_client_ip(pinned: str | None) -> No
     requests = [
         ("203.0.113.7", []),
         (PROXY, [("X-Forwarded-For", "6.6.6.6, 203.0.113.7")]),
+        ("198.51.100.9", [("X-Forwarded-For", "6.6.6.6, 203.0.113.7")]),  # same claim, untrusted
         (PROXY, [("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "198.51.100.1")]),
         (PROXY, [("Forwarded", 'for="[2001:db8::7]:443"')]),
         (PROXY, [("CF-Connecting-IP", "192.0.2.1"), ("X-Forwarded-For", "198.51.100.1")]),

@@ -3,6 +3,7 @@ missing consent answer means, and per-destination IP handling."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -51,6 +52,20 @@ def test_every_url_field_is_redacted() -> None:
         "referrer": "https://r.example/",
     }
     assert event["context"]["campaign"] == {"name": "spring"}
+
+
+def test_a_huge_value_ending_in_at_is_checked_in_linear_time() -> None:
+    # A backtracking address pattern took seconds for 40 KB and hours for this megabyte: the
+    # loop would stall on one request. Linear, it takes milliseconds; 5 s is only a backstop.
+    value = "a" * 1_000_000 + "@"
+    event: dict[str, Any] = {
+        "type": "page",
+        "context": {"page": {"url": f"https://s.example/?q={value}"}, "campaign": {"term": value}},
+    }
+    started = time.monotonic()
+    Redactor(PrivacySettings()).event(event)
+    assert time.monotonic() - started < 5
+    assert event["context"]["campaign"] == {"term": value}  # no address in it: kept
 
 
 def gpc_context(**preferences: bool) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from proxy.identity.cookies import (
     RENEW_AFTER_SECS,
     device_cookie,
     fbp_cookie,
+    is_device_value,
+    is_fbp_value,
     is_https,
     read_cookies,
 )
@@ -75,8 +77,11 @@ def test_https_from_the_scheme_or_a_trusted_proxy_only() -> None:
     assert not is_https("http", None, proto, TRUSTED)
 
 
-def test_read_cookies_takes_only_the_named_ones_first_wins() -> None:
-    header = 'site_session=abc; _rid="dev.123"; _fbp=fb.1.2.3 ; _rid=later; broken; =x'
-    assert read_cookies(header, ("_rid", "_fbp")) == {"_rid": "dev.123", "_fbp": "fb.1.2.3"}
-    assert read_cookies(None, ("_rid",)) == {}
-    assert read_cookies("a=1", ("_rid",)) == {}
+def test_read_cookies_takes_the_first_valid_value_of_each_named_cookie() -> None:
+    wanted = {"_rid": is_device_value, "_fbp": is_fbp_value}
+    ours = "Zm9vYmFyYmF6cXV4MTIz.1767225600"
+    # Another app's _rid on a more specific path comes first; an empty one too.
+    header = f'site=abc; _rid=theirs; _rid=; _rid="{ours}"; _fbp=fb.1.2.3 ; _rid=x; broken; =x'
+    assert read_cookies(header, wanted) == {"_rid": ours, "_fbp": "fb.1.2.3"}
+    assert read_cookies("_rid=theirs; _fbp=not-meta", wanted) == {}
+    assert read_cookies(None, wanted) == {}

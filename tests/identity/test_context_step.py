@@ -1,0 +1,60 @@
+"""One request's context step: its events' captures reach the identity store merged per key in
+event order, as if each event had been remembered on its own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from proxy.identity.sqlite import SqliteIdentityStore
+from proxy.ingest.stitch import Stitcher
+from proxy.settings import IdentitySettings, PrivacySettings, Secret, SourceKind, SourceSettings
+
+NOW = 1_767_225_600.0
+BACKEND = SourceSettings("backend", SourceKind.SERVER, Secret("sk_test_0123456789"))
+BROWSER = SourceSettings("web", SourceKind.BROWSER, Secret("pk_test"), ("https://shop.example",))
+
+
+def event(ads: bool, **ids: str) -> dict[str, Any]:
+    return {"type": "track", **ids, "context": {"consent": {"categoryPreferences": {"ads": ads}}}}
+
+
+async def test_interleaved_keys_keep_the_order_of_the_events(tmp_path: Path) -> None:
+    store = await SqliteIdentityStore.open(str(tmp_path / "spool.sqlite3"), IdentitySettings())
+    try:
+        # Two key sets interleave: grouping by key set would merge the withdrawal (3rd event)
+        # into a:a1 before the grant of the 2nd, which names a:a1 and u:u1.
+        events = [
+            event(True, anonymousId="a1"),
+            event(True, anonymousId="a1", userId="u1"),
+            event(False, anonymousId="a1"),
+        ]
+        step = await Stitcher(store, PrivacySettings()).step(BACKEND, {}, events, NOW)
+        for one in events:
+            step.apply(one)
+        step.finish()
+        found = await store.load(["a:a1", "u:u1"], NOW)
+        assert found["a:a1"]["consent"] == {"ads": False}
+        assert found["u:u1"]["consent"] == {"ads": True}
+    finally:
+        await store.close()
+
+
+async def test_a_browser_batch_remembers_the_latest_touch_per_key(tmp_path: Path) -> None:
+    store = await SqliteIdentityStore.open(str(tmp_path / "spool.sqlite3"), IdentitySettings())
+    try:
+        pages = [
+            {"anonymousId": "a1", "context": {"campaign": {"name": name}, "ip": "203.0.113.7"}}
+            for name in ("spring", "summer")
+        ]
+        step = await Stitcher(store, PrivacySettings()).step(BROWSER, {}, pages, NOW)
+        for page in pages:
+            step.apply(page)
+        found = await store.load(["a:a1"], NOW)
+        assert found == {}  # nothing reaches the store before finish()
+        step.finish()
+        found = await store.load(["a:a1"], NOW)
+        assert found["a:a1"]["campaign"] == {"name": "summer"}
+        assert found["a:a1"]["firstTouch"]["campaign"] == {"name": "spring"}
+    finally:
+        await store.close()
