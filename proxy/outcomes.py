@@ -6,7 +6,7 @@ Reason codes are `<status>:<detail>`, e.g. `delivered:http_204`, `filtered:conse
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -20,10 +20,12 @@ class Status(StrEnum):
 class Outcome:
     status: Status
     detail: str
+    # Made once: a worker shares one Outcome among a request's events, and observers read the
+    # reason of each of them.
+    reason: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def reason(self) -> str:
-        return f"{self.status}:{self.detail}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", f"{self.status}:{self.detail}")
 
     @classmethod
     def delivered(cls, detail: str) -> Outcome:

@@ -46,6 +46,17 @@ def matches(name: str, patterns: Sequence[str]) -> bool:
     return any(name == pattern or fnmatchcase(name, pattern) for pattern in patterns)
 
 
+def stops_nothing(destination: Destination[Any]) -> bool:
+    """True when `screen` lets every event through: no filter setting, no adapter skip_reason,
+    no age limit. The worker then spares each event the decoding the checks would need."""
+    settings = destination.settings
+    return (
+        not (settings.types or settings.events or settings.exclude_events or settings.consent)
+        and type(destination).skip_reason is Destination.skip_reason
+        and destination.limits.max_age_secs is None
+    )
+
+
 def screen(
     event: Event, destination: Destination[Any], now: float, consent_required: bool = False
 ) -> Outcome | None:

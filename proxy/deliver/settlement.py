@@ -3,11 +3,17 @@ dead lists and the final Outcome of each event, gathered before one settle call.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 from proxy.destinations.base import HttpResponse
+from proxy.events import Event
 from proxy.outcomes import Outcome, Status
 from proxy.spool.base import Dead, Retry, Stored
+
+# A claimed event and the Event the destination maps. A plain tuple: one is made per event.
+Claimed: TypeAlias = tuple[Stored, Event]
 
 # How much of a vendor's answer a dead letter keeps for the operator.
 MAX_RESPONSE_CHARS = 2048
@@ -28,6 +34,14 @@ class Settlement:
         else:
             self.done.append(stored.id)
         self.outcomes.append((message_id, outcome))
+
+    def add_all(self, claimed: Sequence[Claimed], outcome: Outcome, answer: str = "") -> None:
+        """`add` for events that all end alike (one answer for a whole request), in bulk."""
+        if outcome.status is Status.DEAD:
+            self.dead += [Dead(stored.id, outcome.reason, answer) for stored, _ in claimed]
+        else:
+            self.done += [stored.id for stored, _ in claimed]
+        self.outcomes += [(event.message_id, outcome) for _, event in claimed]
 
     def __bool__(self) -> bool:
         return bool(self.done or self.retry or self.dead)

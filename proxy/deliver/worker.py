@@ -13,7 +13,6 @@ import random
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from proxy.clock import Clock
@@ -21,9 +20,9 @@ from proxy.deliver.backoff import retry_delay
 from proxy.deliver.batching import split
 from proxy.deliver.client import Transport, TransportError
 from proxy.deliver.consent_wait import HOLD_REASON, ConsentWait, with_answer
-from proxy.deliver.filters import screen
+from proxy.deliver.filters import screen, stops_nothing
 from proxy.deliver.privacy import apply_ip
-from proxy.deliver.settlement import Settlement, excerpt
+from proxy.deliver.settlement import Claimed, Settlement, excerpt
 from proxy.deliver.tasks import finish_within, first_of
 from proxy.destinations.base import Destination, HttpRequest, HttpResponse, Result, Verdict
 from proxy.events import Event
@@ -56,12 +55,6 @@ class Observer(Protocol):
     def settled(
         self, destination: str, outcomes: Sequence[tuple[str, Outcome]], retries: int
     ) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    stored: Stored
-    event: Event
 
 
 class Worker:
@@ -106,6 +99,8 @@ class Worker:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()  # a batch finished: a slot is free, a retry may be due
         self._due_miss = False
+        # Nothing to screen and the IP as stored: events go out undecoded, as the spool holds them.
+        self._as_stored = stops_nothing(destination) and self.settings.ip == "full"
 
     def start(self) -> None:
         if self._task is not None:
@@ -141,7 +136,9 @@ class Worker:
     async def _step(self) -> None:
         limits = self.destination.limits
         max_batches = self._max_batches
-        while len(self._batches) >= max_batches and not self._stopping.is_set():
+        # Claim once half the batches are free, not each time one is: one spool read then serves
+        # several batches, and the half still under way keeps the vendor busy meanwhile.
+        while len(self._batches) > max_batches // 2 and not self._stopping.is_set():
             await self._wait_for_slot()
         if self._stopping.is_set():
             return
@@ -211,6 +208,29 @@ class Worker:
     # -- one claim: screen, batch, send -----------------------------------------------------
 
     async def _dispatch(self, claimed: Sequence[Stored]) -> None:
+        if self._as_stored and all(stored.message_id is not None for stored in claimed):
+            stopped = Settlement()
+            ready = [(stored, Event(stored.raw, None, stored.message_id)) for stored in claimed]
+        else:
+            ready, stopped = await self._screen(claimed)
+        size = self.destination.size
+        split_up = split(ready, self.destination.limits, lambda c: size(c[1]))
+        for stored, event in split_up.too_large:
+            stopped.add(stored, event.message_id, Outcome.dead("too_large"))
+        if stopped:
+            await self._settle(stopped)
+        for batch in split_up.batches:
+            while len(self._batches) >= self._max_batches and not self._stopping.is_set():
+                await self._wait_for_slot()
+            if self._stopping.is_set():
+                return  # the rest stays claimed and is handed out again after restart
+            task = asyncio.create_task(self._deliver(batch), name=f"deliver:{self.name}:batch")
+            self._batches.add(task)
+            task.add_done_callback(self._batch_done)
+
+    async def _screen(self, claimed: Sequence[Stored]) -> tuple[list[Claimed], Settlement]:
+        """The claimed events to send, each as this destination may see it, and the settlement
+        of the others (filtered, invalid, or held for a consent answer)."""
         now = self.clock.now()
         ready: list[Claimed] = []
         stopped = Settlement()
@@ -231,22 +251,10 @@ class Worker:
                 stopped.add(stored, "", Outcome.dead("invalid"))
                 continue
             if outcome is None:  # issue 6: the destination's `ip` setting, before mapping
-                ready.append(Claimed(stored, apply_ip(event, self.settings.ip)))
+                ready.append((stored, apply_ip(event, self.settings.ip)))
             else:
                 stopped.add(stored, message_id, outcome)
-        split_up = split(ready, self.destination.limits, lambda c: self.destination.size(c.event))
-        for item in split_up.too_large:
-            stopped.add(item.stored, item.event.message_id, Outcome.dead("too_large"))
-        if stopped:
-            await self._settle(stopped)
-        for batch in split_up.batches:
-            while len(self._batches) >= self._max_batches and not self._stopping.is_set():
-                await self._wait_for_slot()
-            if self._stopping.is_set():
-                return  # the rest stays claimed and is handed out again after restart
-            task = asyncio.create_task(self._deliver(batch), name=f"deliver:{self.name}:batch")
-            self._batches.add(task)
-            task.add_done_callback(self._batch_done)
+        return ready, stopped
 
     def _batch_done(self, task: asyncio.Task[None]) -> None:
         self._batches.discard(task)
@@ -277,21 +285,25 @@ class Worker:
         return await wait.answers(undecided, now)
 
     async def _deliver(self, batch: list[Claimed]) -> None:
+        events = [event for _, event in batch]
         try:
-            requests = self.destination.build([c.event for c in batch], self.clock.now())
+            requests = self.destination.build(events, self.clock.now())
         except Exception as error:
             # A mapping bug must not wedge the batch: park it where an operator sees and replays it.
             log.exception(
                 "Building requests failed.", extra={"destination": self.name, "error": repr(error)}
             )
             failed = Settlement()
-            for c in batch:
-                failed.add(c.stored, c.event.message_id, Outcome.dead("build_error"))
+            failed.add_all(batch, Outcome.dead("build_error"))
             await self._settle(failed)
+            return
+        if len(requests) == 1 and requests[0].event_ids == tuple(e.message_id for e in events):
+            # The usual shape (one request carrying the batch in order) needs no matching up.
+            await self._send(requests[0], batch)
             return
         by_id: defaultdict[str, list[Claimed]] = defaultdict(list)
         for item in batch:
-            by_id[item.event.message_id].append(item)
+            by_id[item[1].message_id].append(item)
         sends = []
         for request in requests:
             items = [c for mid in dict.fromkeys(request.event_ids) for c in by_id.pop(mid, [])]
@@ -300,9 +312,8 @@ class Worker:
         if by_id:
             # The adapter put these in no request (it should have said so in skip_reason).
             unsent = Settlement()
-            for mid, items in by_id.items():
-                for c in items:
-                    unsent.add(c.stored, mid, Outcome.filtered("not_built"))
+            for items in by_id.values():
+                unsent.add_all(items, Outcome.filtered("not_built"))
             await self._settle(unsent)
         for failure in failures:
             if isinstance(failure, BaseException):
@@ -330,9 +341,16 @@ class Worker:
     def _settlement(self, result: Result, answer: str, items: list[Claimed]) -> Settlement:
         """What one request's Result means for each event it carried."""
         settlement = Settlement()
+        if not result.rejected and result.verdict is not Verdict.RETRY:
+            # One answer for every event (the usual case): one Outcome shared by all of them.
+            if result.verdict is Verdict.DELIVERED:
+                settlement.add_all(items, Outcome.delivered(result.reason), answer)
+            else:
+                settlement.add_all(items, Outcome.dead(result.reason), answer)
+            return settlement
         now = self.clock.now()
-        for item in items:
-            mid, stored = item.event.message_id, item.stored
+        for stored, event in items:
+            mid = event.message_id
             refused = result.rejected.get(mid)
             if refused is not None:
                 # Refused one by one (inside a 2xx, or a 4xx that names the bad events): dead,
@@ -359,9 +377,8 @@ class Worker:
         await self.spool.settle(
             self.name, done=settlement.done, retry=settlement.retry, dead=settlement.dead
         )
-        for message_id, outcome in settlement.outcomes:
-            self.outcomes.append((message_id, outcome))
-            self.counts[outcome.status] += 1
+        self.outcomes.extend(settlement.outcomes)
+        self.counts.update(outcome.status for _, outcome in settlement.outcomes)
         self.counts["retry"] += len(settlement.retry)
         if self.observer is not None:
             self.observer.settled(self.name, settlement.outcomes, len(settlement.retry))
