@@ -21,9 +21,11 @@ class TappedSpool:
         self.inner = inner
         self.monitor = monitor
 
-    async def append(self, events: Sequence[bytes]) -> None:
+    async def append(
+        self, events: Sequence[bytes], message_ids: Sequence[str | None] | None = None
+    ) -> None:
         try:
-            await self.inner.append(events)
+            await self.inner.append(events, message_ids)
         except SpoolUnavailable:
             self.monitor.append_failed()
             raise

@@ -129,6 +129,7 @@ class SegmentApi:
             context_step=context_step,
         )
         accepted: list[bytes] = []
+        message_ids: list[str | None] = []
         rejected: list[dict[str, Any]] = []
         for index, event in enumerate(events):
             message_id = event.get("messageId") if isinstance(event, dict) else None
@@ -144,6 +145,10 @@ class SegmentApi:
             )
             if not isinstance(outcome, Rejection):
                 accepted.append(outcome)
+                # process() set the final messageId in the event: the spool keeps it beside the
+                # body, so delivery need not read it out of the JSON.
+                final_id = event["messageId"]
+                message_ids.append(final_id if isinstance(final_id, str) else None)
             elif route_type is not None:
                 context_step.finish()  # as a batch does: the context of a refused event is real
                 raise IngestError(outcome.status, outcome.code, outcome.message)
@@ -163,7 +168,7 @@ class SegmentApi:
             )
         # The durable commit: the answer says yes only after this returns.
         try:
-            await request.app[SPOOL].append(accepted)
+            await request.app[SPOOL].append(accepted, message_ids)
         except SpoolFull:
             raise IngestError(
                 503,

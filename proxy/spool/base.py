@@ -57,8 +57,13 @@ class DeadLetter:
 
 
 class Spool(Protocol):
-    async def append(self, events: Sequence[bytes]) -> None:
-        """Commit events durably; returns only once they survive a crash. Raises SpoolFull."""
+    async def append(
+        self, events: Sequence[bytes], message_ids: Sequence[str | None] | None = None
+    ) -> None:
+        """Commit events durably; returns only once they survive a crash. Raises SpoolFull.
+
+        `message_ids`, when given, are the events' messageIds (None where it is not a string),
+        which a backend may keep beside the bodies so that claims need not read them out."""
 
     async def claim(self, destination: str, max_events: int, now: float) -> list[Stored]:
         """The next events due for `destination`: retries whose time has come, then new ones.

@@ -129,7 +129,11 @@ class RedisSpool:
 
     # -- ingest -----------------------------------------------------------------------------
 
-    async def append(self, events: Sequence[bytes]) -> None:
+    async def append(
+        self, events: Sequence[bytes], message_ids: Sequence[str | None] | None = None
+    ) -> None:
+        # message_ids are not kept: a stream entry is read whole, and the worker reads the
+        # messageId from the body it decodes anyway for its checks.
         if not events:
             return
         if not await self._append(events):

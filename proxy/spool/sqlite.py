@@ -33,7 +33,10 @@ CREATE TABLE IF NOT EXISTS events (
     -- only move forward.
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     body BLOB NOT NULL,
-    appended_at REAL NOT NULL
+    appended_at REAL NOT NULL,
+    -- The body's messageId as ingest knew it, so claims need not read it out of the JSON
+    -- (json_extract cost ~3 µs an event, a sixth of delivery). NULL: read it from the body.
+    message_id TEXT
 );
 CREATE TABLE IF NOT EXISTS cursors (
     destination TEXT PRIMARY KEY,
@@ -58,7 +61,9 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 """
 
-INSERT_EVENT = "INSERT INTO events (body, appended_at) VALUES (?, ?)"
+INSERT_EVENT = "INSERT INTO events (body, appended_at, message_id) VALUES (?, ?, ?)"
+# The messageId of an event row: the column, or from the body for rows appended without it.
+MESSAGE_ID = "COALESCE({table}message_id, json_extract({table}body, '$.messageId'))"
 
 # How often finished events are deleted: often enough to keep the file small, rarely enough
 # that the DELETE's scan of the parking tables is noise next to the appends.
@@ -148,6 +153,7 @@ class SqliteSpool:
         def setup() -> tuple[sqlite3.Connection, sqlite3.Connection, dict[str, int], int]:
             writer = _connect(str(file), synchronous)
             writer.executescript(SCHEMA)
+            _add_message_id_column(writer)
             last = writer.execute(
                 "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'events'"
             ).fetchone()[0]
@@ -188,7 +194,9 @@ class SqliteSpool:
 
     # -- ingest -----------------------------------------------------------------------------
 
-    async def append(self, events: Sequence[bytes]) -> None:
+    async def append(
+        self, events: Sequence[bytes], message_ids: Sequence[str | None] | None = None
+    ) -> None:
         incoming = sum(len(body) for body in events)
         if self._bytes + incoming > self._max_bytes:
             # At the cap, reclaim what delivery finished since the last cleanup before refusing.
@@ -199,7 +207,9 @@ class SqliteSpool:
         self._bytes += incoming
         now = self._clock.now()
         try:
-            await self._writer.insert(INSERT_EVENT, [(body, now) for body in events])
+            ids = message_ids if message_ids is not None else [None] * len(events)
+            rows = [(body, now, message_id) for body, message_id in zip(events, ids, strict=True)]
+            await self._writer.insert(INSERT_EVENT, rows)
         except Exception as error:
             self._bytes -= incoming
             raise SpoolUnavailable(f"spool write failed: {error}") from error
@@ -226,16 +236,16 @@ class SqliteSpool:
         def query(
             conn: sqlite3.Connection,
         ) -> tuple[list[tuple[int, bytes, int, object]], list[tuple[int, bytes, object]]]:
-            # json_extract runs in SQLite's C code, outside the GIL, so the worker does not have
-            # to decode every event in Python just to learn its messageId.
+            # The messageId from its column (or json_extract, in C, outside the GIL), so the
+            # worker does not have to decode every event in Python just to learn it.
             due = conn.execute(
-                "SELECT r.seq, e.body, r.attempts, json_extract(e.body, '$.messageId')"
+                f"SELECT r.seq, e.body, r.attempts, {MESSAGE_ID.format(table='e.')}"
                 " FROM retries r JOIN events e ON e.seq = r.seq"
                 " WHERE r.destination = ? AND r.not_before <= ? ORDER BY r.not_before LIMIT ?",
                 (destination, now, max_events + len(skip)),
             ).fetchall()
             fresh = conn.execute(
-                "SELECT seq, body, json_extract(body, '$.messageId') FROM events"
+                f"SELECT seq, body, {MESSAGE_ID.format(table='')} FROM events"
                 " WHERE seq >= ? ORDER BY seq LIMIT ?",
                 (next_seq, max_events),
             ).fetchall()
@@ -431,10 +441,10 @@ class SqliteSpool:
         per_destination = -1 if limit is None else limit  # SQLite: a negative LIMIT is none
 
         def query(conn: sqlite3.Connection) -> list[tuple[str, int, str, str, float, bytes, Any]]:
-            # json_extract reads the messageId in C: no decoding of every body on the loop.
+            # The messageId without decoding every body on the loop.
             sql = (
                 "SELECT d.destination, d.seq, d.reason, d.response, d.failed_at, e.body,"
-                " json_extract(e.body, '$.messageId')"
+                f" {MESSAGE_ID.format(table='e.')}"
                 " FROM dead_letters d JOIN events e ON e.seq = d.seq"
                 " WHERE d.destination = ? ORDER BY d.seq LIMIT ?"
             )
@@ -510,6 +520,13 @@ class SqliteSpool:
         await asyncio.to_thread(self._writer.stop)
         self._read_pool.shutdown(wait=True)
         self._reader.close()
+
+
+def _add_message_id_column(conn: sqlite3.Connection) -> None:
+    """Spool files written before the message_id column get it (NULL in their rows)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+    if "message_id" not in columns:
+        conn.execute("ALTER TABLE events ADD COLUMN message_id TEXT")
 
 
 def _delete_finished(

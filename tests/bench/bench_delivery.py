@@ -54,10 +54,13 @@ async def fill(path: Path, events: int) -> None:
         event = track_event(start)
         event.pop("writeKey")
         bodies = []
+        ids: list[str | None] = []
         for n in range(start, min(start + chunk, events)):
-            event["messageId"] = f"bench-{n}"
+            message_id = f"bench-{n}"
+            event["messageId"] = message_id
             bodies.append(orjson.dumps(event))
-        await spool.append(bodies)
+            ids.append(message_id)  # as ingest appends: the messageId beside the body
+        await spool.append(bodies, ids)
     await spool.close()
 
 

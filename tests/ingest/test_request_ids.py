@@ -37,7 +37,7 @@ async def test_a_relay_bug_is_logged_with_the_request_id(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async def append(events: Sequence[bytes]) -> None:
+    async def append(events: Sequence[bytes], message_ids: object = None) -> None:
         raise RuntimeError("bug")
 
     monkeypatch.setattr(relay.app[SPOOL], "append", append)

@@ -1,14 +1,17 @@
-"""Ack means durable: a spool that cannot take events makes ingest say 503, never 200 or 500."""
+"""Ack means durable: a spool that cannot take events makes ingest say 503, never 200 or 500;
+and what ingest hands the spool beside each body (its final messageId)."""
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Sequence
 
 import aiohttp
+import orjson
 import pytest
 
-from proxy.keys import SPOOL
+from proxy.keys import SETTINGS, SPOOL
 from proxy.settings import SpoolSettings
 from proxy.spool.base import SpoolUnavailable
 from tests.conftest import SERVER_KEY, RelayFactory, RelayServer, SettingsFactory
@@ -36,7 +39,7 @@ async def test_full_spool_is_503_with_retry_after(
 async def test_unavailable_spool_is_503(
     relay: RelayServer, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def append(events: Sequence[bytes]) -> None:
+    async def append(events: Sequence[bytes], message_ids: object = None) -> None:
         raise SpoolUnavailable("redis is away")
 
     monkeypatch.setattr(relay.app[SPOOL], "append", append)
@@ -51,7 +54,7 @@ async def test_a_relay_bug_is_logged_and_answered_503_not_500(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async def append(events: Sequence[bytes]) -> None:
+    async def append(events: Sequence[bytes], message_ids: object = None) -> None:
         raise RuntimeError("bug")
 
     monkeypatch.setattr(relay.app[SPOOL], "append", append)
@@ -59,3 +62,16 @@ async def test_a_relay_bug_is_logged_and_answered_503_not_500(
         answer = await post(http, f"{relay.url}/v1/t", track())
     assert (answer.status, answer.json["code"]) == (503, "internal_error")
     assert "Ingest failed unexpectedly." in caplog.text
+
+
+async def test_ingest_keeps_each_events_final_message_id(
+    relay: RelayServer, http: aiohttp.ClientSession
+) -> None:
+    # One event names its messageId, one gets the relay's: both are kept beside their bodies.
+    batch = {"batch": [track(messageId="client-1"), track(messageId="")]}
+    assert (await post(http, f"{relay.url}/v1/batch", batch)).status == 200
+    with sqlite3.connect(relay.app[SETTINGS].spool.path) as conn:
+        rows = conn.execute("SELECT message_id, body FROM events ORDER BY seq").fetchall()
+    assert [orjson.loads(raw)["messageId"] for _, raw in rows] == [kept for kept, _ in rows]
+    assert rows[0][0] == "client-1"
+    assert rows[1][0].startswith("relay-")
