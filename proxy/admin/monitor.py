@@ -19,7 +19,7 @@ from proxy.admin.masking import mask_body, mask_headers, mask_url, secret_values
 from proxy.clock import Clock
 from proxy.destinations.base import HttpRequest, HttpResponse, Result, Verdict
 from proxy.metrics import Metrics
-from proxy.outcomes import Outcome
+from proxy.outcomes import Outcome, Status
 from proxy.settings import Settings
 
 KEEP_EVENTS = 500
@@ -109,6 +109,10 @@ class Monitor:
         self.destinations = [d.name for d in settings.destinations]
         self.events: deque[Seen] = deque(maxlen=KEEP_EVENTS)
         self.statuses: OrderedDict[str, dict[str, str]] = OrderedDict()
+        # Settled batches not yet folded into `statuses`: folding costs a dict update per event,
+        # a sixth of the loop's time when delivery drains a backlog, and only a view reads it.
+        self._unfolded: deque[tuple[str, Sequence[tuple[str, Outcome]]]] = deque()
+        self._unfolded_events = 0
         self.stats = {name: DestinationStats() for name in self.destinations}
         self.per_minute: dict[int, int] = {}  # events spooled per minute
         self.append_failed_at: float | None = None  # the last failed spool write, for /readyz
@@ -158,22 +162,26 @@ class Monitor:
     ) -> None:
         stats = self.stats.setdefault(destination, DestinationStats())
         _bump(stats.per_minute, self.clock.now(), len(outcomes))
-        by_status: Counter[str] = Counter()
-        for message_id, outcome in outcomes:
-            if message_id:
-                self._status(message_id)[destination] = outcome.reason
-            by_status[outcome.status.value] += 1
+        self._unfolded.append((destination, outcomes))
+        self._unfolded_events += len(outcomes)
+        # A messageId has an outcome per destination: past this many, the oldest batch is what
+        # `statuses` would evict anyway, so it need not wait to be folded in.
+        keep = KEEP_STATUSES * max(1, len(self.destinations))
+        while self._unfolded_events - len(self._unfolded[0][1]) >= keep:
+            self._unfolded_events -= len(self._unfolded.popleft()[1])
+        by_status = Counter(outcome.status for _, outcome in outcomes)
         # One metric update per status, not per event: this runs for every delivered batch.
         for status, count in by_status.items():
-            self.metrics.deliveries.labels(destination, status).inc(count)
-        if by_status["dead"]:
-            self.metrics.dead_letters_total.labels(destination).inc(by_status["dead"])
+            self.metrics.deliveries.labels(destination, status.value).inc(count)
+        if by_status[Status.DEAD]:
+            self.metrics.dead_letters_total.labels(destination).inc(by_status[Status.DEAD])
         if retries:
             self.metrics.retries.labels(destination).inc(retries)
 
     # -- read by the views ---------------------------------------------------------------
 
     def outcomes_of(self, message_id: str) -> dict[str, str]:
+        self._fold()
         known = self.statuses.get(message_id, {})
         return {name: known.get(name, WAITING) for name in self.destinations} | known
 
@@ -194,6 +202,14 @@ class Monitor:
         """Counts for the last `minutes` minutes, oldest first; the current minute last."""
         current = int(self.clock.now() // 60)
         return [counts.get(minute, 0) for minute in range(current - minutes + 1, current + 1)]
+
+    def _fold(self) -> None:
+        while self._unfolded:
+            destination, outcomes = self._unfolded.popleft()
+            for message_id, outcome in outcomes:
+                if message_id:
+                    self._status(message_id)[destination] = outcome.reason
+        self._unfolded_events = 0
 
     def _status(self, message_id: str) -> dict[str, str]:
         status = self.statuses.get(message_id)
