@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Page, async_playwright, expect
 
+from proxy.keys import SPOOL
 from tests.admin.conftest import TOKEN, AdminRelay
+from tests.deliver.harness import eventually
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -74,6 +76,13 @@ async def test_sign_in_watch_an_event_and_replay_a_dead_letter(
     # A refused event becomes a dead letter; the Replay button sends it again.
     admin.vendor.answer(400, b'{"error":"bad"}')
     await admin.ingest(messageId="m-replay")
+    spool = admin.public[SPOOL]
+
+    async def parked() -> bool:
+        return any(letter.message_id == "m-replay" for letter in await spool.dead_letters("hook"))
+
+    # The page lists dead letters as it is loaded: load it once the letter is there.
+    await eventually(parked, "m-replay is a dead letter at hook", within_secs=10)
     await page.goto(f"{admin.admin_url}/destinations/hook")
     await expect(page.locator("#dead-letters")).to_contain_text("m-replay", timeout=10_000)
     sent_before = len(admin.vendor.requests)
