@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from proxy.keys import SETTINGS, SPOOL
+from proxy.logs import RequestIdFilter
 from proxy.settings import SpoolSettings
 from proxy.spool.base import SpoolUnavailable
 from tests.conftest import SERVER_KEY, RelayFactory, RelayServer, SettingsFactory
@@ -58,10 +59,14 @@ async def test_a_relay_bug_is_logged_and_answered_503_not_500(
         raise RuntimeError("bug")
 
     monkeypatch.setattr(relay.app[SPOOL], "append", append)
+    caplog.handler.addFilter(RequestIdFilter())
     with caplog.at_level(logging.ERROR, logger="proxy.ingest.common"):
-        answer = await post(http, f"{relay.url}/v1/t", track())
+        answer = await post(http, f"{relay.url}/v1/t", track(), headers={"X-Request-Id": "r-1"})
     assert (answer.status, answer.json["code"]) == (503, "internal_error")
-    assert "Ingest failed unexpectedly." in caplog.text
+    # The log line and the answer carry the request's id, so one finds the other.
+    assert answer.headers["X-Request-Id"] == "r-1"
+    [record] = [r for r in caplog.records if r.getMessage() == "Ingest failed unexpectedly."]
+    assert getattr(record, "request_id", None) == "r-1"
 
 
 async def test_ingest_keeps_each_events_final_message_id(
