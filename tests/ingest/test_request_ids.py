@@ -1,5 +1,5 @@
 """Every answer of the public listener carries an X-Request-Id (the client's when it is a plain
-token), and log lines written while handling an ingest request carry the same id."""
+token). The log lines of an ingest request carry it too (tests/ingest/test_spool_answers.py)."""
 
 from __future__ import annotations
 
