@@ -9,6 +9,7 @@ answer carries the device cookie (proxy/identity/cookies.py); over-limit request
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -97,6 +98,45 @@ class SegmentApi:
 
     async def ingest(self, request: web.Request, route_type: str | None) -> web.StreamResponse:
         """One request: `route_type` is the single event's type, or None for a batch."""
+        # The decoded events live only inside _take(): kept alive through the commit's wait,
+        # 64 requests' worth of them (some 300,000 objects) made the heap larger and colder,
+        # and every request's processing ~20% slower on the batch benchmark.
+        taken = await self._take(request, route_type)
+        # The durable commit: the answer says yes only after this returns.
+        try:
+            await request.app[SPOOL].append(taken.accepted, taken.message_ids)
+        except SpoolFull:
+            raise IngestError(
+                503,
+                "spool_full",
+                "the relay's spool is full; retry later",
+                retry_after_secs=self.settings.spool.retry_after_secs,
+            ) from None
+        except SpoolUnavailable as error:
+            log.warning("Spool refused a write.", extra={"error": str(error)})
+            raise IngestError(
+                503,
+                "spool_unavailable",
+                "the relay cannot store events right now; retry later",
+                retry_after_secs=self.settings.spool.retry_after_secs,
+            ) from None
+        if taken.rejected:
+            response = json_response(
+                {"success": True, "accepted": len(taken.accepted), "rejected": taken.rejected}
+            )
+        else:
+            response = web.Response(body=SUCCESS_BODY, content_type=JSON_TYPE)
+        device = taken.device
+        if device is not None and device.renewal is not None:
+            server = self.settings.server
+            secure = is_https(
+                request.scheme, request.remote, request.headers, server.trusted_proxies
+            )
+            set_device_cookie(response, server.device_cookie, device.renewal, secure)
+        return response
+
+    async def _take(self, request: web.Request, route_type: str | None) -> Taken:
+        """Read, authenticate and process the request's events, up to the bytes to spool."""
         server = self.settings.server
         check_content_type(request)
         limit = server.max_body_bytes if route_type is None else self.event_limit
@@ -166,36 +206,7 @@ class SegmentApi:
             raise IngestError(
                 400, "no_valid_events", "no event in the batch was accepted", rejected=rejected
             )
-        # The durable commit: the answer says yes only after this returns.
-        try:
-            await request.app[SPOOL].append(accepted, message_ids)
-        except SpoolFull:
-            raise IngestError(
-                503,
-                "spool_full",
-                "the relay's spool is full; retry later",
-                retry_after_secs=self.settings.spool.retry_after_secs,
-            ) from None
-        except SpoolUnavailable as error:
-            log.warning("Spool refused a write.", extra={"error": str(error)})
-            raise IngestError(
-                503,
-                "spool_unavailable",
-                "the relay cannot store events right now; retry later",
-                retry_after_secs=self.settings.spool.retry_after_secs,
-            ) from None
-        if rejected:
-            response = json_response(
-                {"success": True, "accepted": len(accepted), "rejected": rejected}
-            )
-        else:
-            response = web.Response(body=SUCCESS_BODY, content_type=JSON_TYPE)
-        if device is not None and device.renewal is not None:
-            secure = is_https(
-                request.scheme, request.remote, headers, self.settings.server.trusted_proxies
-            )
-            set_device_cookie(response, self.settings.server.device_cookie, device.renewal, secure)
-        return response
+        return Taken(accepted, message_ids, rejected, device)
 
     def _finish(self, request: web.Request, response: web.StreamResponse, secs: float) -> None:
         self.cors.grant(request, response)
@@ -213,6 +224,17 @@ class SegmentApi:
         if source.kind is not SourceKind.BROWSER or not name:
             return None
         return device_cookie(cookies.get(name), now)
+
+
+@dataclass(slots=True)
+class Taken:
+    """What a request's events came to: the bodies to spool with their messageIds, a batch's
+    refusals, and the device cookie to answer with."""
+
+    accepted: list[bytes]
+    message_ids: list[str | None]
+    rejected: list[dict[str, Any]]
+    device: DeviceCookie | None
 
 
 def unpack_batch(data: dict[str, Any]) -> tuple[list[Any], Envelope]:
