@@ -96,19 +96,14 @@ def is_device_value(value: str) -> bool:
 
 
 def is_fbp_value(value: str) -> bool:
-    """Whether a `_fbp` value can be Meta's: `fb.` and printable, without spaces."""
+    """Whether a `_fbp` value (set by the Meta Pixel on the site's domain, forwarded as Meta
+    wrote it) can be Meta's: `fb.`, printable, without spaces, not too long."""
     return (
         0 < len(value) <= MAX_FBP_CHARS
         and value.startswith("fb.")
         and value.isprintable()
         and " " not in value
     )
-
-
-def fbp_cookie(cookies: Mapping[str, str]) -> str | None:
-    """The site's `_fbp` (set by the Meta Pixel on the same domain), forwarded as Meta wrote it."""
-    value = cookies.get(FBP_COOKIE)
-    return value if value is not None and is_fbp_value(value) else None
 
 
 def is_https(

@@ -21,7 +21,6 @@ from proxy.identity.cookies import (
     FBP_COOKIE,
     DeviceCookie,
     device_cookie,
-    fbp_cookie,
     is_device_value,
     is_fbp_value,
     is_https,
@@ -100,7 +99,7 @@ class SegmentApi:
         """One request: `route_type` is the single event's type, or None for a batch."""
         # The decoded events live only inside _take(): kept alive through the commit's wait,
         # 64 requests' worth of them (some 300,000 objects) made the heap larger and colder,
-        # and every request's processing ~20% slower on the batch benchmark.
+        # and cost the batch benchmark ~10% of its throughput.
         taken = await self._take(request, route_type)
         # The durable commit: the answer says yes only after this returns.
         try:
@@ -165,7 +164,7 @@ class SegmentApi:
             user_agent=header_text(headers.get("User-Agent")),
             source=source,
             device_id=device.device_id if device is not None else None,
-            fbp=fbp_cookie(cookies) if browser else None,
+            fbp=cookies.get(FBP_COOKIE),  # read_cookies() kept only a valid one
             context_step=context_step,
         )
         accepted: list[bytes] = []

@@ -10,7 +10,6 @@ from proxy.identity.cookies import (
     MAX_AGE_SECS,
     RENEW_AFTER_SECS,
     device_cookie,
-    fbp_cookie,
     is_device_value,
     is_fbp_value,
     is_https,
@@ -59,11 +58,12 @@ def test_a_value_that_is_not_ours_gets_a_new_id(value: str) -> None:
 
 def test_fbp_is_forwarded_as_meta_wrote_it() -> None:
     value = "fb.1.1596403881668.1116446470"
-    assert fbp_cookie({"_fbp": value, "other": "x"}) == value
-    assert fbp_cookie({"_fbp": value + ".AQEAAQMB"}) == value + ".AQEAAQMB"  # opaque appendix
-    assert fbp_cookie({}) is None
-    assert fbp_cookie({"_fbp": "not-meta"}) is None
-    assert fbp_cookie({"_fbp": "fb." + "1" * 300}) is None
+    assert is_fbp_value(value)
+    assert is_fbp_value(value + ".AQEAAQMB")  # an opaque appendix
+    assert not is_fbp_value("")
+    assert not is_fbp_value("not-meta")
+    assert not is_fbp_value("fb." + "1" * 300)
+    assert not is_fbp_value("fb.1 2")
 
 
 def test_https_from_the_scheme_or_a_trusted_proxy_only() -> None:
