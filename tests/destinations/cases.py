@@ -5,9 +5,11 @@ optionally "answer": the body of the vendor's success answer (for vendors that r
 from __future__ import annotations
 
 import gzip
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -15,6 +17,7 @@ from proxy.config import destination_settings
 from proxy.destinations import REGISTRY
 from proxy.destinations.base import Destination, HttpRequest
 from proxy.events import Event
+from tests.fakes.vendor import FakeVendor
 
 GOLDEN = Path(__file__).parent / "golden"
 NOW = 1_767_225_600  # 2026-01-01T00:00:00Z
@@ -53,6 +56,27 @@ def adapter(type_name: str, config: dict[str, Any], name: str = "golden") -> Des
     """The adapter built the way the relay builds it: through config.py's validation."""
     settings = destination_settings(name, {"type": type_name, **config})
     return REGISTRY[type_name](settings)
+
+
+D = TypeVar("D", bound=Destination[Any])
+V = TypeVar("V", bound=FakeVendor)
+
+
+def configured(name: str, kind: type[D], config: dict[str, Any]) -> D:
+    """adapter(), as the adapter class a vendor's tests expect."""
+    destination = adapter(name, config)
+    assert isinstance(destination, kind)
+    return destination
+
+
+@asynccontextmanager
+async def serving(vendor: V) -> AsyncIterator[V]:
+    """A fake vendor for one test: started, then closed and checked for requests to paths it
+    does not serve."""
+    await vendor.start()
+    yield vendor
+    await vendor.close()
+    vendor.assert_no_unknown_paths()
 
 
 def sample_config(type_name: str) -> dict[str, Any]:

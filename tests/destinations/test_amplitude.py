@@ -14,16 +14,14 @@ from proxy.deliver.client import HttpTransport
 from proxy.destinations.amplitude import Amplitude
 from proxy.destinations.base import HttpResponse, Verdict
 from proxy.events import Event
-from tests.destinations.cases import NOW, adapter, cases
+from tests.destinations.cases import NOW, adapter, cases, configured, serving
 from tests.fakes.amplitude import FakeAmplitude
 
 CONFIG = {"api_key": "amp-api-key-123"}
 
 
 def amplitude(**config: Any) -> Amplitude:
-    destination = adapter("amplitude", {**CONFIG, **config})
-    assert isinstance(destination, Amplitude)
-    return destination
+    return configured("amplitude", Amplitude, {**CONFIG, **config})
 
 
 def event(n: int = 1, **fields: Any) -> Event:
@@ -47,11 +45,8 @@ def body(destination: Amplitude, *events: Event) -> dict[str, Any]:
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeAmplitude]:
-    vendor = FakeAmplitude(now=lambda: NOW)
-    await vendor.start()
-    yield vendor
-    await vendor.close()
-    vendor.assert_no_unknown_paths()
+    async with serving(FakeAmplitude(now=lambda: NOW)) as vendor:
+        yield vendor
 
 
 def test_short_ids_lower_min_id_length_instead_of_being_stripped() -> None:

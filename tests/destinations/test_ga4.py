@@ -18,16 +18,14 @@ from proxy.destinations.base import HttpRequest
 from proxy.destinations.ga4 import GA4
 from proxy.events import Event
 from proxy.settings import Settings
-from tests.destinations.cases import NOW, adapter, cases
+from tests.destinations.cases import NOW, adapter, cases, configured, serving
 from tests.fakes.ga4 import FakeGA4
 
 CONFIG = {"measurement_id": "G-ABC123XYZ", "api_secret": "s3cr3t"}
 
 
 def ga4(**config: Any) -> GA4:
-    destination = adapter("ga4", {**CONFIG, **config})
-    assert isinstance(destination, GA4)
-    return destination
+    return configured("ga4", GA4, {**CONFIG, **config})
 
 
 def track(n: int, **fields: Any) -> Event:
@@ -49,11 +47,8 @@ def bodies(requests: list[HttpRequest]) -> list[dict[str, Any]]:
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeGA4]:
-    vendor = FakeGA4(now=lambda: NOW)
-    await vendor.start()
-    yield vendor
-    await vendor.close()
-    vendor.assert_no_unknown_paths()
+    async with serving(FakeGA4(now=lambda: NOW)) as vendor:
+        yield vendor
 
 
 def test_26_events_make_two_requests() -> None:

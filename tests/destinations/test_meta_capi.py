@@ -17,7 +17,7 @@ from proxy.destinations.base import HttpResponse, Verdict
 from proxy.destinations.meta_capi import MetaCapi
 from proxy.events import Event
 from proxy.settings import Settings
-from tests.destinations.cases import NOW, adapter, cases
+from tests.destinations.cases import NOW, adapter, cases, configured, serving
 from tests.fakes.meta import FakeMeta, graph_error
 
 CONFIG = {"pixel_id": "1234567890123456", "access_token": "EAAB-test-token"}
@@ -26,9 +26,7 @@ DAY = 86_400
 
 
 def meta(**config: Any) -> MetaCapi:
-    destination = adapter("meta_capi", {**CONFIG, **config})
-    assert isinstance(destination, MetaCapi)
-    return destination
+    return configured("meta_capi", MetaCapi, {**CONFIG, **config})
 
 
 def event(n: int = 1, **fields: Any) -> Event:
@@ -57,11 +55,8 @@ def sent(destination: MetaCapi, *events: Event) -> list[dict[str, Any]]:
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeMeta]:
-    vendor = FakeMeta(now=lambda: NOW)
-    await vendor.start()
-    yield vendor
-    await vendor.close()
-    vendor.assert_no_unknown_paths()
+    async with serving(FakeMeta(now=lambda: NOW)) as vendor:
+        yield vendor
 
 
 def test_event_id_is_the_message_id_and_builds_are_identical() -> None:

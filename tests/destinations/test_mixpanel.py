@@ -19,16 +19,14 @@ from proxy.destinations.base import HttpResponse, Verdict
 from proxy.destinations.mixpanel import Mixpanel, insert_id
 from proxy.events import Event
 from proxy.settings import Settings
-from tests.destinations.cases import NOW, adapter, cases, render
+from tests.destinations.cases import NOW, adapter, cases, configured, render, serving
 from tests.fakes.mixpanel import FakeMixpanel
 
 CONFIG = {"project_token": "mp-project-token", "api_secret": "mp-api-secret"}
 
 
 def mixpanel(**config: Any) -> Mixpanel:
-    destination = adapter("mixpanel", {**CONFIG, **config})
-    assert isinstance(destination, Mixpanel)
-    return destination
+    return configured("mixpanel", Mixpanel, {**CONFIG, **config})
 
 
 def event(n: int = 1, **fields: Any) -> Event:
@@ -46,11 +44,8 @@ def event(n: int = 1, **fields: Any) -> Event:
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeMixpanel]:
-    vendor = FakeMixpanel(now=lambda: NOW)
-    await vendor.start()
-    yield vendor
-    await vendor.close()
-    vendor.assert_no_unknown_paths()
+    async with serving(FakeMixpanel(now=lambda: NOW)) as vendor:
+        yield vendor
 
 
 @pytest.mark.parametrize(

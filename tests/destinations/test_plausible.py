@@ -14,7 +14,7 @@ from proxy.deliver.client import HttpTransport
 from proxy.destinations.base import HttpResponse, Verdict
 from proxy.destinations.plausible import Plausible
 from proxy.events import Event
-from tests.destinations.cases import NOW, adapter, cases
+from tests.destinations.cases import NOW, adapter, cases, configured, serving
 from tests.fakes.plausible import FakePlausible
 
 CONFIG = {"domain": "shop.example"}
@@ -23,9 +23,7 @@ VISITOR = {"ip": "203.0.113.7", "userAgent": UA}
 
 
 def plausible(**config: Any) -> Plausible:
-    destination = adapter("plausible", {**CONFIG, **config})
-    assert isinstance(destination, Plausible)
-    return destination
+    return configured("plausible", Plausible, {**CONFIG, **config})
 
 
 def event(n: int = 1, **fields: Any) -> Event:
@@ -50,11 +48,8 @@ def sent(destination: Plausible, one: Event) -> dict[str, Any]:
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakePlausible]:
-    vendor = FakePlausible()
-    await vendor.start()
-    yield vendor
-    await vendor.close()
-    vendor.assert_no_unknown_paths()
+    async with serving(FakePlausible()) as vendor:
+        yield vendor
 
 
 def test_one_request_per_event_with_the_visitors_headers() -> None:

@@ -17,16 +17,14 @@ from proxy.deliver.client import HttpTransport
 from proxy.destinations.base import HttpResponse, Verdict
 from proxy.destinations.posthog import PostHog
 from proxy.events import Event
-from tests.destinations.cases import NOW, adapter, cases
+from tests.destinations.cases import NOW, adapter, cases, configured, serving
 from tests.fakes.posthog import FakePostHog
 
 CONFIG = {"api_key": "phc_testProjectKey"}
 
 
 def posthog(**config: Any) -> PostHog:
-    destination = adapter("posthog", {**CONFIG, **config})
-    assert isinstance(destination, PostHog)
-    return destination
+    return configured("posthog", PostHog, {**CONFIG, **config})
 
 
 def event(n: int = 1, **fields: Any) -> Event:
@@ -50,11 +48,8 @@ def batch(destination: PostHog, *events: Event) -> list[dict[str, Any]]:
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakePostHog]:
-    vendor = FakePostHog()
-    await vendor.start()
-    yield vendor
-    await vendor.close()
-    vendor.assert_no_unknown_paths()
+    async with serving(FakePostHog()) as vendor:
+        yield vendor
 
 
 @pytest.mark.parametrize(

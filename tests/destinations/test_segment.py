@@ -15,16 +15,14 @@ from proxy.deliver.client import HttpTransport
 from proxy.destinations.base import HttpResponse, Verdict
 from proxy.destinations.segment import Segment
 from proxy.events import Event
-from tests.destinations.cases import NOW, adapter, cases
+from tests.destinations.cases import NOW, adapter, cases, configured, serving
 from tests.fakes.segment_api import FakeSegmentApi
 
 CONFIG = {"write_key": "seg-write-key"}
 
 
 def segment(**config: Any) -> Segment:
-    destination = adapter("segment", {**CONFIG, **config})
-    assert isinstance(destination, Segment)
-    return destination
+    return configured("segment", Segment, {**CONFIG, **config})
 
 
 def event(n: int = 1, note: str = "") -> Event:
@@ -38,11 +36,8 @@ def event(n: int = 1, note: str = "") -> Event:
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeSegmentApi]:
-    vendor = FakeSegmentApi()
-    await vendor.start()
-    yield vendor
-    await vendor.close()
-    vendor.assert_no_unknown_paths()
+    async with serving(FakeSegmentApi()) as vendor:
+        yield vendor
 
 
 def test_the_body_splices_the_stored_bytes() -> None:

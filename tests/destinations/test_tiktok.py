@@ -17,16 +17,14 @@ from proxy.destinations.base import HttpResponse, Verdict
 from proxy.destinations.tiktok import TikTok
 from proxy.events import Event
 from proxy.settings import Settings
-from tests.destinations.cases import NOW, adapter, cases
+from tests.destinations.cases import NOW, adapter, cases, configured, serving
 from tests.fakes.tiktok import FakeTikTok
 
 CONFIG = {"pixel_code": "C1ABCDEF23GHIJK", "access_token": "tt-test-token"}
 
 
 def tiktok(**config: Any) -> TikTok:
-    destination = adapter("tiktok", {**CONFIG, **config})
-    assert isinstance(destination, TikTok)
-    return destination
+    return configured("tiktok", TikTok, {**CONFIG, **config})
 
 
 def event(n: int = 1, **fields: Any) -> Event:
@@ -51,11 +49,8 @@ def sent(destination: TikTok, *events: Event) -> list[dict[str, Any]]:
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeTikTok]:
-    vendor = FakeTikTok()
-    await vendor.start()
-    yield vendor
-    await vendor.close()
-    vendor.assert_no_unknown_paths()
+    async with serving(FakeTikTok()) as vendor:
+        yield vendor
 
 
 def test_user_fields_are_hashed_as_tiktok_normalises_them() -> None:
