@@ -8,7 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+def per_destination(states: dict[str, T], destination: str) -> T:
+    """A backend's state for `destination`; a KeyError that says so for one it was not opened
+    with (a typo in a CLI argument, or a destination removed from the config)."""
+    try:
+        return states[destination]
+    except KeyError:
+        raise KeyError(f"destination {destination!r} does not deliver from this spool") from None
 
 
 class SpoolFull(Exception):

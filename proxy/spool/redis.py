@@ -20,7 +20,7 @@ from redis.exceptions import OutOfMemoryError, RedisError
 from proxy.clock import Clock, SystemClock
 from proxy.spool import redis_dead
 from proxy.spool import redis_scripts as scripts
-from proxy.spool.base import Dead, DeadLetter, Retry, SpoolFull, Stored
+from proxy.spool.base import Dead, DeadLetter, Retry, SpoolFull, Stored, per_destination
 from proxy.spool.redis_setup import (
     Group,
     connect,
@@ -120,12 +120,7 @@ class RedisSpool:
         )
 
     def _group(self, destination: str) -> Group:
-        try:
-            return self._groups[destination]
-        except KeyError:
-            raise KeyError(
-                f"destination {destination!r} does not deliver from this spool"
-            ) from None
+        return per_destination(self._groups, destination)
 
     # -- ingest -----------------------------------------------------------------------------
 

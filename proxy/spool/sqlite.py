@@ -20,7 +20,15 @@ from typing import Any, TypeVar
 import orjson
 
 from proxy.clock import Clock, SystemClock
-from proxy.spool.base import Dead, DeadLetter, Retry, SpoolFull, SpoolUnavailable, Stored
+from proxy.spool.base import (
+    Dead,
+    DeadLetter,
+    Retry,
+    SpoolFull,
+    SpoolUnavailable,
+    Stored,
+    per_destination,
+)
 from proxy.sqlite_writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
@@ -185,12 +193,7 @@ class SqliteSpool:
         return await loop.run_in_executor(self._read_pool, query, self._reader)
 
     def _state(self, destination: str) -> _Progress:
-        try:
-            return self._progress[destination]
-        except KeyError:
-            raise KeyError(
-                f"destination {destination!r} does not deliver from this spool"
-            ) from None
+        return per_destination(self._progress, destination)
 
     # -- ingest -----------------------------------------------------------------------------
 

@@ -72,6 +72,14 @@ async def test_append_then_claim_in_order(reopen: OpenSpool, clock: ManualClock)
     assert all(s.attempts == 0 for s in claimed)
 
 
+async def test_a_destination_the_spool_was_not_opened_with_is_named(
+    reopen: OpenSpool, clock: ManualClock
+) -> None:
+    spool = await reopen(destinations=("a",))
+    with pytest.raises(KeyError, match="'typo' does not deliver from this spool"):
+        await spool.claim("typo", 10, clock.now())
+
+
 async def test_claimed_events_are_not_handed_out_twice(
     reopen: OpenSpool, clock: ManualClock
 ) -> None:
