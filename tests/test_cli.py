@@ -21,6 +21,7 @@ from proxy.destinations import REGISTRY
 from proxy.spool.base import Dead
 from proxy.spool.sqlite import SqliteSpool
 from proxy.starter import prefix_warnings, random_prefix, starter
+from tests.test_config import MINIMAL
 
 ROOT = Path(__file__).resolve().parents[1]
 # Words filter lists match in analytics paths (shared/testdata/filterlists/verdicts.md).
@@ -28,16 +29,6 @@ AD_BLOCKER_WORDS = (
     "ad", "analytic", "track", "collect", "pixel", "stat", "metric", "gtm", "gtag", "tag",
     "beacon", "event", "log", "telemetry", "segment", "pageview", "insight", "count", "hit",
 )  # fmt: skip
-
-VALID = """
-[sources.web]
-kind = "browser"
-write_key = "pk_1"
-origins = ["https://shop.example"]
-
-[destinations.debug]
-type = "debug"
-"""
 
 
 def env_for(text: str) -> dict[str, str]:
@@ -160,7 +151,7 @@ def test_prefix_warnings() -> None:
 
 
 def test_check_config_valid(tmp_path: Path) -> None:
-    (tmp_path / "relay.toml").write_text(VALID, encoding="utf-8")
+    (tmp_path / "relay.toml").write_text(MINIMAL, encoding="utf-8")
 
     result = run_cli("check-config", "relay.toml", cwd=tmp_path)
 
@@ -172,7 +163,8 @@ def test_check_config_valid(tmp_path: Path) -> None:
 
 
 def test_check_config_prints_every_error(tmp_path: Path) -> None:
-    text = VALID + 'timeout_secs = "slow"\n[server]\nlisten = "8080"\n[admin]\ntoken = "${NOPE}"\n'
+    broken = 'timeout_secs = "slow"\n[server]\nlisten = "8080"\n[admin]\ntoken = "${NOPE}"\n'
+    text = MINIMAL + broken
     (tmp_path / "relay.toml").write_text(text, encoding="utf-8")
 
     result = run_cli("check-config", "relay.toml", cwd=tmp_path, env={"NOPE": ""})
@@ -237,7 +229,7 @@ def make_dead_letters(path: Path) -> None:
 
 def test_dead_letters_and_replay(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "relay.toml"
-    config.write_text(VALID, encoding="utf-8")
+    config.write_text(MINIMAL, encoding="utf-8")
     make_dead_letters(tmp_path / "var/spool.sqlite3")
 
     assert main(["dead-letters", "--config", str(config)]) == 0
@@ -256,7 +248,7 @@ def test_dead_letters_and_replay(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 def test_replay_unknown_destination(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "relay.toml"
-    config.write_text(VALID, encoding="utf-8")
+    config.write_text(MINIMAL, encoding="utf-8")
 
     assert main(["replay", "debgu", "--config", str(config)]) == 2
     assert 'unknown destination "debgu" (configured: debug)' in capsys.readouterr().err
@@ -266,7 +258,7 @@ def test_dead_letters_without_a_spool_creates_none(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "relay.toml"
-    config.write_text(VALID, encoding="utf-8")
+    config.write_text(MINIMAL, encoding="utf-8")
 
     assert main(["dead-letters", "--config", str(config)]) == 0
     assert "No spool yet" in capsys.readouterr().out
