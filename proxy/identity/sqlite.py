@@ -105,7 +105,7 @@ class SqliteIdentityStore:
 
     async def close(self) -> None:
         self._flush()
-        await asyncio.to_thread(self._writer.stop)
+        await self._writer.close()
 
     def _flush(self) -> None:
         if self._flush_at is not None:

@@ -520,7 +520,7 @@ class SqliteSpool:
         if self._cleanup_timer is not None:
             self._cleanup_timer.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        await asyncio.to_thread(self._writer.stop)
+        await self._writer.close()
         self._read_pool.shutdown(wait=True)
         self._reader.close()
 
