@@ -4,6 +4,8 @@ Run by hand (not collected by pytest): `.venv/bin/python -m tests.bench.bench_in
 wrk (Debian) is pinned to one core and the server under test to the other; 64 connections.
 Reports events/s and latency percentiles, and each figure as a ratio to the bare handler, as
 the median of --rounds rounds that alternate the loads (this VM's speed drifts by 30%).
+"spool only" (tests/bench/spool_only.py) is the floor under the durable ack: read, parse, append
+and commit, nothing else; the gap between it and "relay single" is the cost of ingest's work.
 """
 
 from __future__ import annotations
@@ -222,22 +224,27 @@ def main() -> None:
         )
         bare = start(["-c", BARE_SERVER, str(port)])
         relay = start(["-m", "proxy", "serve", "--config", str(config)])
+        floor_spool = str(Path(tmp) / "floor.sqlite3")
+        floor = start(
+            ["-m", "tests.bench.spool_only", str(port + 2), floor_spool, opts.synchronous]
+        )
         try:
-            wait_ready(f"http://127.0.0.1:{port}/healthz")
-            wait_ready(f"http://127.0.0.1:{port + 1}/healthz")
+            for server_port in (port, port + 1, port + 2):
+                wait_ready(f"http://127.0.0.1:{server_port}/healthz")
             url = f"http://127.0.0.1:{port + 1}"
-            # Rounds alternate the three loads, so a noisy neighbour slows all of them alike;
-            # each figure is the median round's.
+            # Rounds alternate the loads, so a noisy neighbour slows all of them alike; each
+            # figure is the median round's.
             rounds = [
                 (
                     wrk(f"http://127.0.0.1:{port}/v1/t", single_lua, opts.seconds, "bare 204"),
+                    wrk(f"http://127.0.0.1:{port + 2}/", single_lua, opts.seconds, "spool only"),
                     wrk(f"{url}/v1/t", single_lua, opts.seconds, "relay single"),
                     wrk(f"{url}/v1/batch", batch_lua, opts.seconds, "relay batch x100"),
                 )
                 for _ in range(opts.rounds)
             ]
         finally:
-            for server in (bare, relay):
+            for server in (bare, relay, floor):
                 server.terminate()
                 server.wait()
 
@@ -249,7 +256,7 @@ def main() -> None:
         f"{'server':<18} {'req/s':>9} {'events/s':>9} {'ratio':>6} {'p50 ms':>7} "
         f"{'p99 ms':>7} {'non-2xx':>8}"
     )
-    for column in range(3):
+    for column in range(len(rounds[0])):
         runs = [found[column] for found in rounds]
         run = median_run(runs)
         per = 100 if "batch" in run.label else 1
