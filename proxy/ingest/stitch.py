@@ -44,7 +44,7 @@ class Stitcher:
 
 
 class ContextStep:
-    __slots__ = ("_browser", "_captured", "_gpc", "_now", "_profiles", "_stitcher")
+    __slots__ = ("_browser", "_captured", "_gpc", "_last", "_now", "_profiles", "_stitcher")
 
     def __init__(
         self,
@@ -62,6 +62,7 @@ class ContextStep:
         # What this request's events captured, per key, until finish(): a browser's batch is
         # one user's, so its captures reach the store as one merge per key, not one per event.
         self._captured: dict[str, JSON] = {}
+        self._last: tuple[tuple[str, ...], JSON] | None = None  # the last captured keys, context
 
     def apply(self, event: JSON) -> None:
         """Redact, apply GPC, then remember (browser) or attach (server) the context."""
@@ -71,8 +72,12 @@ class ContextStep:
         apply_gpc(context, self._gpc, stitcher.privacy)
         keys = tuple(profile.keys(event))
         if self._browser:
-            if keys:
+            # A batch's events mostly share one context (one page, one browser): an equal context
+            # under the same keys captures the same profile, and merging a capture again leaves
+            # a profile as it was, so only the first of a run is captured.
+            if keys and (keys, context) != self._last:
                 self._remember(keys, profile.capture(context))
+                self._last = (keys, context)
         else:
             found = next((self._profiles[key] for key in keys if key in self._profiles), None)
             if found is not None:
@@ -92,6 +97,7 @@ class ContextStep:
         for key, captured in self._captured.items():
             self._stitcher.store.remember((key,), captured, self._now)
         self._captured.clear()
+        self._last = None
 
     def _remember(self, keys: tuple[str, ...], captured: JSON) -> None:
         # Per key and in event order, as the store merges: merge() is associative, so the store

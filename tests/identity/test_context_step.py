@@ -58,3 +58,20 @@ async def test_a_browser_batch_remembers_the_latest_touch_per_key(tmp_path: Path
         assert found["a:a1"]["firstTouch"]["campaign"] == {"name": "spring"}
     finally:
         await store.close()
+
+
+async def test_a_context_repeated_after_another_is_captured_again(tmp_path: Path) -> None:
+    """Equal contexts in a row are captured once; one that comes back after another is not a
+    repeat, and its capture must win again."""
+    store = await SqliteIdentityStore.open(str(tmp_path / "spool.sqlite3"), IdentitySettings())
+    try:
+        names = ("spring", "spring", "summer", "spring")
+        pages = [{"anonymousId": "a1", "context": {"campaign": {"name": n}}} for n in names]
+        step = await Stitcher(store, PrivacySettings()).step(BROWSER, {}, pages, NOW)
+        for page in pages:
+            step.apply(page)
+        step.finish()
+        found = await store.load(["a:a1"], NOW)
+        assert found["a:a1"]["campaign"] == {"name": "spring"}
+    finally:
+        await store.close()

@@ -79,6 +79,15 @@ def test_merge_keeps_first_touch_and_replaces_last_touch() -> None:
     assert merged["ga"] == {"client_id": "1.2", "session_id": 5}
 
 
+def test_merging_the_same_capture_again_changes_nothing() -> None:
+    """What lets ingest capture a run of equal contexts once (proxy/ingest/stitch.py)."""
+    first = profile.capture(browser("spring", ga={"client_id": "1.2"}))
+    again = profile.capture(browser("summer", ga={"session_id": 5}))
+    for older in (None, first):
+        once = profile.merge(older, again)
+        assert profile.merge(once, again) == once
+
+
 def test_attach_never_overrides_what_the_backend_sent() -> None:
     remembered = profile.capture(browser("spring", userAgent="UA", fbp="fb.1.1.1"))
     context: dict[str, object] = {"ip": "198.51.100.1"}
