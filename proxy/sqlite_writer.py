@@ -4,10 +4,11 @@ by the context store.
 
 The work is split between the event loop and one thread. Rows for an INSERT go in on the loop,
 at the next tick: `executemany` binds and steps every row in C, where the thread would have had
-to take the GIL back from the loop for each row. Operations (reads, settlements, cleanups, of any
-length) and the COMMIT, which waits on the disk, run on the thread, so the loop never waits for
-either. Only one transaction is open at a time, and the thread never dies of a failed operation:
-the commit's callers get the error, and the next transaction starts clean.
+to take the GIL back from the loop for each row. What could wait runs on the thread: operations
+(reads, settlements, cleanups, of any length), the COMMIT and its fsync, rows beyond what fits
+in SQLite's page cache (which would spill to disk), and a BEGIN that has to wait for another
+process's write lock (the CLI's replay). One transaction is open at a time. A failure fails that
+transaction's callers only; the next transaction starts clean.
 """
 
 from __future__ import annotations
@@ -25,16 +26,22 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Operation = Callable[[sqlite3.Connection], Any]
+Rows = dict[str, list[tuple[Any, ...]]]  # per INSERT statement, in order
+# Row bytes inserted on the loop per transaction: well inside SQLite's default 2 MB page cache,
+# so the loop never writes pages to disk; what is beyond goes in on the thread.
+LOOP_INSERT_BYTES = 1 << 20
 
 
 @dataclass(slots=True)
 class _Transaction:
-    """One group: the rows the loop inserted (already in the open transaction when `begun`),
-    the operations for the thread, and who waits for the COMMIT."""
-
     inserted: list[asyncio.Future[None]] = field(default_factory=list)
     operations: list[tuple[Operation, asyncio.Future[Any] | None]] = field(default_factory=list)
-    begun: bool = False
+    begun: bool = False  # the loop began it and inserted its first rows
+    rows: Rows = field(default_factory=dict)  # for the thread to insert
+
+
+class WriterClosed(RuntimeError):
+    pass
 
 
 class GroupCommitWriter:
@@ -44,10 +51,15 @@ class GroupCommitWriter:
         self._conn = conn
         self._loop = loop
         self._name = name
-        self._rows: dict[str, list[tuple[Any, ...]]] = {}  # per INSERT statement, in order
+        # The loop must never sleep on a lock: it tries without waiting, and the thread waits
+        # as long as the connection was set up to.
+        self._busy_timeout_ms = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+        conn.execute("PRAGMA busy_timeout=0")
+        self._queued: list[tuple[str, Sequence[tuple[Any, ...]], int]] = []
         self._next = _Transaction()
         self._open = False  # a transaction is under way; the loop must not touch the connection
         self._scheduled = False
+        self._closed = False
         self._idle = asyncio.Event()
         self._idle.set()
         self._jobs: queue.SimpleQueue[_Transaction | None] = queue.SimpleQueue()
@@ -59,31 +71,43 @@ class GroupCommitWriter:
         """Run `op` on the thread in the next transaction; the future has its result once that
         transaction is committed."""
         future: asyncio.Future[T] = self._loop.create_future()
+        if self._refused(future):
+            return future
         self._next.operations.append((op, future))
         self._schedule()
         return future
 
-    def insert(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> asyncio.Future[None]:
-        """Insert `rows` with `sql` in the next transaction; the future is done once it is
-        committed."""
+    def insert(self, sql: str, rows: Sequence[tuple[Any, ...]], size: int) -> asyncio.Future[None]:
+        """Insert `rows` (about `size` bytes) with `sql` in the next transaction; the future is
+        done once it is committed."""
         future: asyncio.Future[None] = self._loop.create_future()
-        self._rows.setdefault(sql, []).extend(rows)
+        if self._refused(future):
+            return future
+        self._queued.append((sql, rows, size))
         self._next.inserted.append(future)
         self._schedule()
         return future
 
     def post(self, op: Operation) -> None:
         """Run `op` in the next transaction without waiting for it (a failure is logged)."""
-        self._next.operations.append((op, None))
-        self._schedule()
+        if not self._closed:
+            self._next.operations.append((op, None))
+            self._schedule()
 
     async def close(self) -> None:
-        """Commit what is queued, then end the thread and close the connection."""
+        """Commit what was queued before the call, then end the thread and close the
+        connection; what comes later is refused."""
+        self._closed = True
         while not self._idle.is_set():
             await self._idle.wait()
         self._jobs.put(None)
         await asyncio.to_thread(self._thread.join)
         self._conn.close()
+
+    def _refused(self, future: asyncio.Future[Any]) -> bool:
+        if self._closed:
+            future.set_exception(WriterClosed(f"{self._name} is closed"))
+        return self._closed
 
     def _schedule(self) -> None:
         # The next tick, not now: the requests handled in this one join the same transaction.
@@ -95,23 +119,37 @@ class GroupCommitWriter:
     def _begin(self) -> None:
         self._scheduled = False
         transaction, self._next = self._next, _Transaction()
-        rows, self._rows = self._rows, {}
+        queued, self._queued = self._queued, []
         if not transaction.inserted and not transaction.operations:
             self._idle.set()
             return
         self._open = True
-        if rows:
+        on_loop: Rows = {}
+        budget = LOOP_INSERT_BYTES
+        for sql, rows, size in queued:
+            budget -= size
+            part = on_loop if budget >= 0 and not transaction.rows else transaction.rows
+            part.setdefault(sql, []).extend(rows)
+        if on_loop:
             try:
-                # A lock held by another process (the CLI's replay) is the only wait here,
-                # bounded by the connection's busy_timeout and as short as that transaction.
                 self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as busy:
+                if busy.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                    self._finished(transaction, [], busy)
+                    return
+                # Another process holds the write lock: the thread waits for it.
+                transaction.rows = _joined(on_loop, transaction.rows)
+            else:
                 transaction.begun = True
-                for sql, values in rows.items():
-                    self._conn.executemany(sql, values)
-            except Exception as failure:
-                self._rollback(failure)
-                self._finished(transaction, [], failure)
-                return
+                try:
+                    for sql, rows in on_loop.items():
+                        self._conn.executemany(sql, rows)
+                except BaseException as error:
+                    self._rollback(error)
+                    self._finished(transaction, [], error)
+                    if not isinstance(error, Exception):
+                        raise
+                    return
         self._jobs.put(transaction)
 
     def _run(self) -> None:
@@ -120,19 +158,32 @@ class GroupCommitWriter:
             failure: BaseException | None = None
             try:
                 if not transaction.begun:
-                    self._conn.execute("BEGIN IMMEDIATE")
+                    self._conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+                    try:
+                        self._conn.execute("BEGIN IMMEDIATE")
+                    finally:
+                        self._conn.execute("PRAGMA busy_timeout=0")
+                for sql, rows in transaction.rows.items():
+                    self._conn.executemany(sql, rows)
                 results = [op(self._conn) for op, _ in transaction.operations]
                 self._conn.execute("COMMIT")
-            except Exception as error:
+            except BaseException as error:  # the thread outlives any operation
                 self._rollback(error)
                 failure = error
-            self._loop.call_soon_threadsafe(self._finished, transaction, results, failure)
+            try:
+                self._loop.call_soon_threadsafe(self._finished, transaction, results, failure)
+            except RuntimeError:  # the loop closed without close(): nobody is waiting
+                return
 
     def _rollback(self, failure: BaseException) -> None:
         # Only a bug or a disk error gets here: ingest answers 503 and clients retry.
         log.error("Write failed.", extra={"writer": self._name, "error": repr(failure)})
-        if self._conn.in_transaction:
-            self._conn.execute("ROLLBACK")
+        try:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        except sqlite3.Error as error:
+            # The next BEGIN fails and rolls back again: its callers are told, none waits.
+            log.error("Rollback failed.", extra={"writer": self._name, "error": repr(error)})
 
     def _finished(
         self, transaction: _Transaction, results: list[Any], failure: BaseException | None
@@ -140,15 +191,28 @@ class GroupCommitWriter:
         self._open = False
         if failure is None:
             self.commits += 1
-        for future in transaction.inserted:
-            _resolve(future, None, failure)
-        for index, (_, waiter) in enumerate(transaction.operations):
-            if waiter is not None:
-                _resolve(waiter, results[index] if failure is None else None, failure)
-        if self._next.inserted or self._next.operations:
-            self._schedule()
-        else:
-            self._idle.set()
+        elif not isinstance(failure, Exception) or isinstance(failure, StopIteration):
+            # What a future cannot carry (StopIteration) or should not (SystemExit...).
+            failure = RuntimeError(f"{self._name}: an operation raised {failure!r}")
+        try:
+            for future in transaction.inserted:
+                _resolve(future, None, failure)
+            for index, (_, waiter) in enumerate(transaction.operations):
+                if waiter is not None:
+                    _resolve(waiter, results[index] if failure is None else None, failure)
+        finally:
+            if self._next.inserted or self._next.operations:
+                self._schedule()
+            else:
+                self._idle.set()
+
+
+def _joined(first: Rows, then: Rows) -> Rows:
+    joined: Rows = {}
+    for part in (first, then):
+        for sql, rows in part.items():
+            joined.setdefault(sql, []).extend(rows)
+    return joined
 
 
 def _resolve(future: asyncio.Future[Any], value: Any, failure: BaseException | None) -> None:

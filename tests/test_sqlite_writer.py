@@ -1,5 +1,6 @@
 """The group-commit writer on a real SQLite file: what is queued together commits together, a
-failure fails its own transaction only, and close() commits what is queued."""
+failure fails its own transaction only, the event loop never waits on a lock, and close()
+commits what is queued."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.sqlite_writer import GroupCommitWriter
+from proxy import sqlite_writer
+from proxy.sqlite_writer import GroupCommitWriter, WriterClosed
 
 INSERT = "INSERT INTO items (value) VALUES (?)"
 
@@ -29,96 +31,130 @@ def stored(path: Path) -> list[str]:
         return [value for (value,) in conn.execute("SELECT value FROM items ORDER BY rowid")]
 
 
+def put(writer: GroupCommitWriter, *values: str) -> asyncio.Future[None]:
+    return writer.insert(INSERT, [(value,) for value in values], sum(map(len, values)))
+
+
 @pytest.fixture
-async def writer(tmp_path: Path) -> AsyncIterator[GroupCommitWriter]:
-    writer = GroupCommitWriter(
-        connect(tmp_path / "w.sqlite3"), asyncio.get_running_loop(), "test-writer"
-    )
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "w.sqlite3"
+
+
+@pytest.fixture
+async def writer(path: Path) -> AsyncIterator[GroupCommitWriter]:
+    writer = GroupCommitWriter(connect(path), asyncio.get_running_loop(), "test-writer")
     yield writer
     await writer.close()
 
 
 async def test_inserts_made_in_one_tick_share_one_commit(
-    writer: GroupCommitWriter, tmp_path: Path
+    writer: GroupCommitWriter, path: Path
 ) -> None:
-    await asyncio.gather(*(writer.insert(INSERT, [(f"v{n}",)]) for n in range(50)))
+    await asyncio.gather(*(put(writer, f"v{n}") for n in range(50)))
     assert writer.commits == 1
-    assert stored(tmp_path / "w.sqlite3") == [f"v{n}" for n in range(50)]
+    assert stored(path) == [f"v{n}" for n in range(50)]
 
 
 async def test_what_arrives_during_a_commit_goes_in_the_next(
-    writer: GroupCommitWriter, tmp_path: Path
+    writer: GroupCommitWriter, path: Path
 ) -> None:
     release = threading.Event()
     blocked = writer.submit(lambda conn: release.wait(10))  # holds the transaction open
     await asyncio.sleep(0)  # the transaction begins
-    later = [writer.insert(INSERT, [(f"v{n}",)]) for n in range(10)]
+    later = [put(writer, f"v{n}") for n in range(10)]
     assert not any(future.done() for future in later)
     release.set()
     await asyncio.gather(blocked, *later)
     assert writer.commits == 2
-    assert stored(tmp_path / "w.sqlite3") == [f"v{n}" for n in range(10)]
+    assert stored(path) == [f"v{n}" for n in range(10)]
+
+
+async def test_rows_beyond_the_loop_budget_go_in_on_the_thread_in_order(
+    writer: GroupCommitWriter, path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_writer, "LOOP_INSERT_BYTES", 4)
+    await asyncio.gather(put(writer, "ab"), put(writer, "cd", "ef"), put(writer, "gh"))
+    assert writer.commits == 1
+    assert stored(path) == ["ab", "cd", "ef", "gh"]
 
 
 async def test_an_operation_sees_the_rows_inserted_in_its_transaction(
     writer: GroupCommitWriter,
 ) -> None:
-    inserted = writer.insert(INSERT, [("a",), ("b",)])
+    inserted = put(writer, "a", "b")
     count = writer.submit(lambda conn: conn.execute("SELECT COUNT(*) FROM items").fetchone()[0])
     await inserted
     assert await count == 2
 
 
 async def test_a_failed_operation_fails_its_transaction_and_the_next_one_commits(
-    writer: GroupCommitWriter, tmp_path: Path
+    writer: GroupCommitWriter, path: Path
 ) -> None:
     def fail(conn: sqlite3.Connection) -> None:
         raise sqlite3.OperationalError("database or disk is full")
 
-    inserted = writer.insert(INSERT, [("lost",)])
+    inserted = put(writer, "lost")
     failing = writer.submit(fail)
     with pytest.raises(sqlite3.OperationalError, match="disk is full"):
         await failing
     with pytest.raises(sqlite3.OperationalError):
         await inserted  # rolled back with the operation: callers must not count it stored
-    await writer.insert(INSERT, [("kept",)])
-    assert stored(tmp_path / "w.sqlite3") == ["kept"]
+    await put(writer, "kept")
+    assert stored(path) == ["kept"]
+
+
+@pytest.mark.parametrize("raised", [StopIteration(), SystemExit(3)])
+async def test_an_operation_raising_what_a_future_cannot_carry_fails_cleanly(
+    writer: GroupCommitWriter, path: Path, raised: BaseException
+) -> None:
+    def fail(conn: sqlite3.Connection) -> None:
+        raise raised
+
+    inserted = put(writer, "lost")
+    with pytest.raises(RuntimeError, match="an operation raised"):
+        await writer.submit(fail)
+    with pytest.raises(RuntimeError):
+        await inserted
+    await put(writer, "kept")  # the thread lives on
+    assert stored(path) == ["kept"]
 
 
 async def test_a_failed_insert_fails_its_transaction_and_the_next_one_commits(
-    writer: GroupCommitWriter, tmp_path: Path
+    writer: GroupCommitWriter, path: Path
 ) -> None:
-    await writer.insert(INSERT, [("once",)])
-    duplicate = writer.insert(INSERT, [("other",), ("once",)])
+    await put(writer, "once")
     with pytest.raises(sqlite3.IntegrityError):
-        await duplicate
-    await writer.insert(INSERT, [("other",)])
-    assert stored(tmp_path / "w.sqlite3") == ["once", "other"]
+        await put(writer, "other", "once")
+    await put(writer, "other")
+    assert stored(path) == ["once", "other"]
 
 
-async def test_close_commits_what_is_queued(tmp_path: Path) -> None:
-    path = tmp_path / "w.sqlite3"
+async def test_the_loop_runs_on_while_another_process_holds_the_write_lock(
+    writer: GroupCommitWriter, path: Path
+) -> None:
+    """The CLI's replay writes the spool while the relay runs: the relay's rows wait for its
+    lock on the writer thread, and the event loop goes on serving."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute(INSERT, ("from the cli",))
+    inserted = put(writer, "from the relay")
+    await asyncio.sleep(0.05)  # a blocked loop would get here only after busy_timeout
+    assert not inserted.done()
+    other.execute("COMMIT")  # on the loop: possible only because the loop is not blocked
+    other.close()
+    await inserted
+    assert stored(path) == ["from the cli", "from the relay"]
+
+
+async def test_close_commits_what_is_queued_and_refuses_what_comes_after(path: Path) -> None:
     writer = GroupCommitWriter(connect(path), asyncio.get_running_loop(), "test-writer")
-    inserted = writer.insert(INSERT, [("queued",)])
+    inserted = put(writer, "queued")
     writer.post(lambda conn: conn.execute(INSERT, ("posted",)))
-    await writer.close()
+    closing = asyncio.ensure_future(writer.close())
+    await asyncio.sleep(0)
+    with pytest.raises(WriterClosed):
+        await put(writer, "late")
+    await closing
     assert inserted.done()
     assert inserted.exception() is None
     assert stored(path) == ["queued", "posted"]
-
-
-async def test_an_insert_waits_for_another_process_write_lock(
-    writer: GroupCommitWriter, tmp_path: Path
-) -> None:
-    """The CLI's replay writes the spool while the relay runs: the relay waits for its lock
-    (busy_timeout) instead of failing the request."""
-    other = sqlite3.connect(tmp_path / "w.sqlite3", isolation_level=None, check_same_thread=False)
-    other.execute("BEGIN IMMEDIATE")
-    other.execute(INSERT, ("from the cli",))
-    # The loop itself waits for the lock, so only another thread can end that transaction.
-    commit = threading.Timer(0.2, other.execute, ("COMMIT",))
-    commit.start()
-    await writer.insert(INSERT, [("from the relay",)])
-    commit.join()
-    other.close()
-    assert stored(tmp_path / "w.sqlite3") == ["from the cli", "from the relay"]

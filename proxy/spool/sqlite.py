@@ -212,7 +212,7 @@ class SqliteSpool:
         try:
             ids = message_ids if message_ids is not None else [None] * len(events)
             rows = [(body, now, message_id) for body, message_id in zip(events, ids, strict=True)]
-            await self._writer.insert(INSERT_EVENT, rows)
+            await self._writer.insert(INSERT_EVENT, rows, incoming)
         except Exception as error:
             self._bytes -= incoming
             raise SpoolUnavailable(f"spool write failed: {error}") from error
