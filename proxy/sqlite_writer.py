@@ -34,6 +34,8 @@ LOOP_INSERT_BYTES = 1 << 20
 
 @dataclass(slots=True)
 class _Transaction:
+    """One group: who waits for its COMMIT, its operations, and the rows the thread inserts."""
+
     inserted: list[asyncio.Future[None]] = field(default_factory=list)
     operations: list[tuple[Operation, asyncio.Future[Any] | None]] = field(default_factory=list)
     begun: bool = False  # the loop began it and inserted its first rows
@@ -41,7 +43,7 @@ class _Transaction:
 
 
 class WriterClosed(RuntimeError):
-    pass
+    """Work handed to a writer after its close()."""
 
 
 class GroupCommitWriter:
@@ -128,6 +130,7 @@ class GroupCommitWriter:
         budget = LOOP_INSERT_BYTES
         for sql, rows, size in queued:
             budget -= size
+            # In order: from the first part beyond the budget on, the thread inserts the rest.
             part = on_loop if budget >= 0 and not transaction.rows else transaction.rows
             part.setdefault(sql, []).extend(rows)
         if on_loop:
