@@ -1,4 +1,4 @@
-"""The embedded spool: one SQLite file in WAL mode, written by one thread with group commit.
+"""The embedded spool: one SQLite file in WAL mode, written with group commit (sqlite_writer.py).
 
 Invariant: for each destination, every event at or below its cursor is finished there, parked
 in `retries`, or parked in `dead_letters` — and the cursor moves in the same transaction that
