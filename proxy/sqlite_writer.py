@@ -136,23 +136,18 @@ class GroupCommitWriter:
         if on_loop:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as busy:
-                if busy.sqlite_errorcode != sqlite3.SQLITE_BUSY:
-                    self._finished(transaction, [], busy)
-                    return
-                # Another process holds the write lock: the thread waits for it.
-                transaction.rows = _joined(on_loop, transaction.rows)
-            else:
                 transaction.begun = True
-                try:
-                    for sql, rows in on_loop.items():
-                        self._conn.executemany(sql, rows)
-                except BaseException as error:
-                    self._rollback(error)
+                for sql, rows in on_loop.items():
+                    self._conn.executemany(sql, rows)
+            except BaseException as error:
+                if transaction.begun or not _is_busy(error):
+                    self._rollback(error)  # also retries a ROLLBACK that failed before
                     self._finished(transaction, [], error)
                     if not isinstance(error, Exception):
                         raise
                     return
+                # Another process holds the write lock: the thread waits for it.
+                transaction.rows = _joined(on_loop, transaction.rows)
         self._jobs.put(transaction)
 
     def _run(self) -> None:
@@ -208,6 +203,14 @@ class GroupCommitWriter:
                 self._schedule()
             else:
                 self._idle.set()
+
+
+def _is_busy(error: BaseException) -> bool:
+    # The primary code: SQLITE_BUSY_RECOVERY (another process recovering the WAL) is busy too.
+    return (
+        isinstance(error, sqlite3.OperationalError)
+        and error.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+    )
 
 
 def _joined(first: Rows, then: Rows) -> Rows:

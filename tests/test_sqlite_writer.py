@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -16,6 +17,7 @@ from proxy import sqlite_writer
 from proxy.sqlite_writer import GroupCommitWriter, WriterClosed
 
 INSERT = "INSERT INTO items (value) VALUES (?)"
+T = TypeVar("T")
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -33,6 +35,11 @@ def stored(path: Path) -> list[str]:
 
 def put(writer: GroupCommitWriter, *values: str) -> asyncio.Future[None]:
     return writer.insert(INSERT, [(value,) for value in values], sum(map(len, values)))
+
+
+async def bounded(awaitable: Awaitable[T]) -> T:
+    """A writer that wedges leaves its callers waiting forever: fail the test instead."""
+    return await asyncio.wait_for(awaitable, 10)
 
 
 @pytest.fixture
@@ -158,3 +165,44 @@ async def test_close_commits_what_is_queued_and_refuses_what_comes_after(path: P
     assert inserted.done()
     assert inserted.exception() is None
     assert stored(path) == ["queued", "posted"]
+
+
+def deny_once(conn: sqlite3.Connection, operation: str) -> None:
+    """The next `operation` (BEGIN, ROLLBACK) on `conn` fails as a broken file would make it."""
+    denied: list[str | None] = []
+
+    def authorize(action: int, arg1: str | None, *rest: object) -> int:
+        if action == sqlite3.SQLITE_TRANSACTION and arg1 == operation and not denied:
+            denied.append(arg1)
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+    conn.set_authorizer(authorize)
+
+
+async def test_a_begin_that_fails_fails_its_transaction_and_the_next_one_commits(
+    path: Path,
+) -> None:
+    conn = connect(path)
+    writer = GroupCommitWriter(conn, asyncio.get_running_loop(), "test-writer")
+    deny_once(conn, "BEGIN")
+    with pytest.raises(sqlite3.DatabaseError, match="not authorized"):
+        await bounded(put(writer, "lost"))
+    await bounded(put(writer, "kept"))
+    await bounded(writer.close())
+    assert stored(path) == ["kept"]
+
+
+async def test_a_failed_rollback_is_retried_and_the_writer_recovers(path: Path) -> None:
+    conn = connect(path)
+    writer = GroupCommitWriter(conn, asyncio.get_running_loop(), "test-writer")
+    await put(writer, "once")
+    deny_once(conn, "ROLLBACK")
+    with pytest.raises(sqlite3.IntegrityError):
+        await bounded(put(writer, "twice", "once"))  # fails, and so does its ROLLBACK
+    assert conn.in_transaction
+    with pytest.raises(sqlite3.OperationalError, match="within a transaction"):
+        await bounded(put(writer, "next"))  # its BEGIN fails; the ROLLBACK is tried again
+    await bounded(put(writer, "recovered"))
+    await bounded(writer.close())
+    assert stored(path) == ["once", "recovered"]
