@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from proxy.enrich.consent import apply_gpc, gpc_header, preferences
@@ -62,7 +63,8 @@ class ContextStep:
         # What this request's events captured, per key, until finish(): a browser's batch is
         # one user's, so its captures reach the store as one merge per key, not one per event.
         self._captured: dict[str, JSON] = {}
-        self._last: tuple[tuple[str, ...], JSON] | None = None  # the last captured keys, context
+        # The keys and context (as JSON) of the last capture, or None.
+        self._last: tuple[tuple[str, ...], bytes] | None = None
 
     def apply(self, event: JSON) -> None:
         """Redact, apply GPC, then remember (browser) or attach (server) the context."""
@@ -72,12 +74,14 @@ class ContextStep:
         apply_gpc(context, self._gpc, stitcher.privacy)
         keys = tuple(profile.keys(event))
         if self._browser:
-            # A batch's events mostly share one context (one page, one browser): an equal context
+            # A batch's events mostly share one context (one page, one browser): the same context
             # under the same keys captures the same profile, and merging a capture again leaves
             # a profile as it was, so only the first of a run is captured.
-            if keys and (keys, context) != self._last:
+            seen = _as_json(context)
+            run = None if seen is None else (keys, seen)
+            if keys and (run is None or run != self._last):
                 self._remember(keys, profile.capture(context))
-                self._last = (keys, context)
+                self._last = run
         else:
             found = next((self._profiles[key] for key in keys if key in self._profiles), None)
             if found is not None:
@@ -106,6 +110,15 @@ class ContextStep:
         for key in keys:
             earlier = self._captured.get(key)
             self._captured[key] = captured if earlier is None else profile.merge(earlier, captured)
+
+
+def _as_json(context: JSON) -> bytes | None:
+    """The context as JSON: unlike ==, it tells `false` from `0` (a consent answer's `false` is a
+    refusal; `0` is not), so only what is the same in every respect counts as a repeat."""
+    try:
+        return orjson.dumps(context)
+    except orjson.JSONEncodeError:  # nested too deeply to write: never a repeat
+        return None
 
 
 async def identity_ctx(app: web.Application) -> AsyncIterator[None]:

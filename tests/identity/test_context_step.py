@@ -75,3 +75,24 @@ async def test_a_context_repeated_after_another_is_captured_again(tmp_path: Path
         assert found["a:a1"]["campaign"] == {"name": "spring"}
     finally:
         await store.close()
+
+
+async def test_a_consent_answer_of_false_after_0_is_not_taken_for_a_repeat(
+    tmp_path: Path,
+) -> None:
+    """`0 == False` in Python, but a consent `false` is a refusal and `0` is not: the later
+    answer must reach the store."""
+    store = await SqliteIdentityStore.open(str(tmp_path / "spool.sqlite3"), IdentitySettings())
+    try:
+        pages = [
+            {"anonymousId": "a1", "context": {"consent": {"categoryPreferences": {"ads": ads}}}}
+            for ads in (0, False)
+        ]
+        step = await Stitcher(store, PrivacySettings()).step(BROWSER, {}, pages, NOW)
+        for page in pages:
+            step.apply(page)
+        step.finish()
+        found = await store.load(["a:a1"], NOW)
+        assert found["a:a1"]["consent"]["ads"] is False
+    finally:
+        await store.close()
