@@ -145,7 +145,7 @@ async def test_the_loop_runs_on_while_another_process_holds_the_write_lock(
     other.execute("BEGIN IMMEDIATE")
     other.execute(INSERT, ("from the cli",))
     inserted = put(writer, "from the relay")
-    await asyncio.sleep(0.05)  # a blocked loop would get here only after busy_timeout
+    await asyncio.sleep(0)  # _begin runs; had it waited on the lock, the loop would stall here
     assert not inserted.done()
     other.execute("COMMIT")  # on the loop: possible only because the loop is not blocked
     other.close()
