@@ -17,21 +17,12 @@ from proxy.ingest.common import IngestError
 from proxy.ingest.limits import LIMITED_BY_IP, LIMITED_BY_SOURCE
 from proxy.ingest.limits_redis import RedisRateLimits
 from proxy.keys import INGEST_COUNTS, RATE_LIMITS
-from proxy.settings import (
-    LimitSettings,
-    Secret,
-    Settings,
-    SourceKind,
-    SourceSettings,
-    SpoolBackend,
-)
+from proxy.settings import LimitSettings, Settings, SpoolBackend
 from tests.conftest import SERVER_KEY, WEB_ORIGIN, RelayFactory, SettingsFactory
 from tests.ingest.client import post, track
+from tests.ingest.test_limits import BACKEND, WEB  # the sources the one-node tests charge
 from tests.redis_server import RedisServer
 from tests.relay_process import free_port
-
-WEB = SourceSettings("web", SourceKind.BROWSER, Secret("pk"), (WEB_ORIGIN,))
-BACKEND = SourceSettings("backend", SourceKind.SERVER, Secret("sk"))
 
 
 def on_redis(
