@@ -21,6 +21,7 @@ import orjson
 
 from proxy.spool.sqlite import SqliteSpool
 from tests.bench.bench_ingest import track_event, wait_ready
+from tests.relay_process import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "whsec_1oEa+5CfOq1HFXvXji1TkJVY6pHJSHTI"
@@ -91,7 +92,7 @@ def main() -> None:
             f"spooled {opts.events} events in {time.monotonic() - began:.1f}s "
             f"({spool_path.stat().st_size / 1e6:.0f} MB file)"
         )
-        receiver_port, relay_port = 18280, 18281
+        receiver_port, relay_port = free_ports(2)
         config = folder / "relay.toml"
         config.write_text(
             f'[server]\nlisten = "127.0.0.1:{relay_port}"\n'

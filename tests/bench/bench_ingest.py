@@ -25,6 +25,8 @@ from pathlib import Path
 
 import orjson
 
+from tests.relay_process import free_ports
+
 REPO = Path(__file__).resolve().parents[2]
 WRITE_KEY = "pk_bench_browser_key"
 SERVER_KEY = "sk_bench_server_key_0123456789"
@@ -217,27 +219,29 @@ def main() -> None:
     single_lua = LUA.format(body=single, content_type="text/plain", auth=RETURNING)
     batch_lua = LUA.format(body=batch, content_type="application/json", auth="")
 
-    port = 18080
+    # Free ports, not fixed ones: a server already on a fixed port would answer /healthz and
+    # be measured in place of ours.
+    bare_port, relay_port, floor_port = free_ports(3)
     with tempfile.TemporaryDirectory() as tmp:
         config = relay_config(
-            Path(tmp), port + 1, opts.synchronous, opts.enrich, opts.with_debug_destination
+            Path(tmp), relay_port, opts.synchronous, opts.enrich, opts.with_debug_destination
         )
-        bare = start(["-c", BARE_SERVER, str(port)])
+        bare = start(["-c", BARE_SERVER, str(bare_port)])
         relay = start(["-m", "proxy", "serve", "--config", str(config)])
         floor_spool = str(Path(tmp) / "floor.sqlite3")
         floor = start(
-            ["-m", "tests.bench.spool_only", str(port + 2), floor_spool, opts.synchronous]
+            ["-m", "tests.bench.spool_only", str(floor_port), floor_spool, opts.synchronous]
         )
         try:
-            for server_port in (port, port + 1, port + 2):
+            for server_port in (bare_port, relay_port, floor_port):
                 wait_ready(f"http://127.0.0.1:{server_port}/healthz")
-            url = f"http://127.0.0.1:{port + 1}"
+            url = f"http://127.0.0.1:{relay_port}"
             # Rounds alternate the loads, so a noisy neighbour slows all of them alike; each
             # figure is the median round's.
             rounds = [
                 (
-                    wrk(f"http://127.0.0.1:{port}/v1/t", single_lua, opts.seconds, "bare 204"),
-                    wrk(f"http://127.0.0.1:{port + 2}/", single_lua, opts.seconds, "spool only"),
+                    wrk(f"http://127.0.0.1:{bare_port}/v1/t", single_lua, opts.seconds, "bare 204"),
+                    wrk(f"http://127.0.0.1:{floor_port}/", single_lua, opts.seconds, "spool only"),
                     wrk(f"{url}/v1/t", single_lua, opts.seconds, "relay single"),
                     wrk(f"{url}/v1/batch", batch_lua, opts.seconds, "relay batch x100"),
                 )
