@@ -38,11 +38,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
 
 import orjson
+
+from proxy.retry_after import parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -189,22 +190,6 @@ class _Taken:
 
 def retryable(status: int) -> bool:
     return status in RETRY_STATUSES or status >= 500
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds (delta-seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
 
 
 class _Calls:

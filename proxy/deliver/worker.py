@@ -328,7 +328,7 @@ class Worker:
             except TransportError as error:
                 result = Result(Verdict.RETRY, error.reason)
             else:
-                result = self.destination.classify(request, response, self.clock.now())
+                result = self._classify(request, response)
         if self.observer is not None:
             self.observer.sent(self.name, request, response, result, time.monotonic() - started)
         if result.verdict is not Verdict.DELIVERED or result.rejected:
@@ -337,6 +337,19 @@ class Worker:
                 extra={"destination": self.name, "error": result.reason, "events": len(items)},
             )
         await self._settle(self._settlement(result, excerpt(response), items))
+
+    def _classify(self, request: HttpRequest, response: HttpResponse) -> Result:
+        """The adapter's verdict on an answer. An answer it cannot read (a bug, or a vendor
+        answering what no page documents) is retried like a 5xx: raised out of here, it would
+        leave the batch unsettled, and its events unsent until a restart."""
+        try:
+            return self.destination.classify(request, response, self.clock.now())
+        except Exception as error:
+            log.exception(
+                "Reading the vendor's answer failed.",
+                extra={"destination": self.name, "error": repr(error)},
+            )
+            return Result(Verdict.RETRY, "unreadable_answer")
 
     def _settlement(self, result: Result, answer: str, items: list[Claimed]) -> Settlement:
         """What one request's Result means for each event it carried."""

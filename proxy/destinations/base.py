@@ -7,13 +7,13 @@ A destination does no I/O and never sleeps. The delivery worker batches events t
 from __future__ import annotations
 
 import builtins
-import email.utils
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Generic, TypeVar
 
 from proxy.events import Event
+from proxy.retry_after import parse_retry_after
 from proxy.settings import DestinationSettings
 
 
@@ -66,17 +66,8 @@ MAX_RETRY_AFTER_SECS = 3600.0
 
 def retry_after(headers: Mapping[str, str], now: float) -> float | None:
     """Seconds from a Retry-After header (delta seconds or HTTP date), capped; None if unusable."""
-    value = headers.get("Retry-After") or headers.get("retry-after")
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return min(float(value), MAX_RETRY_AFTER_SECS)
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return min(max(0.0, moment.timestamp() - now), MAX_RETRY_AFTER_SECS)
+    seconds = parse_retry_after(headers.get("Retry-After") or headers.get("retry-after"), now)
+    return None if seconds is None else min(seconds, MAX_RETRY_AFTER_SECS)
 
 
 def classify_status(response: HttpResponse, now: float) -> Result:

@@ -67,6 +67,29 @@ async def test_429_waits_for_retry_after(
     await eventually(lambda: outcomes(worker) == {"m-1": "delivered:http_204"}, "delivered")
 
 
+class FailsToReadOnce(Webhook):
+    """A webhook whose first answer trips a bug in reading it."""
+
+    tripped = False
+
+    def classify(self, request: HttpRequest, response: HttpResponse, now: float) -> Result:
+        if not self.tripped:
+            self.tripped = True
+            raise ValueError("an answer no page documents")
+        return super().classify(request, response, now)
+
+
+async def test_an_answer_the_adapter_cannot_read_is_retried(
+    relay: Relay, receiver: FakeWebhookReceiver
+) -> None:
+    # Before, the exception left the batch unsettled: no retry, no delivery until a restart.
+    worker = relay.start(receiver.endpoint, adapter=FailsToReadOnce, rand=lambda: 0.0)
+    await relay.ingest(relay.event(1))
+    await eventually(lambda: outcomes(worker) == {"m-1": "delivered:http_204"}, "delivered")
+    assert worker.counts["retry"] == 1
+    assert receiver.message_ids == ["m-1", "m-1"]
+
+
 async def test_400_is_a_dead_letter_and_replay_delivers_it(
     relay: Relay, receiver: FakeWebhookReceiver
 ) -> None:
