@@ -103,8 +103,19 @@ class _Progress:
     """In-memory delivery state of one destination (rebuilt from the cursor at open)."""
 
     next_seq: int  # the next new event to hand out
+    # Events above the cursor that were already parked when the spool opened: a restart while an
+    # earlier event was in flight. They are not new work (their retry row or dead letter says
+    # what is left), so claims skip them.
+    parked_ahead: set[int] = field(default_factory=set)
     in_flight: set[int] = field(default_factory=set)  # new events claimed, not settled
     claimed_retries: set[int] = field(default_factory=set)
+    # A claim reads the retry rows on the reader thread while settles commit on the writer: a
+    # retry settled meanwhile may come back from the read as it was. While claims read, each
+    # settled retry is noted with the count of settles so far; a claim that began before that
+    # count skips it (the next claim reads it as it now is).
+    reading: int = 0
+    releases: int = 0
+    released: dict[int, int] = field(default_factory=dict)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     def cursor(self) -> int:
@@ -158,7 +169,9 @@ class SqliteSpool:
         file = Path(path)
         file.parent.mkdir(parents=True, exist_ok=True)
 
-        def setup() -> tuple[sqlite3.Connection, sqlite3.Connection, dict[str, int], int]:
+        def setup() -> tuple[
+            sqlite3.Connection, sqlite3.Connection, dict[str, int], dict[str, set[int]], int
+        ]:
             writer = _connect(str(file), synchronous)
             writer.executescript(SCHEMA)
             _add_message_id_column(writer)
@@ -170,12 +183,26 @@ class SqliteSpool:
                     "INSERT OR IGNORE INTO cursors (destination, seq) VALUES (?, ?)", (name, last)
                 )
             cursors = dict(writer.execute("SELECT destination, seq FROM cursors").fetchall())
+            parked = {
+                name: {
+                    seq
+                    for (seq,) in writer.execute(
+                        "SELECT seq FROM retries WHERE destination = ?1 AND seq > ?2"
+                        " UNION SELECT seq FROM dead_letters WHERE destination = ?1 AND seq > ?2",
+                        (name, cursors[name]),
+                    )
+                }
+                for name in destinations
+            }
             size = writer.execute("SELECT COALESCE(SUM(length(body)), 0) FROM events").fetchone()[0]
             reader = _connect(str(file), synchronous)
-            return writer, reader, cursors, size
+            return writer, reader, cursors, parked, size
 
-        writer_conn, reader, cursors, size = await asyncio.to_thread(setup)
-        progress = {name: _Progress(next_seq=cursors[name] + 1) for name in destinations}
+        writer_conn, reader, cursors, parked, size = await asyncio.to_thread(setup)
+        progress = {
+            name: _Progress(next_seq=cursors[name] + 1, parked_ahead=parked[name])
+            for name in destinations
+        }
         writer = GroupCommitWriter(writer_conn, asyncio.get_running_loop(), "spool-writer")
         return cls(
             str(file),
@@ -254,22 +281,35 @@ class SqliteSpool:
             ).fetchall()
             return due, fresh
 
-        due, fresh = await self._read(query)
+        began = state.releases
+        state.reading += 1
+        try:
+            due, fresh = await self._read(query)
+        finally:
+            state.reading -= 1
         claimed: list[Stored] = []
+        released = state.released
         for seq, body, attempts, message_id in due:
             if seq in state.claimed_retries or len(claimed) >= max_events:
                 continue
+            if released and released.get(seq, began) > began:
+                continue  # settled while this claim read: the row may be stale
             state.claimed_retries.add(seq)
             claimed.append(Stored(str(seq), body, attempts, _text(message_id)))
+        if not state.reading:
+            released.clear()
         # A concurrent claim may have taken some already (rows come in seq order); never hand
         # one out twice.
         start = 0
         while start < len(fresh) and fresh[start][0] < state.next_seq:
             start += 1
-        fresh = fresh[start : start + max_events - len(claimed)]
+        if state.parked_ahead:
+            fresh = self._skip_parked(state, fresh[start:], max_events - len(claimed))
+        else:
+            fresh = fresh[start : start + max_events - len(claimed)]
         if fresh:
             state.in_flight.update(row[0] for row in fresh)
-            state.next_seq = fresh[-1][0] + 1
+            state.next_seq = max(state.next_seq, fresh[-1][0] + 1)  # past skipped parked ones too
             claimed += [
                 Stored(str(seq), body, 0, message_id if type(message_id) is str else None)
                 for seq, body, message_id in fresh
@@ -280,6 +320,21 @@ class SqliteSpool:
             self._behind.discard(destination)
             self._cleanup_later()  # what the backlog left, now that cleanup may run
         return claimed
+
+    @staticmethod
+    def _skip_parked(
+        state: _Progress, rows: list[tuple[int, bytes, object]], room: int
+    ) -> list[tuple[int, bytes, object]]:
+        """Up to `room` of `rows` that are not parked ahead; next_seq passes the parked ones."""
+        taken: list[tuple[int, bytes, object]] = []
+        for row in rows:
+            if len(taken) >= room:
+                break
+            state.next_seq = row[0] + 1
+            if row[0] not in state.parked_ahead:
+                taken.append(row)
+        state.parked_ahead = {seq for seq in state.parked_ahead if seq >= state.next_seq}
+        return taken
 
     async def settle(
         self,
@@ -356,6 +411,9 @@ class SqliteSpool:
             freed, more = await self._writer.submit(write)
         finally:
             state.claimed_retries.difference_update(was_retry)
+            if was_retry and state.reading:
+                state.releases += 1
+                state.released.update(dict.fromkeys(was_retry, state.releases))
         state.in_flight.difference_update(settled)
         self._bytes -= freed
         if more:

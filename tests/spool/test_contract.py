@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -263,6 +264,73 @@ async def test_restart_hands_out_unfinished_work_again(
     assert sorted(s.raw for s in again) == sorted([body(1), body(3)])
     assert [d.message_id for d in await spool.dead_letters("a")] == ["m-2"]
     assert len(await spool.claim("b", 10, clock.now())) == 4
+
+
+async def test_restart_keeps_parked_events_above_one_in_flight_parked(
+    reopen: OpenSpool, clock: ManualClock
+) -> None:
+    spool = await reopen()
+    await spool.append([body(n) for n in range(3)])
+    _in_flight, waiting, refused = await spool.claim("a", 10, clock.now())
+    await spool.settle(
+        "a",
+        retry=[Retry(waiting.id, clock.now() + 3600, "http_429")],
+        dead=[Dead(refused.id, "dead:http_400")],
+    )
+    await spool.close()  # with m-0 still in flight: the cursor stays below the parked two
+
+    spool = await reopen()
+    # Only the event that was in flight: the parked ones are not new work. Before, both were
+    # handed out again at once, ignoring the Retry-After, and stayed parked besides.
+    assert [s.raw for s in await spool.claim("a", 10, clock.now())] == [body(0)]
+    assert [d.raw for d in await spool.dead_letters("a")] == [body(2)]
+    clock.advance(3600)
+    assert [s.raw for s in await spool.claim("a", 10, clock.now())] == [body(1)]
+
+
+async def test_a_claim_never_hands_out_a_retry_settled_while_it_read(
+    reopen: OpenSpool, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = await reopen()
+    await spool.append([body(n) for n in range(2)])
+    first, second = await spool.claim("a", 10, clock.now())
+    now = clock.now()
+    await spool.settle(
+        "a", retry=[Retry(first.id, now, "http_503"), Retry(second.id, now, "http_503")]
+    )
+    retried = await spool.claim("a", 10, clock.now())
+    assert sorted(s.raw for s in retried) == [body(0), body(1)]
+    # The worker claims while batches settle. A claim that read the retry rows before these
+    # settles committed must not hand them out again: before, SQLite sent a delivered event
+    # twice and ignored an hour's Retry-After. (Redis claims in one script: nothing to hold.)
+    read = asyncio.Event()
+    release = threading.Event()
+    if isinstance(spool, SqliteSpool):
+        loop = asyncio.get_running_loop()
+        real_read = spool._read
+
+        async def held_read(query: Callable[[sqlite3.Connection], object]) -> object:
+            def run(conn: sqlite3.Connection) -> object:
+                rows = query(conn)
+                if not read.is_set():  # the first read returns only once the settles are done
+                    loop.call_soon_threadsafe(read.set)
+                    release.wait(10)
+                return rows
+
+            return await real_read(run)
+
+        monkeypatch.setattr(spool, "_read", held_read)
+    else:
+        read.set()
+    claim = asyncio.create_task(spool.claim("a", 10, clock.now()))
+    await read.wait()  # the claim has read both rows as due
+    await spool.settle("a", done=[retried[0].id])
+    await spool.settle("a", retry=[Retry(retried[1].id, clock.now() + 3600, "http_429")])
+    release.set()
+    assert await claim == []
+    assert await spool.claim("a", 10, clock.now()) == []
+    clock.advance(3600)
+    assert [s.id for s in await spool.claim("a", 10, clock.now())] == [retried[1].id]
 
 
 async def test_new_destination_starts_at_the_end(reopen: OpenSpool, clock: ManualClock) -> None:
