@@ -243,7 +243,7 @@ class Worker:
                     event = with_answer(event, answered[message_id])
                 elif self.consent_wait.undecided(event, self.settings.consent, now):
                     not_before = now + self.consent_wait.recheck_secs
-                    stopped.retry.append(Retry(stored.id, not_before, HOLD_REASON))
+                    stopped.retry.append(Retry(stored.id, not_before, HOLD_REASON, failed=False))
                     continue
                 outcome = screen(event, self.destination, now, self.consent_required)
             except (KeyError, ValueError, TypeError):

@@ -47,6 +47,9 @@ class Retry:
     id: str
     not_before: float  # epoch seconds
     reason: str
+    # False when the event was not sent (held for a consent answer): it is not a failed attempt,
+    # so it counts neither toward max_attempts nor into the backoff.
+    failed: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -206,7 +206,7 @@ class RedisSpool:
         failed_at = self._clock.now()
         args: list[str | int | bytes] = [destination, len(done), len(retry), len(dead), *done]
         for item in retry:
-            args += [item.id, repr(item.not_before)]
+            args += [item.id, repr(item.not_before), int(item.failed)]
         for letter in dead:
             args += [letter.id, redis_dead.dead_record(letter.reason, letter.response, failed_at)]
         try:

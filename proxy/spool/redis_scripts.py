@@ -222,7 +222,8 @@ return {recovered, autoclaimed, out}
 """
 )
 
-# ARGV: group, n_done, n_retry, n_dead, done ids, (id, not_before) pairs, (id, record) pairs
+# ARGV: group, n_done, n_retry, n_dead, done ids, (id, not_before, failed 1|0) triples,
+#   (id, record) pairs
 #   ->  bytes held
 SETTLE = Script(
     PRELUDE
@@ -249,12 +250,12 @@ for i = 5, last_done, 1000 do
 end
 local at = last_done + 1
 for _ = 1, n_retry do
-  local id, not_before = ARGV[at], ARGV[at + 1]
-  at = at + 2
+  local id, not_before, failed = ARGV[at], ARGV[at + 1], ARGV[at + 2]
+  at = at + 3
   release(id)
   if park(id) then
     redis.call('ZADD', retries, not_before, id)
-    redis.call('HINCRBY', attempts, id, 1)
+    if failed == '1' then redis.call('HINCRBY', attempts, id, 1) end
   end
 end
 for _ = 1, n_dead do

@@ -345,7 +345,7 @@ class SqliteSpool:
     ) -> None:
         state = self._state(destination)
         done_seqs = list(map(int, done))
-        retry_rows = [(int(r.id), r.not_before, r.reason) for r in retry]
+        retry_rows = [(int(r.id), r.not_before, r.reason, int(r.failed)) for r in retry]
         dead_rows = [(int(d.id), d.reason, d.response) for d in dead]
         settled = {*done_seqs, *(r[0] for r in retry_rows), *(d[0] for d in dead_rows)}
         was_retry = settled & state.claimed_retries
@@ -379,12 +379,12 @@ class SqliteSpool:
             if retry_rows:
                 conn.executemany(
                     "INSERT INTO retries (destination, seq, attempts, not_before, reason)"
-                    " VALUES (?, ?, 1, ?, ?) ON CONFLICT (destination, seq) DO UPDATE SET"
-                    " attempts = attempts + 1, not_before = excluded.not_before,"
-                    " reason = excluded.reason",
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (destination, seq) DO UPDATE SET"
+                    " attempts = attempts + excluded.attempts,"
+                    " not_before = excluded.not_before, reason = excluded.reason",
                     [
-                        (destination, seq, not_before, reason)
-                        for seq, not_before, reason in retry_rows
+                        (destination, seq, failed, not_before, reason)
+                        for seq, not_before, reason, failed in retry_rows
                     ],
                 )
             if dead_rows:

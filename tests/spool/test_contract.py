@@ -127,6 +127,21 @@ async def test_retry_waits_until_due_and_counts_attempts(
     assert await spool.next_retry_at("a") is None
 
 
+async def test_a_hold_is_not_a_failed_attempt(reopen: OpenSpool, clock: ManualClock) -> None:
+    spool = await reopen()
+    await spool.append([body(1)])
+    [stored] = await spool.claim("a", 10, clock.now())
+    # Held for a consent answer, twice: the event was never sent, so nothing failed. Before,
+    # each look counted, and the wait alone used up max_attempts.
+    for _ in range(2):
+        await spool.settle("a", retry=[Retry(stored.id, clock.now(), "waiting", failed=False)])
+        [stored] = await spool.claim("a", 10, clock.now())
+        assert stored.attempts == 0
+    await spool.settle("a", retry=[Retry(stored.id, clock.now(), "http_503")])
+    [stored] = await spool.claim("a", 10, clock.now())
+    assert stored.attempts == 1
+
+
 async def test_dead_letters_keep_reason_and_replay(reopen: OpenSpool, clock: ManualClock) -> None:
     spool = await reopen()
     await spool.append([body(1), body(2)])
