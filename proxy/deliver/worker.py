@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sys
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Coroutine, Sequence
@@ -214,9 +215,26 @@ class Worker:
         else:
             ready, stopped = await self._screen(claimed)
         size = self.destination.size
-        split_up = split(ready, self.destination.limits, lambda c: size(c[1]))
+        unmappable: set[str] = set()
+
+        def measure(item: Claimed) -> int:
+            try:
+                return size(item[1])
+            except Exception as error:
+                # One event the adapter cannot map (numbers past what the vendor's format
+                # holds, nesting past the encoder's) must not stop the others: it is too large
+                # for any batch, and a dead letter of its own.
+                log.warning(
+                    "Mapping an event failed.",
+                    extra={"destination": self.name, "error": repr(error)},
+                )
+                unmappable.add(item[0].id)
+                return sys.maxsize
+
+        split_up = split(ready, self.destination.limits, measure)
         for stored, event in split_up.too_large:
-            stopped.add(stored, event.message_id, Outcome.dead("too_large"))
+            reason = "build_error" if stored.id in unmappable else "too_large"
+            stopped.add(stored, event.message_id, Outcome.dead(reason))
         if stopped:
             await self._settle(stopped)
         for batch in split_up.batches:
@@ -246,8 +264,9 @@ class Worker:
                     stopped.retry.append(Retry(stored.id, not_before, HOLD_REASON, failed=False))
                     continue
                 outcome = screen(event, self.destination, now, self.consent_required)
-            except (KeyError, ValueError, TypeError):
-                # Ingest validates shape, so this is a stored event from an older or buggy writer.
+            except Exception:
+                # Ingest validates shape, so this is a stored event from an older or buggy writer,
+                # or one this destination's filters cannot read: it alone is dead.
                 stopped.add(stored, "", Outcome.dead("invalid"))
                 continue
             if outcome is None:  # issue 6: the destination's `ip` setting, before mapping
@@ -289,13 +308,18 @@ class Worker:
         try:
             requests = self.destination.build(events, self.clock.now())
         except Exception as error:
-            # A mapping bug must not wedge the batch: park it where an operator sees and replays it.
+            # A mapping bug must not wedge the batch: park what fails where an operator sees and
+            # replays it, and send the rest.
             log.exception(
                 "Building requests failed.", extra={"destination": self.name, "error": repr(error)}
             )
+            good, bad = self._buildable(batch) if len(batch) > 1 else ([], batch)
             failed = Settlement()
-            failed.add_all(batch, Outcome.dead("build_error"))
+            # Each event builds alone but not together: no one to blame, so none is sent.
+            failed.add_all(bad or good, Outcome.dead("build_error"))
             await self._settle(failed)
+            if bad and good:
+                await self._deliver(good)
             return
         if len(requests) == 1 and requests[0].event_ids == tuple(e.message_id for e in events):
             # The usual shape (one request carrying the batch in order) needs no matching up.
@@ -318,6 +342,20 @@ class Worker:
         for failure in failures:
             if isinstance(failure, BaseException):
                 raise failure
+
+    def _buildable(self, batch: list[Claimed]) -> tuple[list[Claimed], list[Claimed]]:
+        """The batch's events that build on their own, and those that do not."""
+        good: list[Claimed] = []
+        bad: list[Claimed] = []
+        now = self.clock.now()
+        for item in batch:
+            try:
+                self.destination.build([item[1]], now)
+            except Exception:
+                bad.append(item)
+            else:
+                good.append(item)
+        return good, bad
 
     async def _send(self, request: HttpRequest, items: list[Claimed]) -> None:
         response: HttpResponse | None = None

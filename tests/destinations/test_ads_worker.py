@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,3 +89,52 @@ async def test_tiktok_invalid_parameter_dead_letters_the_request(run: Run) -> No
     await run.ingest([run.event(1), run.event(2)])
     await eventually(lambda: len(worker.outcomes) == 2, "two outcomes")
     assert set(outcomes(worker).values()) == {"dead:tiktok_40002"}
+
+
+def nested(depth: int) -> dict[str, object]:
+    value: dict[str, object] = {"leaf": 1}
+    for _ in range(depth - 1):
+        value = {"x": value}
+    return value
+
+
+POISON: dict[str, dict[str, Any]] = {
+    # Ingest accepts each (valid JSON, within the limits); each breaks one vendor's mapping:
+    # a quantity sum that is infinite (Meta's num_items), a value past 64 bits (GA4's
+    # quantity x price), and custom properties nested past what the encoder writes once the
+    # mapping wraps them in custom_data (Meta).
+    "meta_infinite": {
+        "properties": {
+            **TEMPLATE["properties"],  # type: ignore[dict-item]
+            "products": [{"quantity": 1e308}, {"quantity": 1e308}],
+        }
+    },
+    "ga4_past_64_bits": {
+        "properties": {"products": [{"product_id": "p", "quantity": 2**64 - 1, "price": 2}]}
+    },
+    "meta_too_deep": {"event": "Custom Thing", "properties": nested(253)},
+}
+
+
+@pytest.mark.parametrize(
+    ("type_name", "config", "poison"),
+    [
+        ("meta_capi", PIXEL, "meta_infinite"),
+        ("meta_capi", PIXEL, "meta_too_deep"),
+        ("ga4", {"measurement_id": "G-ABC123XYZ", "api_secret": "s3cr3t"}, "ga4_past_64_bits"),
+    ],
+)
+async def test_an_event_the_mapping_cannot_hold_is_dead_alone(
+    run: Run, type_name: str, config: dict[str, str], poison: str
+) -> None:
+    # Before, the mapping's exception stopped the destination (every later event waited for a
+    # restart, which failed the same way) or dead-lettered the whole batch with it.
+    meta = type_name == "meta_capi"
+    fake = FakeMeta(now=run.clock.now) if meta else FakeGA4(now=run.clock.now)
+    worker = await run.start(type_name, fake, config, name="meta" if meta else "ga4")
+    await run.ingest([run.event(1), run.event(2, **POISON[poison]), run.event(3)])
+    await eventually(lambda: len(worker.outcomes) == 3, "three outcomes")
+    delivered = "delivered:http_200" if meta else "delivered:http_204"
+    assert outcomes(worker) == {"m-1": delivered, "m-2": "dead:build_error", "m-3": delivered}
+    await run.ingest([run.event(4)])
+    await eventually(lambda: outcomes(worker).get("m-4") == delivered, "the next event delivered")
