@@ -39,6 +39,11 @@ def _parse_ip(value: str) -> IPAddress | None:
         text = text[1 : text.find("]")] if "]" in text else ""
     elif text.count(":") == 1:
         text = text.partition(":")[0]
+    # A zone id ("fe80::1%eth0") means something only on the host that wrote it, and it is free
+    # text: with bytes that are not UTF-8 in it, the event could not be stored.
+    text = text.partition("%")[0]
+    if not text.isascii():
+        return None
     try:
         address = ipaddress.ip_address(text)
     except ValueError:

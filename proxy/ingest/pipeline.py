@@ -229,9 +229,11 @@ def encode(event: JSON, max_bytes: int) -> bytes | Rejection:
     """The event as stored: encoded once, and refused when larger than `max_bytes`."""
     try:
         raw = orjson.dumps(event)
-    except orjson.JSONEncodeError:
-        # orjson reads JSON nested 1024 deep but writes only 254 levels.
-        return Rejection("too_deep", "the event nests objects or arrays too deeply")
+    except orjson.JSONEncodeError as error:
+        if "Recursion limit" in str(error):  # orjson reads 1024 levels deep but writes 254
+            return Rejection("too_deep", "the event nests objects or arrays too deeply")
+        # Input JSON and headers are checked where they come in; this names what slipped by.
+        return Rejection("unencodable", f"the event cannot be stored as JSON: {error}")
     if len(raw) > max_bytes:
         return Rejection(
             "too_large", f"the event is {len(raw)} bytes; the limit is {max_bytes}", 413

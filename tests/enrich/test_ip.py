@@ -150,6 +150,11 @@ def test_a_peer_that_is_not_an_address_comes_back_unchanged() -> None:
         ("::FFFF:203.0.113.7", "203.0.113.7"),
         ("2001:DB8::1", "2001:db8::1"),
         ("[2001:db8::1]", "2001:db8::1"),
+        # A zone id is dropped: free text (here bytes aiohttp decoded as a surrogate) that,
+        # kept, made the event impossible to store.
+        ("fe80::1%eth0", "fe80::1"),
+        ("fe80::1%\udcff", "fe80::1"),
+        ("[fe80::1%25eth0]:443", "fe80::1"),
         ("unknown", None),
         ("01.2.3.4", None),
         ("\u0661.\u0662.\u0663.\u0664", None),  # Arabic-Indic digits

@@ -4,11 +4,20 @@ is stored with replacement characters, and the relay goes on answering afterward
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import ipaddress
 from urllib.parse import urlsplit
 
 import orjson
 
-from tests.conftest import SERVER_KEY, WEB_KEY, WEB_ORIGIN, RelayServer
+from tests.conftest import (
+    SERVER_KEY,
+    WEB_KEY,
+    WEB_ORIGIN,
+    RelayFactory,
+    RelayServer,
+    SettingsFactory,
+)
 from tests.ingest.client import basic, track
 
 
@@ -42,3 +51,23 @@ async def test_a_user_agent_that_is_not_utf8_is_stored_cleaned(relay: RelayServe
     status = await raw_post(relay.url, "/v1/t", [b"Content-Type: application/json", auth], server)
     assert status == 200
     assert [e["messageId"] for e in await relay.spooled()] == ["after"]
+
+
+async def test_a_forwarded_address_with_a_zone_that_is_not_utf8_is_stored_without_it(
+    relay_factory: RelayFactory, settings_factory: SettingsFactory
+) -> None:
+    settings = settings_factory()
+    loopback = (ipaddress.ip_network("127.0.0.0/8"),)
+    server = dataclasses.replace(settings.server, trusted_proxies=loopback)
+    relay = await relay_factory(dataclasses.replace(settings, server=server))
+    body = orjson.dumps({**track(messageId="zoned"), "writeKey": WEB_KEY})
+    headers = [
+        b"Content-Type: text/plain",
+        f"Origin: {WEB_ORIGIN}".encode(),
+        b"X-Forwarded-For: fe80::1%\xff",
+    ]
+    # Before, the zone's surrogate made the event unencodable: 400 "too_deep", a wrong reason
+    # for a valid event, and the identity write that carried it lost other visitors' context.
+    assert await raw_post(relay.url, "/v1/t", headers, body) == 200
+    [stored] = await relay.spooled()
+    assert stored["context"]["ip"] == "fe80::1"
