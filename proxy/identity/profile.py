@@ -23,33 +23,58 @@ PAGE = "page"  # {"url", "referrer"} of the last page seen
 DEVICE = "deviceId"
 
 
+# What a profile keeps is text, numbers and flat objects of them, each text at most this long.
+# The browser sends the context, so without a bound one request could store megabytes under a
+# key for months, or nest objects so deep that every event the profile is attached to later
+# could no longer be encoded (and a backend's events for that user were refused).
+MAX_TEXT = 4096
+MAX_NAME = 256  # an object's key
+
+
 def capture(context: JSON) -> JSON:
     """What is worth remembering of a browser event's (enriched, redacted) context."""
     profile: JSON = {}
     for key in LAST_TOUCH:
         value = context.get(key)
         if value:
-            profile[key] = value
-    ga = context.get("ga")
+            kept = _bounded(value)
+            if kept:
+                profile[key] = kept
+    ga = _bounded(context.get("ga"))
     if isinstance(ga, dict) and ga:
-        profile["ga"] = dict(ga)
+        profile["ga"] = ga
     consent = context.get("consent")
     preferences = consent.get("categoryPreferences") if isinstance(consent, dict) else None
+    preferences = _bounded(preferences)
     if isinstance(preferences, dict) and preferences:
-        profile["consent"] = dict(preferences)
+        profile["consent"] = preferences
     touch = {key: profile[key] for key in ("campaign", "clickIds") if key in profile}
     if touch:
         profile[FIRST_TOUCH] = touch
     page = context.get("page")
     if isinstance(page, dict):
         seen = {key: page[key] for key in ("url", "referrer") if page.get(key)}
+        seen = _bounded(seen)
         if seen:
             profile[PAGE] = seen
     device = context.get("device")
-    device_id = device.get("id") if isinstance(device, dict) else None
+    device_id = _bounded(device.get("id") if isinstance(device, dict) else None)
     if isinstance(device_id, str) and device_id:
         profile[DEVICE] = device_id
     return profile
+
+
+def _bounded(value: Any) -> Any:
+    """`value` if it is a short text or a number; an object keeps only such members of it."""
+    if isinstance(value, dict):
+        return {
+            name: item
+            for name, item in value.items()
+            if len(name) <= MAX_NAME and not isinstance(item, dict) and _bounded(item) is not None
+        }
+    if isinstance(value, str):
+        return value if len(value) <= MAX_TEXT else None
+    return value if isinstance(value, int | float) else None  # bool is an int
 
 
 def merge(older: JSON | None, newer: JSON) -> JSON:

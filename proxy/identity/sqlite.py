@@ -10,6 +10,7 @@ holds (this process is the only writer), so server events for known users cost n
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -21,6 +22,8 @@ import orjson
 from proxy.identity.profile import merge
 from proxy.settings import IdentitySettings
 from proxy.sqlite_writer import GroupCommitWriter
+
+log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 FILE_NAME = "identity.sqlite3"
@@ -119,12 +122,17 @@ class SqliteIdentityStore:
         self, conn: sqlite3.Connection, pending: dict[str, tuple[JSON, float]], now: float
     ) -> None:
         stored = _read(conn, list(pending), now)
+        rows = []
+        for key, (delta, expires_at) in pending.items():
+            try:
+                body = orjson.dumps(merge(stored.get(key, (None, 0))[0], delta))
+            except orjson.JSONEncodeError as error:
+                # One visitor's profile that cannot be written must not cost the others theirs.
+                log.warning("A profile could not be stored.", extra={"error": str(error)})
+                continue
+            rows.append((key, body, expires_at))
         conn.executemany(
-            "INSERT OR REPLACE INTO profiles (key, body, expires_at) VALUES (?, ?, ?)",
-            [
-                (key, orjson.dumps(merge(stored.get(key, (None, 0))[0], delta)), expires_at)
-                for key, (delta, expires_at) in pending.items()
-            ],
+            "INSERT OR REPLACE INTO profiles (key, body, expires_at) VALUES (?, ?, ?)", rows
         )
         if now - self._last_cleanup >= CLEANUP_SECS:
             self._last_cleanup = now

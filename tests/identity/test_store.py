@@ -88,6 +88,31 @@ def test_merging_the_same_capture_again_changes_nothing() -> None:
         assert profile.merge(once, again) == once
 
 
+def test_a_capture_keeps_short_text_numbers_and_flat_objects_only() -> None:
+    long = "x" * (profile.MAX_TEXT + 1)
+    captured = profile.capture(
+        {
+            "campaign": {"name": "spring", "source": long, "deep": {"a": 1}, "list": [1]},
+            "clickIds": {"gclid": "g-1", "x" * (profile.MAX_NAME + 1): "id"},
+            "userAgent": long,
+            "ip": "198.51.100.1",
+            "ga": {"client_id": "1.2", "session_id": 5, "nested": {"a": 1}},
+            "consent": {"categoryPreferences": {"ads": False, "more": {"a": True}}},
+            "page": {"url": "https://shop.example/", "referrer": long},
+            "device": {"id": long},
+        }
+    )
+    assert captured == {
+        "campaign": {"name": "spring"},
+        "clickIds": {"gclid": "g-1"},
+        "ip": "198.51.100.1",
+        "ga": {"client_id": "1.2", "session_id": 5},
+        "consent": {"ads": False},
+        "firstTouch": {"campaign": {"name": "spring"}, "clickIds": {"gclid": "g-1"}},
+        "page": {"url": "https://shop.example/"},
+    }
+
+
 def test_attach_never_overrides_what_the_backend_sent() -> None:
     remembered = profile.capture(browser("spring", userAgent="UA", fbp="fb.1.1.1"))
     context: dict[str, object] = {"ip": "198.51.100.1"}
@@ -166,6 +191,18 @@ async def test_sqlite_removes_expired_rows(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / FILE_NAME) as conn:
         keys = [key for (key,) in conn.execute("SELECT key FROM profiles")]
     assert keys == ["a:new"]
+
+
+async def test_sqlite_a_profile_it_cannot_write_costs_no_other_its_own(tmp_path: Path) -> None:
+    spool = str(tmp_path / "spool.sqlite3")
+    store = await SqliteIdentityStore.open(spool, IdentitySettings())
+    store.remember(["a:victim"], profile.capture(browser("spring")), NOW)
+    store.remember(["a:bad"], {"ip": "fe80::1%\udcff"}, NOW)  # a text no encoder can write
+    await store.close()  # flushes both in one transaction
+    with sqlite3.connect(tmp_path / FILE_NAME) as conn:
+        keys = [key for (key,) in conn.execute("SELECT key FROM profiles")]
+    # Before, the one bad row rolled the whole write back, the victim's capture with it.
+    assert keys == ["a:victim"]
 
 
 # --- Redis only: several nodes -------------------------------------------------------------------
