@@ -29,6 +29,7 @@ CLICK_IDS = frozenset(
 )  # fmt: skip
 _TIME_KEYS = ("timestamp", "originalTimestamp", "receivedAt")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_CACHED_URL = 2048  # longer URLs are parsed each time, not remembered
 
 
 def parse_url(url: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -39,6 +40,10 @@ def parse_url(url: str) -> tuple[dict[str, str], dict[str, str]]:
     """
     if "?" not in url:
         return {}, {}  # most page URLs: skip the parse
+    if len(url) > MAX_CACHED_URL:
+        # Not remembered (nor by urlsplit's own cache): a batch of a few MB can hold URLs that
+        # long, and a cache of 4,096 of them would grow by the megabyte with each request.
+        return _query_pairs(url.partition("?")[2].partition("#")[0])
     # Landing URLs repeat across a campaign's visitors: parse each once (copies: callers keep them).
     campaign, click_ids = _parse_query(url)
     return dict(campaign), dict(click_ids)
@@ -50,6 +55,10 @@ def _parse_query(url: str) -> tuple[dict[str, str], dict[str, str]]:
         query = urlsplit(url).query
     except ValueError:  # e.g. an unclosed "[" in the host
         return {}, {}
+    return _query_pairs(query)
+
+
+def _query_pairs(query: str) -> tuple[dict[str, str], dict[str, str]]:
     campaign: dict[str, str] = {}
     click_ids: dict[str, str] = {}
     # A second "?" is a common link-builder slip; analytics.js reads past it the same way.

@@ -25,6 +25,7 @@ DEFAULT_REDACTED = frozenset(
     }
 )  # fmt: skip
 FIELDS = ("url", "search", "referrer")
+MAX_CACHED_URL = 2048
 # One character before the "@" says as much as the whole local part, and a `+` there would make
 # search() retry it from every start position: quadratic in a long value ending in "@".
 EMAIL = re.compile(r"[^@\s/?&=:]@[^@\s/?&=:]+\.[A-Za-z]{2,}")
@@ -68,7 +69,11 @@ class Redactor:
         for field in FIELDS:
             value = holder.get(field)
             if isinstance(value, str) and "?" in value:
-                holder[field] = self.url(value)
+                # Only URLs of a usual length are remembered: a batch of a few MB can hold
+                # longer ones, and 4,096 of them would grow the cache by the megabyte.
+                holder[field] = (
+                    self.url(value) if len(value) <= MAX_CACHED_URL else self._url(value)
+                )
 
     def _allowed(self, pair: str) -> bool:
         raw_name, _, raw_value = pair.partition("=")

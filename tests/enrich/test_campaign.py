@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+import proxy.enrich.campaign as campaign_module
 from proxy.enrich.campaign import CLICK_IDS, apply_campaign, build_fbc, parse_url
 
 LANDING = (
@@ -147,3 +148,15 @@ def test_odd_client_shapes_are_left_alone() -> None:
     assert event["context"]["clickIds"] == ["gclid"]
     assert event["context"]["campaign"] == "spring"
     assert "fbc" not in event["context"]
+
+
+def test_a_long_url_is_parsed_and_not_remembered() -> None:
+    # A batch of a few MB can carry URLs that long; remembered, 4,096 of them grew the relay
+    # by the gigabyte (a fuzzing helper saw 15 MB per refused request).
+    url = "https://shop.example/?utm_source=news&gclid=g-1&x=" + "a" * 100_000 + "#top"
+    before = campaign_module._parse_query.cache_info().currsize
+    assert parse_url(url) == ({"source": "news"}, {"gclid": "g-1"})
+    assert campaign_module._parse_query.cache_info().currsize == before
+    short = "https://shop.example/?utm_source=news&gclid=g-2"
+    assert parse_url(short) == ({"source": "news"}, {"gclid": "g-2"})
+    assert campaign_module._parse_query.cache_info().currsize == before + 1

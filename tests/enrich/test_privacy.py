@@ -130,3 +130,14 @@ def test_ip_per_destination(mode: Any, ip: str, expected: str | None) -> None:
     assert sent.context.get("ip") == expected
     assert stored.context["ip"] == ip  # other destinations still get the stored event
     assert (b'"ip"' in sent.raw) is (expected is not None)
+
+
+def test_a_long_url_is_redacted_and_not_remembered() -> None:
+    redactor = Redactor(PrivacySettings())
+    long = "https://s.example/?email=a&q=" + "b" * 100_000
+    event: dict[str, Any] = {"type": "track", "context": {"page": {"url": long}}}
+    redactor.event(event)
+    assert event["context"]["page"]["url"] == "https://s.example/?q=" + "b" * 100_000
+    assert redactor.url.cache_info().currsize == 0  # a batch of such URLs grew it by the MB
+    redactor.event({"type": "track", "context": {"page": {"url": "https://s.example/?q=1"}}})
+    assert redactor.url.cache_info().currsize == 1
