@@ -48,7 +48,11 @@ pre{{background:#f4f4f4;padding:.75rem;overflow-x:auto;white-space:pre-wrap;over
 
 async def demo_page(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    base = f"{request.scheme}://{request.host}{settings.server.prefix.rstrip('/')}"
+    host = request.host
+    if not (host.isascii() and host.isprintable()):
+        # aiohttp hands bytes that are not UTF-8 on as surrogates, which no page can encode.
+        host = f"{settings.server.listen_host}:{settings.server.listen_port}"
+    base = f"{request.scheme}://{host}{settings.server.prefix.rstrip('/')}"
     keys = [s.write_key.value for s in settings.sources if s.kind is SourceKind.BROWSER]
     tag = install_tag(keys[0], settings.server.prefix) if keys else ""
     page = PAGE.format(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import urlsplit
 
 import aiohttp
 from pytest_aiohttp import AiohttpServer
@@ -37,6 +38,21 @@ async def test_demo_page_shows_the_setup_and_what_debug_was_sent(
     assert f"-u {WEB_KEY}:" in page
     assert f"{relay.url}/v1/track" in page
     assert "sk_test" not in page  # a server key is a secret
+
+
+async def test_demo_page_with_a_host_that_is_not_utf8(relay_factory: RelayFactory) -> None:
+    relay = await relay_factory()
+    parts = urlsplit(relay.url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    writer.write(
+        f"GET {parts.path}/ HTTP/1.1\r\n".encode() + b"Host: \xff\r\nConnection: close\r\n\r\n"
+    )
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    await writer.wait_closed()
+    # Before, the page could not encode the host it showed: a 500.
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert b"http://127.0.0.1:8080/v1/track" in answer  # the configured listener instead
 
 
 async def test_page_outside_the_demo_hides_private_details(
