@@ -5,6 +5,7 @@ decoding (size, content type, gzip/deflate, JSON), and the guard that turns any 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import zlib
@@ -14,6 +15,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.streams import StreamReader
 
 from proxy.logs import REQUEST_ID, new_request_id
 
@@ -28,6 +30,9 @@ COMMON_TYPES = frozenset({"application/json", "text/plain", "", "text/plain;char
 GZIP_ENCODINGS = frozenset({"gzip", "x-gzip"})
 IDENTITY_ENCODINGS = frozenset({"", "identity"})
 SUPPORTED_ENCODINGS = GZIP_ENCODINGS | IDENTITY_ENCODINGS | {"deflate"}
+# A client that stops sending its body this long is answered 408 (nginx's client_body_timeout
+# also counts between reads, 60 s by default): otherwise it holds a connection open for good.
+BODY_IDLE_SECS = 30.0
 
 
 class IngestError(Exception):
@@ -149,7 +154,7 @@ async def _read_capped(request: web.Request, limit: int, expected: int | None) -
     chunks: list[bytes] = []
     size = 0
     try:
-        while chunk := await request.content.readany():
+        while chunk := await _next_chunk(request.content):
             size += len(chunk)
             if size > limit:
                 raise too_large(limit)
@@ -160,7 +165,23 @@ async def _read_capped(request: web.Request, limit: int, expected: int | None) -
         raise IngestError(
             400, "invalid_body", f"the request body could not be read: {error}"
         ) from None
+    except TimeoutError:
+        raise IngestError(
+            408,
+            "body_timeout",
+            f"no part of the request body arrived for {BODY_IDLE_SECS:g} s",
+        ) from None
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _next_chunk(content: StreamReader) -> bytes:
+    """What the body has next, waiting at most BODY_IDLE_SECS for it. Usually the whole body is
+    already here: then no timer is set up on the hot path."""
+    chunk = content.read_nowait()
+    if chunk or content.is_eof():
+        return chunk
+    async with asyncio.timeout(BODY_IDLE_SECS):
+        return await content.readany()
 
 
 def _decompress(body: bytes, encoding: str, limit: int) -> bytes:

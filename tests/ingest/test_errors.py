@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
 
+from proxy.ingest import common
 from proxy.settings import ServerSettings
 from tests.conftest import RelayFactory, RelayServer, SettingsFactory
 from tests.ingest.client import post, track
@@ -222,3 +225,21 @@ async def test_non_ascii_basic_credentials(relay: RelayServer, http: aiohttp.Cli
     headers = {"Authorization": "Basic cGtf\u00e9"}
     answer = await post(http, f"{relay.url}/v1/t", track(), key=None, headers=headers)
     assert (answer.status, answer.json["code"]) == (401, "invalid_authorization")
+
+
+async def test_a_body_that_stops_arriving_is_408(
+    relay: RelayServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(common, "BODY_IDLE_SECS", 0.2)
+    parts = urlsplit(relay.url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    head = (
+        f"POST {parts.path}/v1/track HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    )
+    writer.write(head.encode() + b'{"event":')  # 9 of 100 bytes, then nothing
+    # Before, the relay waited for the rest for as long as the client kept the socket open.
+    answer = await asyncio.wait_for(reader.readuntil(b"}"), 10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b'"code":"body_timeout"' in answer
