@@ -1,7 +1,8 @@
 """Runs the relay in the foreground: JSON logging, the public and admin listeners, a graceful stop.
 
-On SIGTERM or SIGINT it stops accepting, lets requests in flight (and their spool commits) finish,
-stops the delivery workers within server.shutdown_timeout_secs, and returns, so the process exits 0.
+On SIGTERM or SIGINT it stops accepting, lets requests in flight (and their spool commits) finish
+within server.shutdown_timeout_secs, then gives the delivery workers' sends as long again, and
+returns, so the process exits 0 within twice that setting.
 The role (proxy/roles.py) picks what runs: ingest, delivery or both; the admin listener runs in all.
 """
 
