@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ipaddress
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -34,15 +35,17 @@ async def raw_post(url: str, path: str, headers: list[bytes], body: bytes) -> in
     return int(status_line.split()[1])
 
 
-async def test_a_user_agent_that_is_not_utf8_is_stored_cleaned(relay: RelayServer) -> None:
-    body = orjson.dumps({**track(messageId="bad-ua"), "writeKey": WEB_KEY})
-    headers = [
-        b"Content-Type: text/plain",
-        f"Origin: {WEB_ORIGIN}".encode(),
-        b"User-Agent: Moz\xff\xfeilla/5.0",
-    ]
+async def browser_event_with(relay: RelayServer, header: bytes) -> dict[str, Any]:
+    """Posts a browser event with one more raw header; returns it as spooled."""
+    body = orjson.dumps({**track(messageId="raw"), "writeKey": WEB_KEY})
+    headers = [b"Content-Type: text/plain", f"Origin: {WEB_ORIGIN}".encode(), header]
     assert await raw_post(relay.url, "/v1/t", headers, body) == 200
     [stored] = await relay.spooled()
+    return stored
+
+
+async def test_a_user_agent_that_is_not_utf8_is_stored_cleaned(relay: RelayServer) -> None:
+    stored = await browser_event_with(relay, b"User-Agent: Moz\xff\xfeilla/5.0")
     assert stored["context"]["userAgent"] == "Moz\ufffd\ufffdilla/5.0"
 
     # The context store took that browser context too, and still answers a backend event.
@@ -60,14 +63,7 @@ async def test_a_forwarded_address_with_a_zone_that_is_not_utf8_is_stored_withou
     loopback = (ipaddress.ip_network("127.0.0.0/8"),)
     server = dataclasses.replace(settings.server, trusted_proxies=loopback)
     relay = await relay_factory(dataclasses.replace(settings, server=server))
-    body = orjson.dumps({**track(messageId="zoned"), "writeKey": WEB_KEY})
-    headers = [
-        b"Content-Type: text/plain",
-        f"Origin: {WEB_ORIGIN}".encode(),
-        b"X-Forwarded-For: fe80::1%\xff",
-    ]
     # Before, the zone's surrogate made the event unencodable: 400 "too_deep", a wrong reason
     # for a valid event, and the identity write that carried it lost other visitors' context.
-    assert await raw_post(relay.url, "/v1/t", headers, body) == 200
-    [stored] = await relay.spooled()
+    stored = await browser_event_with(relay, b"X-Forwarded-For: fe80::1%\xff")
     assert stored["context"]["ip"] == "fe80::1"
