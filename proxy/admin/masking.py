@@ -74,14 +74,14 @@ def mask_headers(headers: Mapping[str, str]) -> dict[str, str]:
 def mask_body(body: bytes, secrets: Iterable[str]) -> str:
     """A request or answer body for display: JSON with credential keys masked, else text."""
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        text = orjson.dumps(_mask_keys(orjson.loads(body)), option=orjson.OPT_INDENT_2).decode()
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        # Not JSON, or nested deeper than the encoder writes (an event near ingest's depth limit
+        # inside a vendor's envelope): shown as it is, configured secrets still hidden.
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             return f"<{len(body)} bytes, not text>"
-    else:
-        text = orjson.dumps(_mask_keys(data), option=orjson.OPT_INDENT_2).decode()
     text = hide(text, secrets)
     return text if len(text) <= MAX_BODY_CHARS else text[:MAX_BODY_CHARS] + "\n…"
 

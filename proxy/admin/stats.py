@@ -82,7 +82,9 @@ def event_summary(public: web.Application, seen: Seen) -> dict[str, Any]:
         "at": seen.at,
         "source": relay.get("source") if isinstance(relay, dict) else None,
         "type": data.get("type"),
-        "name": data.get("event") or data.get("name"),
+        # Ingest checks `event` of a track and `name` of a page or screen; others may send any
+        # JSON there, and the live view's answer must stay small and encodable.
+        "name": _text(data.get("event") or data.get("name")),
         "messageId": data.get("messageId"),
         "userId": data.get("userId"),
         "anonymousId": data.get("anonymousId"),
@@ -124,3 +126,7 @@ def bar_chart(series: list[int], label: str, width: int = 360, height: int = 80)
         f' height="{height}" aria-label="{escape(label)}"><title>{escape(label)}</title>'
         f'<text x="0" y="10">max {top}/min</text>{"".join(bars)}</svg>'
     )
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None

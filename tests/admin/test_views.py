@@ -83,6 +83,27 @@ async def test_event_page_shows_what_was_sent_and_answered_without_secrets(
     assert signature not in page
 
 
+async def test_pages_show_events_nested_as_deep_as_ingest_takes(admin: AdminRelay) -> None:
+    deep: dict[str, Any] = {"leaf": 1}
+    for _ in range(251):
+        deep = {"x": deep}
+    # An identify's `event` is not checked by ingest: any JSON is taken and kept.
+    identify = {"type": "identify", "userId": "u-1", "messageId": "m-deep-id", "event": deep}
+    answer = await post(admin.http, f"{admin.public_url}/v1/identify", identify, key=SERVER_KEY)
+    assert answer.status == 200
+    await admin.ingest(messageId="m-deep", event="Deep", properties=deep)
+    await _settled(admin, "m-deep", "hook", "delivered")
+    # Before: /api/events failed (the live view stopped for 500 events), and the event and
+    # destination pages failed on the vendor request, nested one level more than the event.
+    rows = (await admin.get_json("/api/events"))["events"]
+    assert next(r for r in rows if r["messageId"] == "m-deep-id")["name"] is None
+    seq = next(row["seq"] for row in rows if row["messageId"] == "m-deep")
+    for path in (f"/events/{seq}", "/destinations/hook"):
+        status, page = await admin.get(path)
+        assert status == 200, path
+        assert "m-deep" in page
+
+
 async def test_dead_letters_can_be_replayed_and_discarded(admin: AdminRelay) -> None:
     admin.vendor.answer(400, b'{"error":"bad field"}')
     admin.vendor.answer(400, b'{"error":"bad field"}')
