@@ -32,7 +32,7 @@ from proxy.destinations.ga4_names import (
     user_property_name,
 )
 from proxy.enrich.consent import granted
-from proxy.events import JSON, Event, EventType
+from proxy.events import JSON, Event, EventType, parse_time
 from proxy.settings import Secret
 
 HOSTS = {None: "https://www.google-analytics.com", "eu": "https://region1.google-analytics.com"}
@@ -127,7 +127,11 @@ class GA4(Destination[GA4Config]):
         envelope: JSON = {"client_id": client_id(event)}
         if event.user_id is not None and len(event.user_id) <= MAX_USER_ID_CHARS:
             envelope["user_id"] = event.user_id
-        envelope["timestamp_micros"] = micros(event.timestamp)  # request-level only: §3 caveat
+        # Request-level only (§3 caveat). A client clock ahead of ours (no sentAt to correct
+        # it) is cut to the time the relay received the event: GA4 refuses the future.
+        received = parse_time(event.data.get("receivedAt"))
+        moment = event.timestamp if received is None else min(event.timestamp, received)
+        envelope["timestamp_micros"] = micros(moment)
         if properties := user_properties(context.get("traits")):
             envelope["user_properties"] = properties
         if ip := ecommerce.text(context.get("ip")):
@@ -207,7 +211,8 @@ def client_id(event: Event) -> str:
     found = ecommerce.text(ecommerce.obj(event.context.get("ga")).get("client_id"))
     if found is not None:
         candidate = ".".join(found.split(".")[-2:])  # `GA1.1.<random>.<seconds>` -> last two
-        if re.fullmatch(r"\d+\.\d+", candidate):
+        # Two positive numbers (§1): ASCII digits without a leading zero.
+        if re.fullmatch(r"[1-9][0-9]*\.[1-9][0-9]*", candidate):
             return candidate
     device_id = ecommerce.text(ecommerce.obj(event.context.get("device")).get("id"))
     seed = event.anonymous_id or device_id or event.user_id or event.message_id
@@ -217,10 +222,10 @@ def client_id(event: Event) -> str:
 
 def session_id(value: object) -> int | None:
     """`context.ga.session_id`: the gtag `sid` (unix seconds of session start), int or digits."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63:
         return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
+        return int(value) or None  # isdigit() alone takes "²"; 18 digits stay within 64 bits
     return None
 
 

@@ -39,6 +39,13 @@ def hash_pii(value: object, normalise: Normaliser) -> str | None:
     return sha256_hex(normalised) if normalised else None
 
 
+def plain(value: str | None) -> str | None:
+    """A value the vendor must get unhashed (IP, user agent, cookie, click id), or None when it
+    looks like a SHA-256 digest: Meta and TikTok refuse the whole batch for one such value, and
+    the browser sends these fields."""
+    return None if value is None or _SHA256.fullmatch(value.lower()) else value
+
+
 def as_text(value: object) -> str | None:
     """Strings and numbers (phones and zips arrive as either) as text; anything else None."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):

@@ -54,6 +54,7 @@ STANDARD_EVENTS = frozenset(
 # "dataset not ready" (21009) are worth retrying; every other code is a client error.
 RETRY_CODES = frozenset({1, 2, 4, 17, 341, 368, 21009, 80003})
 VALUE_KEYS = ("revenue", "total", "value")  # §9 order
+COOKIE = re.compile(r"fb\.\d\.\d{13}\..+")  # fb.<subdomain index>.<creation ms>.<value> (§5)
 DAY, HOUR = 86_400, 3_600
 OtherSource = Literal[
     "app", "email", "phone_call", "chat", "physical_store", "system_generated",
@@ -192,9 +193,9 @@ def user_data(event: Event) -> JSON:
         "zp": hash_pii(pii.postal_code, hashing.zip_meta),
         "country": hash_pii(pii.country, hashing.country),
         "external_id": hash_pii(event.user_id or event.anonymous_id, hashing.trimmed),
-        "client_ip_address": ecommerce.text(context.get("ip")),
-        "client_user_agent": ecommerce.text(context.get("userAgent")),
-        "fbp": ecommerce.text(context.get("fbp")),  # the `_fbp` cookie, forwarded unchanged
+        "client_ip_address": hashing.plain(ecommerce.text(context.get("ip"))),
+        "client_user_agent": hashing.plain(ecommerce.text(context.get("userAgent"))),
+        "fbp": cookie(context.get("fbp")),  # the `_fbp` cookie, forwarded unchanged
         "fbc": fbc(event),
     }
     return {key: value for key, value in hashed.items() if value is not None}
@@ -206,13 +207,20 @@ def fbc(event: Event) -> str | None:
     The doc builds `fb.1.<ms>.<fbclid>` at landing time; the event's own time keeps it a pure
     function of the event, so retries send the same value.
     """
-    cookie = ecommerce.text(event.context.get("fbc"))
-    if cookie is not None:
-        return cookie
+    sent = cookie(event.context.get("fbc"))
+    if sent is not None:
+        return sent
     click = hashing.click_id(event, "fbclid")
     if click is None:
         return None
     return f"fb.1.{int(event.timestamp.timestamp() * 1000)}.{click}"
+
+
+def cookie(value: object) -> str | None:
+    """An `_fbp` / `_fbc` value of Meta's form (§5), else None: the browser sends these, and
+    Meta refuses the whole batch for one malformed value."""
+    text = ecommerce.text(value)
+    return text if text is not None and COOKIE.fullmatch(text) else None
 
 
 def custom_data(props: JSON, name: str) -> JSON:

@@ -124,10 +124,11 @@ def user(event: Event) -> JSON:
         "city": _plain(pii.city),
         "state": _plain(pii.state),
         "country": _plain(pii.country),
-        "ttclid": hashing.click_id(event, "ttclid"),
-        "ttp": ecommerce.text(context.get("ttp")),  # the Pixel's `_ttp` cookie
-        "ip": ecommerce.text(context.get("ip")),
-        "user_agent": ecommerce.text(context.get("userAgent")),
+        # Sent as they are, and left out when they look hashed: TikTok refuses the batch.
+        "ttclid": hashing.plain(hashing.click_id(event, "ttclid")),
+        "ttp": hashing.plain(ecommerce.text(context.get("ttp"))),  # the Pixel's `_ttp` cookie
+        "ip": hashing.plain(ecommerce.text(context.get("ip"))),
+        "user_agent": hashing.plain(ecommerce.text(context.get("userAgent"))),
         "locale": ecommerce.text(context.get("locale")),
     }
     return {key: value for key, value in fields.items() if value is not None}

@@ -107,8 +107,25 @@ def test_client_id_is_derived_stably_from_the_anonymous_id_otherwise() -> None:
     derived = {bodies(destination.build([e], NOW))[0]["client_id"] for e in (track(1), track(2))}
     (client_id,) = derived
     assert re.fullmatch(r"[1-9]\d*\.[1-9]\d*", client_id)
-    bad_cookie = track(3, context={"ga": {"client_id": "not-a-client-id"}})
-    assert bodies(destination.build([bad_cookie], NOW))[0]["client_id"] == client_id
+    # Not two positive numbers (GA4 refuses them; before, the last three were sent).
+    for bad in ("not-a-client-id", "GA1.1.0.0", "GA1.1.0123.456", "\u0661\u0662.\u0663\u0664"):
+        bad_cookie = track(3, context={"ga": {"client_id": bad}})
+        assert bodies(destination.build([bad_cookie], NOW))[0]["client_id"] == client_id, bad
+
+
+@pytest.mark.parametrize("session", ["\u00b2", "0", "9" * 400, 2**63])
+def test_a_session_id_ga4_cannot_take_is_left_out(session: object) -> None:
+    # Before, "²" and the 400 digits failed the mapping (the event a dead letter).
+    (body,) = bodies(ga4().build([track(1, context={"ga": {"session_id": session}})], NOW))
+    assert "session_id" not in body["events"][0]["params"]
+
+
+def test_a_client_clock_ahead_of_the_relays_is_cut_to_the_time_received() -> None:
+    received = "2025-12-31T23:59:00.000Z"
+    ahead = track(1, timestamp="2026-01-01T00:20:00.000Z", receivedAt=received)
+    (body,) = bodies(ga4().build([ahead], NOW))
+    # GA4 refuses timestamps in the future (ga4.md §100); before, the client's was sent.
+    assert body["timestamp_micros"] == 1767225540_000_000
 
 
 def test_custom_event_names_and_params_are_cleaned_to_ga4_rules() -> None:

@@ -81,12 +81,29 @@ def test_ip_agent_and_cookies_are_never_hashed() -> None:
         "ip": "2001:db8::1",
         "userAgent": UA,
         "fbp": "fb.1.1767000000000.111",
-        "fbc": "fb.1.1.Ab",
+        "fbc": "fb.1.1767225000000.Ab",
     }
     (data,) = sent(meta(), event(context=context))
     user = data["user_data"]
     assert (user["client_ip_address"], user["client_user_agent"]) == ("2001:db8::1", UA)
-    assert (user["fbp"], user["fbc"]) == ("fb.1.1767000000000.111", "fb.1.1.Ab")
+    assert (user["fbp"], user["fbc"]) == ("fb.1.1767000000000.111", "fb.1.1767225000000.Ab")
+
+
+@pytest.mark.parametrize(
+    ("context", "left_out"),
+    [
+        ({"fbp": "fb.1.x.y", "fbc": "abc"}, {"fbp", "fbc"}),  # not Meta's form
+        ({"fbp": 5, "fbc": 5}, {"fbp", "fbc"}),
+        # Looks hashed: Meta refuses hashed ones.
+        ({"ip": "a" * 64, "userAgent": "b" * 64}, {"client_ip_address", "client_user_agent"}),
+    ],
+)
+def test_browser_values_meta_would_refuse_are_left_out(
+    context: dict[str, Any], left_out: set[str]
+) -> None:
+    # Before, they were sent, and Meta refused the whole batch (2804001) for one of them.
+    (data,) = sent(meta(), event(context={"ip": "203.0.113.7", "userAgent": UA, **context}))
+    assert not left_out & data["user_data"].keys()
 
 
 @pytest.mark.parametrize(

@@ -66,6 +66,15 @@ def test_user_fields_are_hashed_as_tiktok_normalises_them() -> None:
     assert data["event_id"] == "m-1"
 
 
+def test_values_that_look_hashed_are_left_out_of_user() -> None:
+    digest = "a" * 64
+    page = {"url": f"https://shop.example/?ttclid={digest}"}
+    context = {"page": page, "ttp": digest, "ip": digest, "userAgent": digest}
+    (data,) = sent(tiktok(), event(context=context))
+    # Before, they were sent, and TikTok refused the whole batch: "Must not be hashed" (40002).
+    assert not {"ttclid", "ttp", "ip", "user_agent"} & data["user"].keys()
+
+
 def test_order_completed_is_complete_payment_unless_the_user_maps_it() -> None:
     assert sent(tiktok(), event())[0]["event"] == "CompletePayment"
     mapped = tiktok(event_names={"Order Completed": "PlaceAnOrder"})
