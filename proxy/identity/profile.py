@@ -2,14 +2,17 @@
 so a server event naming only the user can carry it (context stitching).
 
 Pure functions of plain JSON: `capture` takes what a browser event's context says, `merge` folds
-a newer capture into an older profile (associative, so captures can be coalesced before they are
-written), `attach` fills what a server event's context lacks: what the backend sent wins.
+a newer capture into an older profile (associative within MAX_BYTES, so captures can be coalesced
+before they are written), `attach` fills what a server event's context lacks: what the backend
+sent wins.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+
+import orjson
 
 JSON = dict[str, Any]
 
@@ -29,6 +32,9 @@ DEVICE = "deviceId"
 # could no longer be encoded (and a backend's events for that user were refused).
 MAX_TEXT = 4096
 MAX_NAME = 256  # an object's key
+# And a whole profile at most this much as JSON (real ones are well under 2 KB): many keys of
+# short texts, or ga / consent keys merged in from one capture after another, are bounded too.
+MAX_BYTES = 8192
 
 
 def capture(context: JSON) -> JSON:
@@ -61,7 +67,11 @@ def capture(context: JSON) -> JSON:
     device_id = _bounded(device.get("id") if isinstance(device, dict) else None)
     if isinstance(device_id, str) and device_id:
         profile[DEVICE] = device_id
-    return profile
+    return profile if fits(profile) else {}
+
+
+def fits(profile: JSON) -> bool:
+    return len(orjson.dumps(profile)) <= MAX_BYTES
 
 
 def _bounded(value: Any) -> Any:
@@ -87,11 +97,17 @@ def merge(older: JSON | None, newer: JSON) -> JSON:
             merged[key] = {**older[key], **newer[key]}
     if FIRST_TOUCH in older:
         merged[FIRST_TOUCH] = older[FIRST_TOUCH]
-    return merged
+    # Past the bound, the newer capture alone (which fits): only a sender that means harm gets
+    # here, and it should not grow a profile with every request.
+    return merged if fits(merged) else dict(newer)
 
 
 def attach(context: JSON, profile: JSON) -> None:
     """Fill `context` from `profile` where the server event did not say it itself."""
+    if not fits(profile):  # the Redis store merges in Redis: bound what it grew there
+        profile = {key: value for key, value in profile.items() if key not in MERGED}
+        if not fits(profile):
+            return
     for key in LAST_TOUCH:
         if key in profile and not context.get(key):
             context[key] = profile[key]

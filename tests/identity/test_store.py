@@ -113,6 +113,22 @@ def test_a_capture_keeps_short_text_numbers_and_flat_objects_only() -> None:
     }
 
 
+def test_a_profile_stays_within_its_bound_however_it_is_fed() -> None:
+    # Before, a browser could grow a profile past the event limit (ga keys merged in from
+    # capture after capture), and the backend's events for that user were refused as too large.
+    text = "v" * 1000
+    assert profile.capture({"ga": {f"k{n}": text for n in range(10)}}) == {}
+    merged: dict[str, object] = {}
+    for n in range(50):
+        merged = profile.merge(merged, profile.capture({"ga": {f"k{n}": text}, "ip": "1.2.3.4"}))
+        assert profile.fits(merged)
+    assert merged["ip"] == "1.2.3.4"
+    grown = {"ga": {f"k{n}": text for n in range(50)}, "ip": "1.2.3.4"}  # as Redis may hold it
+    context: dict[str, object] = {}
+    profile.attach(context, grown)
+    assert context == {"ip": "1.2.3.4"}
+
+
 def test_attach_never_overrides_what_the_backend_sent() -> None:
     remembered = profile.capture(browser("spring", userAgent="UA", fbp="fb.1.1.1"))
     context: dict[str, object] = {"ip": "198.51.100.1"}
