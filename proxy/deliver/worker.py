@@ -264,9 +264,13 @@ class Worker:
                     stopped.retry.append(Retry(stored.id, not_before, HOLD_REASON, failed=False))
                     continue
                 outcome = screen(event, self.destination, now, self.consent_required)
-            except Exception:
+            except Exception as error:
                 # Ingest validates shape, so this is a stored event from an older or buggy writer,
                 # or one this destination's filters cannot read: it alone is dead.
+                log.warning(
+                    "Screening an event failed.",
+                    extra={"destination": self.name, "error": repr(error)},
+                )
                 stopped.add(stored, "", Outcome.dead("invalid"))
                 continue
             if outcome is None:  # issue 6: the destination's `ip` setting, before mapping
@@ -314,12 +318,15 @@ class Worker:
                 "Building requests failed.", extra={"destination": self.name, "error": repr(error)}
             )
             good, bad = self._buildable(batch) if len(batch) > 1 else ([], batch)
-            failed = Settlement()
-            # Each event builds alone but not together: no one to blame, so none is sent.
-            failed.add_all(bad or good, Outcome.dead("build_error"))
-            await self._settle(failed)
+            if bad:
+                failed = Settlement()
+                failed.add_all(bad, Outcome.dead("build_error"))
+                await self._settle(failed)
             if bad and good:
                 await self._deliver(good)
+            else:  # each builds alone but not together: each goes alone
+                for item in good:
+                    await self._deliver([item])
             return
         if len(requests) == 1 and requests[0].event_ids == tuple(e.message_id for e in events):
             # The usual shape (one request carrying the batch in order) needs no matching up.

@@ -6,10 +6,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
-from urllib.parse import unquote_plus, urlsplit
+from urllib.parse import SplitResult, unquote_plus, urlsplit
 
 from proxy.events import parse_time
 
@@ -41,24 +42,22 @@ def parse_url(url: str) -> tuple[dict[str, str], dict[str, str]]:
     if "?" not in url:
         return {}, {}  # most page URLs: skip the parse
     if len(url) > MAX_CACHED_URL:
-        # Not remembered (nor by urlsplit's own cache): a batch of a few MB can hold URLs that
-        # long, and a cache of 4,096 of them would grow by the megabyte with each request.
-        return _query_pairs(url.partition("?")[2].partition("#")[0])
+        # Not remembered, by our cache nor by urlsplit's own: a batch of a few MB can hold URLs
+        # that long, and 4,096 of them would grow the relay by the gigabyte.
+        return _parse_query.__wrapped__(url, getattr(urlsplit, "__wrapped__", urlsplit))
     # Landing URLs repeat across a campaign's visitors: parse each once (copies: callers keep them).
     campaign, click_ids = _parse_query(url)
     return dict(campaign), dict(click_ids)
 
 
 @lru_cache(maxsize=4096)
-def _parse_query(url: str) -> tuple[dict[str, str], dict[str, str]]:
+def _parse_query(
+    url: str, split: Callable[[str], SplitResult] = urlsplit
+) -> tuple[dict[str, str], dict[str, str]]:
     try:
-        query = urlsplit(url).query
+        query = split(url).query
     except ValueError:  # e.g. an unclosed "[" in the host
         return {}, {}
-    return _query_pairs(query)
-
-
-def _query_pairs(query: str) -> tuple[dict[str, str], dict[str, str]]:
     campaign: dict[str, str] = {}
     click_ids: dict[str, str] = {}
     # A second "?" is a common link-builder slip; analytics.js reads past it the same way.

@@ -160,3 +160,6 @@ def test_a_long_url_is_parsed_and_not_remembered() -> None:
     short = "https://shop.example/?utm_source=news&gclid=g-2"
     assert parse_url(short) == ({"source": "news"}, {"gclid": "g-2"})
     assert campaign_module._parse_query.cache_info().currsize == before + 1
+    # Read by the same rules as a short one: a "?" inside the fragment is no query.
+    hashed = "https://shop.example/#/x?utm_source=news&fbclid=F&x=" + "a" * 3000
+    assert parse_url(hashed) == ({}, {})
