@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -88,6 +89,25 @@ async def test_an_answer_the_adapter_cannot_read_is_retried(
     await eventually(lambda: outcomes(worker) == {"m-1": "delivered:http_204"}, "delivered")
     assert worker.counts["retry"] == 1
     assert receiver.message_ids == ["m-1", "m-1"]
+
+
+class BuildsOnlyAlone(Webhook):
+    """A webhook whose mapping fails for any batch of more than one event."""
+
+    def build(self, events: Sequence[Event], now: float) -> list[HttpRequest]:
+        if len(events) > 1:
+            raise ValueError("a combination the mapping cannot hold")
+        return super().build(events, now)
+
+
+async def test_events_that_build_alone_but_not_together_go_one_by_one(
+    relay: Relay, receiver: FakeWebhookReceiver
+) -> None:
+    worker = relay.start(receiver.endpoint, adapter=BuildsOnlyAlone)
+    await relay.ingest(relay.event(1), relay.event(2))
+    await eventually(lambda: len(worker.outcomes) == 2, "two outcomes")
+    assert outcomes(worker) == {"m-1": "delivered:http_204", "m-2": "delivered:http_204"}
+    assert len(receiver.requests) == 2
 
 
 async def test_400_is_a_dead_letter_and_replay_delivers_it(
