@@ -26,15 +26,15 @@ PAGE = "page"  # {"url", "referrer"} of the last page seen
 DEVICE = "deviceId"
 
 
-# What a profile keeps is text, numbers and flat objects of them, each text at most this long.
-# The browser sends the context, so without a bound one request could store megabytes under a
-# key for months, or nest objects so deep that every event the profile is attached to later
-# could no longer be encoded (and a backend's events for that user were refused).
-MAX_TEXT = 4096
-MAX_NAME = 256  # an object's key
-# And a whole profile at most this much as JSON (real ones are well under 2 KB): many keys of
-# short texts, or ga / consent keys merged in from one capture after another, are bounded too.
+# The browser sends the context, so a profile is bounded: at most this much as JSON (real ones
+# are well under 2 KB), and nested at least HEADROOM levels less than the encoder writes (254).
+# Without it one request stored a 4 MB URL under a key for months, or a campaign nested so deep
+# that every event the profile was attached to later could not be encoded (and the backend's
+# events for that user were refused); ga / consent keys merged in from capture after capture
+# grew a profile past the event limit.
 MAX_BYTES = 8192
+HEADROOM = 8  # attach() puts a profile's values 3 levels into an event
+MAX_MERGED_KEYS = 32  # in ga or consent
 
 
 def capture(context: JSON) -> JSON:
@@ -43,48 +43,38 @@ def capture(context: JSON) -> JSON:
     for key in LAST_TOUCH:
         value = context.get(key)
         if value:
-            kept = _bounded(value)
-            if kept:
-                profile[key] = kept
-    ga = _bounded(context.get("ga"))
+            profile[key] = value
+    ga = context.get("ga")
     if isinstance(ga, dict) and ga:
-        profile["ga"] = ga
+        profile["ga"] = dict(ga)
     consent = context.get("consent")
     preferences = consent.get("categoryPreferences") if isinstance(consent, dict) else None
-    preferences = _bounded(preferences)
     if isinstance(preferences, dict) and preferences:
-        profile["consent"] = preferences
+        profile["consent"] = dict(preferences)
     touch = {key: profile[key] for key in ("campaign", "clickIds") if key in profile}
     if touch:
         profile[FIRST_TOUCH] = touch
     page = context.get("page")
     if isinstance(page, dict):
         seen = {key: page[key] for key in ("url", "referrer") if page.get(key)}
-        seen = _bounded(seen)
         if seen:
             profile[PAGE] = seen
     device = context.get("device")
-    device_id = _bounded(device.get("id") if isinstance(device, dict) else None)
+    device_id = device.get("id") if isinstance(device, dict) else None
     if isinstance(device_id, str) and device_id:
         profile[DEVICE] = device_id
+    if fits(profile):
+        return profile
+    profile.pop(PAGE, None)  # the likeliest to be long: what it takes to keep the rest
     return profile if fits(profile) else {}
 
 
 def fits(profile: JSON) -> bool:
-    return len(orjson.dumps(profile)) <= MAX_BYTES
-
-
-def _bounded(value: Any) -> Any:
-    """`value` if it is a short text or a number; an object keeps only such members of it."""
-    if isinstance(value, dict):
-        return {
-            name: item
-            for name, item in value.items()
-            if len(name) <= MAX_NAME and not isinstance(item, dict) and _bounded(item) is not None
-        }
-    if isinstance(value, str):
-        return value if len(value) <= MAX_TEXT else None
-    return value if isinstance(value, int | float) else None  # bool is an int
+    """Whether `profile` is within MAX_BYTES and HEADROOM (one C call: the encoder, wrapped)."""
+    try:
+        return len(orjson.dumps([[[[[[[[profile]]]]]]]])) <= MAX_BYTES + 2 * HEADROOM
+    except orjson.JSONEncodeError:  # nested deeper than the encoder writes, with the headroom
+        return False
 
 
 def merge(older: JSON | None, newer: JSON) -> JSON:
@@ -94,17 +84,19 @@ def merge(older: JSON | None, newer: JSON) -> JSON:
     merged = {**older, **newer}
     for key in MERGED:
         if key in older and key in newer:
-            merged[key] = {**older[key], **newer[key]}
+            union = {**older[key], **newer[key]}
+            # New keys capture after capture would grow it without end: past a real ga / consent
+            # object's size, the newer one alone. (No fits() here: this runs on every browser
+            # request; the store checks the whole profile where it writes, attach() where used.)
+            merged[key] = union if len(union) <= MAX_MERGED_KEYS else newer[key]
     if FIRST_TOUCH in older:
         merged[FIRST_TOUCH] = older[FIRST_TOUCH]
-    # Past the bound, the newer capture alone (which fits): only a sender that means harm gets
-    # here, and it should not grow a profile with every request.
-    return merged if fits(merged) else dict(newer)
+    return merged
 
 
 def attach(context: JSON, profile: JSON) -> None:
     """Fill `context` from `profile` where the server event did not say it itself."""
-    if not fits(profile):  # the Redis store merges in Redis: bound what it grew there
+    if not fits(profile):  # merged from captures that each fit, yet too much together
         profile = {key: value for key, value in profile.items() if key not in MERGED}
         if not fits(profile):
             return

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from proxy.identity.profile import merge
+from proxy.identity.profile import fits, merge
 from proxy.settings import IdentitySettings
 from proxy.sqlite_writer import GroupCommitWriter
 
@@ -124,8 +124,13 @@ class SqliteIdentityStore:
         stored = _read(conn, list(pending), now)
         rows = []
         for key, (delta, expires_at) in pending.items():
+            profile = merge(stored.get(key, (None, 0))[0], delta)
+            if not fits(profile):
+                profile = delta  # what this flush learned, when with the past it is too much
+                if not fits(profile):
+                    continue
             try:
-                body = orjson.dumps(merge(stored.get(key, (None, 0))[0], delta))
+                body = orjson.dumps(profile)
             except orjson.JSONEncodeError as error:
                 # One visitor's profile that cannot be written must not cost the others theirs.
                 log.warning("A profile could not be stored.", extra={"error": str(error)})

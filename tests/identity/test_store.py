@@ -88,45 +88,29 @@ def test_merging_the_same_capture_again_changes_nothing() -> None:
         assert profile.merge(once, again) == once
 
 
-def test_a_capture_keeps_short_text_numbers_and_flat_objects_only() -> None:
-    long = "x" * (profile.MAX_TEXT + 1)
-    captured = profile.capture(
-        {
-            "campaign": {"name": "spring", "source": long, "deep": {"a": 1}, "list": [1]},
-            "clickIds": {"gclid": "g-1", "x" * (profile.MAX_NAME + 1): "id"},
-            "userAgent": long,
-            "ip": "198.51.100.1",
-            "ga": {"client_id": "1.2", "session_id": 5, "nested": {"a": 1}},
-            "consent": {"categoryPreferences": {"ads": False, "more": {"a": True}}},
-            "page": {"url": "https://shop.example/", "referrer": long},
-            "device": {"id": long},
-        }
-    )
-    assert captured == {
-        "campaign": {"name": "spring"},
-        "clickIds": {"gclid": "g-1"},
-        "ip": "198.51.100.1",
-        "ga": {"client_id": "1.2", "session_id": 5},
-        "consent": {"ads": False},
-        "firstTouch": {"campaign": {"name": "spring"}, "clickIds": {"gclid": "g-1"}},
-        "page": {"url": "https://shop.example/"},
-    }
+def test_a_capture_is_bounded_in_size_and_depth() -> None:
+    deep: dict[str, object] = {"name": "spring"}
+    for _ in range(250):
+        deep = {"x": deep}
+    # Before, kept: attach() nested it past what the encoder writes, and every backend event
+    # for the user was refused (400 too_deep) for the profile's 90 days.
+    assert profile.capture({"campaign": deep, "ip": "198.51.100.1"}) == {}
+    # A long page is what goes first; the rest is kept.
+    long = {"url": "https://shop.example/", "referrer": "https://r.example/?" + "x" * 20_000}
+    assert profile.capture({"page": long, "ip": "198.51.100.1"}) == {"ip": "198.51.100.1"}
+    assert profile.capture({"ga": {f"k{n}": "v" * 1000 for n in range(10)}}) == {}
 
 
-def test_a_profile_stays_within_its_bound_however_it_is_fed() -> None:
-    # Before, a browser could grow a profile past the event limit (ga keys merged in from
-    # capture after capture), and the backend's events for that user were refused as too large.
-    text = "v" * 1000
-    assert profile.capture({"ga": {f"k{n}": text for n in range(10)}}) == {}
-    merged: dict[str, object] = {}
+def test_a_profile_fed_capture_after_capture_stays_usable() -> None:
+    # Before, ga keys merged in from capture after capture grew a profile past the event limit,
+    # and the backend's events for that user were refused as too large.
+    merged: dict[str, Any] = {}
     for n in range(50):
-        merged = profile.merge(merged, profile.capture({"ga": {f"k{n}": text}, "ip": "1.2.3.4"}))
-        assert profile.fits(merged)
-    assert merged["ip"] == "1.2.3.4"
-    grown = {"ga": {f"k{n}": text for n in range(50)}, "ip": "1.2.3.4"}  # as Redis may hold it
+        merged = profile.merge(merged, profile.capture({"ga": {f"k{n}": "v" * 1000}, "ip": "ip"}))
+        assert len(merged["ga"]) <= profile.MAX_MERGED_KEYS
     context: dict[str, object] = {}
-    profile.attach(context, grown)
-    assert context == {"ip": "1.2.3.4"}
+    profile.attach(context, merged)  # too large with ga: attached without it
+    assert context == {"ip": "ip"}
 
 
 def test_attach_never_overrides_what_the_backend_sent() -> None:
@@ -219,6 +203,17 @@ async def test_sqlite_a_profile_it_cannot_write_costs_no_other_its_own(tmp_path:
         keys = [key for (key,) in conn.execute("SELECT key FROM profiles")]
     # Before, the one bad row rolled the whole write back, the victim's capture with it.
     assert keys == ["a:victim"]
+
+
+async def test_sqlite_stores_a_profile_within_its_bound(tmp_path: Path) -> None:
+    store = await SqliteIdentityStore.open(str(tmp_path / "spool.sqlite3"), IdentitySettings())
+    for n in range(50):
+        store.remember(["a:fed"], profile.capture({"ga": {f"k{n}": "v" * 1000}}), NOW)
+        await store.load(["a:other"], NOW)  # a read flushes what is buffered
+    await store.close()
+    with sqlite3.connect(tmp_path / FILE_NAME) as conn:
+        (body,) = conn.execute("SELECT body FROM profiles WHERE key = 'a:fed'").fetchone()
+    assert len(body) <= profile.MAX_BYTES
 
 
 # --- Redis only: several nodes -------------------------------------------------------------------
