@@ -3,6 +3,9 @@
 Invariant: for each destination, every event at or below its cursor is finished there, parked
 in `retries`, or parked in `dead_letters` — and the cursor moves in the same transaction that
 parks. So a crash at any moment loses nothing: what was in flight is simply handed out again.
+Events settled above the cursor (an older one still in flight) are parked, or their seqs are
+kept in `done_ahead`, so a restart hands out only what was in flight, not what a vendor already
+took.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +62,13 @@ CREATE TABLE IF NOT EXISTS retries (
     PRIMARY KEY (destination, seq)
 );
 CREATE INDEX IF NOT EXISTS retries_due ON retries (destination, not_before);
+-- Finished events above a destination's cursor, as seq ranges; gone once the cursor passes.
+CREATE TABLE IF NOT EXISTS done_ahead (
+    destination TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS done_ahead_passed ON done_ahead (destination, last_seq);
 CREATE TABLE IF NOT EXISTS dead_letters (
     destination TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -103,10 +113,11 @@ class _Progress:
     """In-memory delivery state of one destination (rebuilt from the cursor at open)."""
 
     next_seq: int  # the next new event to hand out
-    # Events above the cursor that were already parked when the spool opened: a restart while an
-    # earlier event was in flight. They are not new work (their retry row or dead letter says
-    # what is left), so claims skip them.
-    parked_ahead: set[int] = field(default_factory=set)
+    # Events above the cursor already settled when the spool opened (a restart while an older
+    # event was in flight): finished, or parked where their retry row or dead letter says what
+    # is left. Not new work, so claims skip them.
+    settled_ahead: set[int] = field(default_factory=set)
+    done_ahead_rows: int = 0  # rows of this destination in `done_ahead`
     in_flight: set[int] = field(default_factory=set)  # new events claimed, not settled
     claimed_retries: set[int] = field(default_factory=set)
     # A claim reads the retry rows on the reader thread while settles commit on the writer: a
@@ -170,7 +181,11 @@ class SqliteSpool:
         file.parent.mkdir(parents=True, exist_ok=True)
 
         def setup() -> tuple[
-            sqlite3.Connection, sqlite3.Connection, dict[str, int], dict[str, set[int]], int
+            sqlite3.Connection,
+            sqlite3.Connection,
+            dict[str, int],
+            dict[str, tuple[set[int], int]],
+            int,
         ]:
             writer = _connect(str(file), synchronous)
             writer.executescript(SCHEMA)
@@ -183,24 +198,18 @@ class SqliteSpool:
                     "INSERT OR IGNORE INTO cursors (destination, seq) VALUES (?, ?)", (name, last)
                 )
             cursors = dict(writer.execute("SELECT destination, seq FROM cursors").fetchall())
-            parked = {
-                name: {
-                    seq
-                    for (seq,) in writer.execute(
-                        "SELECT seq FROM retries WHERE destination = ?1 AND seq > ?2"
-                        " UNION SELECT seq FROM dead_letters WHERE destination = ?1 AND seq > ?2",
-                        (name, cursors[name]),
-                    )
-                }
-                for name in destinations
-            }
+            ahead = {name: _settled_ahead(writer, name, cursors[name]) for name in destinations}
             size = writer.execute("SELECT COALESCE(SUM(length(body)), 0) FROM events").fetchone()[0]
             reader = _connect(str(file), synchronous)
-            return writer, reader, cursors, parked, size
+            return writer, reader, cursors, ahead, size
 
-        writer_conn, reader, cursors, parked, size = await asyncio.to_thread(setup)
+        writer_conn, reader, cursors, ahead, size = await asyncio.to_thread(setup)
         progress = {
-            name: _Progress(next_seq=cursors[name] + 1, parked_ahead=parked[name])
+            name: _Progress(
+                next_seq=cursors[name] + 1,
+                settled_ahead=ahead[name][0],
+                done_ahead_rows=ahead[name][1],
+            )
             for name in destinations
         }
         writer = GroupCommitWriter(writer_conn, asyncio.get_running_loop(), "spool-writer")
@@ -303,13 +312,13 @@ class SqliteSpool:
         start = 0
         while start < len(fresh) and fresh[start][0] < state.next_seq:
             start += 1
-        if state.parked_ahead:
-            fresh = self._skip_parked(state, fresh[start:], max_events - len(claimed))
+        if state.settled_ahead:
+            fresh = self._skip_settled(state, fresh[start:], max_events - len(claimed))
         else:
             fresh = fresh[start : start + max_events - len(claimed)]
         if fresh:
             state.in_flight.update(row[0] for row in fresh)
-            state.next_seq = max(state.next_seq, fresh[-1][0] + 1)  # past skipped parked ones too
+            state.next_seq = max(state.next_seq, fresh[-1][0] + 1)  # past skipped settled ones too
             claimed += [
                 Stored(str(seq), body, 0, message_id if type(message_id) is str else None)
                 for seq, body, message_id in fresh
@@ -322,18 +331,18 @@ class SqliteSpool:
         return claimed
 
     @staticmethod
-    def _skip_parked(
+    def _skip_settled(
         state: _Progress, rows: list[tuple[int, bytes, object]], room: int
     ) -> list[tuple[int, bytes, object]]:
-        """Up to `room` of `rows` that are not parked ahead; next_seq passes the parked ones."""
+        """Up to `room` of `rows` not settled ahead; next_seq passes the settled ones."""
         taken: list[tuple[int, bytes, object]] = []
         for row in rows:
             if len(taken) >= room:
                 break
             state.next_seq = row[0] + 1
-            if row[0] not in state.parked_ahead:
+            if row[0] not in state.settled_ahead:
                 taken.append(row)
-        state.parked_ahead = {seq for seq in state.parked_ahead if seq >= state.next_seq}
+        state.settled_ahead = {seq for seq in state.settled_ahead if seq >= state.next_seq}
         return taken
 
     async def settle(
@@ -368,8 +377,11 @@ class SqliteSpool:
         min_cursor = min([cursor, *others]) if cleanup else None
 
         done_retries = [(destination, s) for s in was_retry.intersection(done_seqs)]
+        # Done, but the cursor cannot pass them yet: kept, or a restart would send them again.
+        done_ahead = [(destination, *run) for run in _runs(s for s in done_seqs if s > cursor)]
+        passed = state.done_ahead_rows > 0 or bool(done_ahead)
 
-        def write(conn: sqlite3.Connection) -> tuple[int, bool]:
+        def write(conn: sqlite3.Connection) -> tuple[int, bool, int]:
             # The parking tables only when something is parked or leaves them: a delivered
             # batch of new events (the usual settle) moves the cursor and nothing else.
             if done_retries:
@@ -403,12 +415,24 @@ class SqliteSpool:
             conn.execute(
                 "UPDATE cursors SET seq = MAX(seq, ?) WHERE destination = ?", (cursor, destination)
             )
+            rows = 0
+            if passed:
+                conn.executemany(
+                    "INSERT INTO done_ahead (destination, first_seq, last_seq) VALUES (?, ?, ?)",
+                    done_ahead,
+                )
+                gone = conn.execute(
+                    "DELETE FROM done_ahead WHERE destination = ? AND last_seq <= ?",
+                    (destination, cursor),
+                )
+                rows = len(done_ahead) - gone.rowcount
             if min_cursor is None:
-                return 0, False
-            return _delete_finished(conn, min_cursor, CLEANUP_MAX_EVENTS)
+                return 0, False, rows
+            return (*_delete_finished(conn, min_cursor, CLEANUP_MAX_EVENTS), rows)
 
         try:
-            freed, more = await self._writer.submit(write)
+            freed, more, rows = await self._writer.submit(write)
+            state.done_ahead_rows += rows
         finally:
             state.claimed_retries.difference_update(was_retry)
             if was_retry and state.reading:
@@ -588,6 +612,36 @@ def _add_message_id_column(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
     if "message_id" not in columns:
         conn.execute("ALTER TABLE events ADD COLUMN message_id TEXT")
+
+
+def _settled_ahead(conn: sqlite3.Connection, destination: str, cursor: int) -> tuple[set[int], int]:
+    """The seqs above `cursor` settled for `destination` (parked, or done in `done_ahead`), and
+    how many `done_ahead` rows it has."""
+    seqs = {
+        seq
+        for (seq,) in conn.execute(
+            "SELECT seq FROM retries WHERE destination = ?1 AND seq > ?2"
+            " UNION SELECT seq FROM dead_letters WHERE destination = ?1 AND seq > ?2",
+            (destination, cursor),
+        )
+    }
+    runs = conn.execute(
+        "SELECT first_seq, last_seq FROM done_ahead WHERE destination = ?", (destination,)
+    ).fetchall()
+    for first, last in runs:
+        seqs.update(range(max(first, cursor + 1), last + 1))
+    return seqs, len(runs)
+
+
+def _runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """Sorted seqs as (first, last) runs of consecutive ones: a claim hands out runs."""
+    runs: list[tuple[int, int]] = []
+    for seq in sorted(seqs):
+        if runs and runs[-1][1] == seq - 1:
+            runs[-1] = (runs[-1][0], seq)
+        else:
+            runs.append((seq, seq))
+    return runs
 
 
 def _delete_finished(
