@@ -209,14 +209,14 @@ class RedisSpool:
             args += [item.id, repr(item.not_before), int(item.failed)]
         for letter in dead:
             args += [letter.id, redis_dead.dead_record(letter.reason, letter.response, failed_at)]
-        try:
-            with unavailable("settle"):
-                held = await scripts.SETTLE(self._client, self._keys.of(destination), args)
-                self._bytes = int(held)
-        finally:
-            # Settled, or Redis failed: either way stop renewing, so if Redis never took the
-            # settle, the events go out again after claim_idle_secs instead of never.
-            group.held.difference_update([*done, *(r.id for r in retry), *(d.id for d in dead)])
+        # No longer held from here, before the script runs: a claim whose reply is read before
+        # this settle's may hand out a retry the settle made due at once, and would otherwise
+        # drop it as "still held here", leased to no one until claim_idle_secs. If Redis never
+        # takes the settle, unrenewed, the events go out again after claim_idle_secs.
+        group.held.difference_update([*done, *(r.id for r in retry), *(d.id for d in dead)])
+        with unavailable("settle"):
+            held = await scripts.SETTLE(self._client, self._keys.of(destination), args)
+            self._bytes = int(held)
         await self._cleanup()
 
     async def _cleanup(self) -> None:

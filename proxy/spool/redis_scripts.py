@@ -247,6 +247,9 @@ for i = 5, last_done, 1000 do
   if redis.call('EXISTS', parked) == 1 then
     for _, id in ipairs(ids) do unpark(id) end
   end
+  -- A copy handed out twice (a holder stalled past its lease) may have been refused: the
+  -- delivered one wins, or its dead record would stay, counted and never listed.
+  if redis.call('EXISTS', dead) == 1 then redis.call('HDEL', dead, unpack(ids)) end
 end
 local at = last_done + 1
 for _ = 1, n_retry do

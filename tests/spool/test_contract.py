@@ -308,9 +308,9 @@ async def test_restart_hands_out_only_what_was_in_flight_not_what_finished_after
 ) -> None:
     spool = await reopen()
     await spool.append([body(n) for n in range(4)])
-    slow, *fast = await spool.claim("a", 10, clock.now())
+    _slow, *fast = await spool.claim("a", 10, clock.now())
     await spool.settle("a", done=[fast[0].id, fast[2].id])  # while the slow one is in flight
-    await spool.close()  # kill -9 now: `slow` and fast[1] were in flight
+    await spool.close()  # kill -9 now: _slow and fast[1] were in flight
 
     spool = await reopen()
     # Before, everything above the in-flight one came back: a stress run with a vendor holding

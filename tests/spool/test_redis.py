@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -18,7 +19,8 @@ import pytest
 from proxy.clock import ManualClock
 from proxy.config import ConfigError, load_settings
 from proxy.settings import SpoolBackend, SpoolSettings
-from proxy.spool.base import Retry, SpoolUnavailable, Stored
+from proxy.spool import redis_scripts as scripts
+from proxy.spool.base import Dead, Retry, SpoolUnavailable, Stored
 from proxy.spool.redis import RedisSpool
 from tests.conftest import SERVER_KEY, RelayFactory, SettingsFactory
 from tests.ingest.client import post, track
@@ -99,6 +101,50 @@ async def test_a_live_consumer_keeps_its_claims(node: OpenNode, clock: ManualClo
     assert await second.claim("a", 10, clock.now()) == []
     await first.settle("a", done=[held.id])
     assert await first.backlog("a") == 0
+
+
+async def test_a_copy_delivered_after_another_was_refused_leaves_no_dead_letter(
+    node: OpenNode, clock: ManualClock
+) -> None:
+    first, second = await node("node-1"), await node("node-2")
+    await first.append([body(1)])
+    [held] = await first.claim("a", 1, clock.now())
+    assert first._background is not None
+    await first._background.stop()  # first stalls: it stops renewing, and its claim goes over
+    [taken] = await claim_until(second, 1, clock.now())
+    await second.settle("a", dead=[Dead(taken.id, "dead:http_400")])  # second's copy refused
+    await first.settle("a", done=[held.id])  # first's copy delivered after all
+    # Before, the dead record stayed: counted for good, never listed, impossible to discard.
+    assert await first.dead_letter_count("a") == 0
+    assert await first.dead_letters("a") == []
+
+
+async def test_a_retry_due_at_once_is_handed_out_while_its_settle_is_read(
+    node: OpenNode, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = await node("node-1")
+    await spool.append([body(1)])
+    [stored] = await spool.claim("a", 1, clock.now())
+    run_settle = type(scripts.SETTLE).__call__
+    settled = asyncio.Event()
+    claimed = asyncio.Event()
+
+    async def reply_read_late(script: Any, *args: Any) -> Any:
+        reply = await run_settle(script, *args)
+        if script is scripts.SETTLE:  # Redis has run it; its reply is read after the claim's
+            settled.set()
+            await claimed.wait()
+        return reply
+
+    monkeypatch.setattr(type(scripts.SETTLE), "__call__", reply_read_late)
+    settle = asyncio.create_task(spool.settle("a", retry=[Retry(stored.id, clock.now(), "503")]))
+    await settled.wait()
+    got = await spool.claim("a", 10, clock.now())
+    claimed.set()
+    await settle
+    # Before, the claim leased it in Redis but dropped it here as still held: handed to no one
+    # until claim_idle_secs.
+    assert [s.id for s in got] == [stored.id]
 
 
 async def test_consumers_of_one_destination_share_the_work(
