@@ -284,7 +284,8 @@ class Worker:
         self._wake.set()
         if not task.cancelled() and (error := task.exception()) is not None:
             log.error(
-                "Delivering a batch failed; its events wait for a restart.",
+                "Delivering a batch failed; its events go out again after a restart (SQLite)"
+                " or after redis_claim_idle_secs (Redis).",
                 extra={"destination": self.name, "error": repr(error)},
                 exc_info=error,
             )
