@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from proxy.config import ConfigError, demo_settings, load_settings
 from proxy.roles import Role, role_problem
 from proxy.settings import Settings, SpoolBackend
 from proxy.spool import open_spool
-from proxy.spool.base import DeadLetter
+from proxy.spool.base import DeadLetter, SpoolUnavailable
 from proxy.starter import prefix_warnings, write_starter
 
 DEFAULT_CONFIG = Path("relay.toml")
@@ -30,7 +31,13 @@ EXIT_INVALID = 2  # bad usage or an invalid config, as argparse does for bad arg
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command: Callable[[argparse.Namespace], int] = args.command
-    return command(args)
+    try:
+        return command(args)
+    except (OSError, UnicodeError, sqlite3.Error, SpoolUnavailable) as error:
+        # What the machine refuses (a spool path that cannot be opened, a file that is not a
+        # spool, a port taken, Redis away): a line that says so, not a traceback.
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -320,16 +327,22 @@ def parse_since(text: str, now: float) -> float:
     text = text.strip()
     if _DURATION.fullmatch(text):
         amounts = re.findall(r"(\d+)([smhdw])", text)
-        return now - sum(int(amount) * _UNIT_SECS[unit] for amount, unit in amounts)
+        since = now - sum(int(amount) * _UNIT_SECS[unit] for amount, unit in amounts)
+    else:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(
+                f'"{text}" is neither an ISO-8601 time nor a duration such as 30m, 2h or 7d'
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        since = moment.timestamp()
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(
-            f'"{text}" is neither an ISO-8601 time nor a duration such as 30m, 2h or 7d'
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+        _when(since)  # what the report prints: refused here, before anything is replayed
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f'"{text}" is out of the range of dates') from None
+    return since
 
 
 def _since_argument(text: str) -> float:

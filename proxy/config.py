@@ -49,15 +49,23 @@ from proxy.settings import (
 
 __all__ = ["ConfigError", "demo_settings", "destination_settings", "load_settings"]
 
+MAX_CONFIG_BYTES = 1_000_000  # far above any real config; a bound on what is read
+
 
 def load_settings(path: str | Path, env: Mapping[str, str] = os.environ) -> Settings:
     """Settings from the TOML file at `path`; file paths in it are relative to its folder."""
     path = Path(path)
     try:
+        if path.exists() and not path.is_file():  # a folder, a FIFO, /dev/zero: never read
+            raise ConfigError([f"{path}: not a regular file"])
         with path.open("rb") as file:
-            data = tomllib.load(file)
+            raw = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as error:
         raise ConfigError([f"{path}: cannot read the file ({error.strerror})"]) from error
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{path}: larger than {MAX_CONFIG_BYTES // 1_000_000} MB"])
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError([f"{path}: not valid TOML ({error})"]) from error
     errors: list[str] = []
@@ -171,7 +179,12 @@ def _geo(r: Reader, base_dir: Path) -> GeoSettings:
         value = r.read(key, str)
         if isinstance(value, str):
             file = base_dir / value
-            if file.is_file():
+            try:
+                found = file.is_file()
+            except (OSError, ValueError) as error:  # a name too long, a NUL in it
+                r.error(key, f"not a usable path: {error}")
+                continue
+            if found:
                 fields[key] = str(file)
             else:
                 r.error(key, f"file not found: {file}")
@@ -273,9 +286,9 @@ def _destination(r: Reader, name: str) -> DestinationSettings | None:
     r.put(fields, "event_names", dict[str, str])
     r.put(fields, "ip", IpMode)
     r.put(fields, "timeout_secs", float, _positive)
-    r.put(fields, "linger_ms", int, _at_least(0))
-    r.put(fields, "max_in_flight", int, _at_least(1))
-    r.put(fields, "max_attempts", int, _at_least(1))
+    r.put(fields, "linger_ms", int, _at_least(0), _at_most(60_000))
+    r.put(fields, "max_in_flight", int, _at_least(1), _at_most(1000))
+    r.put(fields, "max_attempts", int, _at_least(1))  # large: retry for as long as it takes
     r.put(fields, "backoff_base_secs", float, _positive)
     r.put(fields, "backoff_max_secs", float, _positive)
     if not _NAME.fullmatch(name):
@@ -471,9 +484,25 @@ def _at_least(minimum: int) -> Check:
     return check
 
 
+def _at_most(maximum: int) -> Check:
+    def check(value: int) -> int:
+        if value > maximum:
+            raise ValueError(f"must be at most {maximum}, got {value}")
+        return value
+
+    return check
+
+
 def _redis_url(value: str) -> str:
     if not value.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError('expected a URL starting with "redis://", "rediss://" or "unix://"')
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # raises for a port out of range
+    except ValueError as error:
+        raise ValueError(f"not a valid URL ({error})") from None
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError("expected a host, e.g. redis://127.0.0.1:6379/0")
     return value
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 import types
 import typing
@@ -106,6 +107,12 @@ class Reader:
                 self.error(key, f"unknown key{did_you_mean(key, self.known)}")
 
 
+# Numbers beyond this break more than they configure (SQLite and JSON hold 64 bits; floats
+# stop counting exactly): no setting needs one.
+MAX_INTEGER = 2**53
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # a tab is allowed
+
+
 def _convert(value: Any, hint: Any, path: str, errors: list[str]) -> Any:
     """`value` as the type `hint` names (str, int, float, bool, Secret, enums, Literal,
     `X | None`, tuple[X, ...], dict[str, X]); on a mismatch, records an error and returns BAD.
@@ -133,16 +140,29 @@ def _convert(value: Any, hint: Any, path: str, errors: list[str]) -> Any:
         hint_text = did_you_mean(value, choices)
         errors.append(f"{path}: expected {_expected(hint)}, got {shown(value)}{hint_text}")
         return BAD
+    if hint in (str, Secret) and isinstance(value, str) and _CONTROL.search(value):
+        # A header value, a token or a URL with a line break would fail (or split) a request.
+        errors.append(f"{path}: contains a control character (a line break, a NUL)")
+        return BAD
     if hint is Secret and isinstance(value, str):
+        if value != value.strip():
+            errors.append(f"{path}: has spaces around it (a copy-paste slip: it would never match)")
+            return BAD
         if value:
             return Secret(value)
         errors.append(f"{path}: is empty")
         return BAD
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        if abs(value) > MAX_INTEGER or not math.isfinite(value):
+            errors.append(f"{path}: expected a finite number, got {shown(value)}")
+            return BAD
         return float(value)
     if hint in (str, bool) and isinstance(value, hint):
         return value
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > MAX_INTEGER:
+            errors.append(f"{path}: expected an integer of at most 2^53, got {shown(value)}")
+            return BAD
         return value
     errors.append(f"{path}: expected {_expected(hint)}, got {shown(value)}")
     return BAD

@@ -90,7 +90,7 @@ async def serve(
         )
         try:
             admin = await start_admin(settings, public)
-        except OSError as error:
+        except (OSError, UnicodeError) as error:  # a port taken, a host name IDNA refuses
             # Ingest matters more than the view of it: keep taking events, and say so loudly.
             log.error("Admin listener could not start.", extra={"error": str(error)})
         await stop.wait()

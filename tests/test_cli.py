@@ -276,3 +276,31 @@ def test_parse_since() -> None:
     assert parse_since("2026-01-02T03:04:05", now) == moment  # naive means UTC
     with pytest.raises(ValueError, match="neither an ISO-8601 time nor a duration"):
         parse_since("yesterday", now)
+
+
+def test_what_the_machine_refuses_is_a_line_not_a_traceback(tmp_path: Path) -> None:
+    # A fuzzing helper's finds: each of these printed a traceback before.
+    (tmp_path / "folder").mkdir()
+    config = tmp_path / "relay.toml"
+    config.write_text(f'[spool]\npath = "{tmp_path / "folder"}"\n', encoding="utf-8")
+    served = run_cli("serve", "--config", str(config), cwd=tmp_path)
+    assert served.returncode == 1
+    assert served.stderr.strip().endswith("error: unable to open database file")
+
+    not_a_spool = tmp_path / "spool.sqlite3"
+    not_a_spool.write_text("not a database\n" * 100, encoding="utf-8")
+    config.write_text(f'[spool]\npath = "{not_a_spool}"\n{MINIMAL}', encoding="utf-8")
+    listed = run_cli("dead-letters", "--config", str(config), cwd=tmp_path)
+    assert (listed.returncode, listed.stderr.strip()) == (1, "error: file is not a database")
+
+    init = run_cli("init", "--path", str(tmp_path / "no" / "such" / "relay.toml"), cwd=tmp_path)
+    assert init.returncode == 1
+    assert init.stderr.startswith("error: ")
+    assert "Traceback" not in init.stderr
+
+
+def test_a_since_out_of_the_range_of_dates_is_refused_before_anything_runs() -> None:
+    with pytest.raises(ValueError, match="out of the range of dates"):
+        parse_since("99999999999d", 1_767_225_600.0)
+    with pytest.raises(ValueError, match="out of the range of dates"):
+        parse_since("9999-12-31T23:59:59-23:59", 1_767_225_600.0)

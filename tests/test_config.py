@@ -746,4 +746,53 @@ def test_a_vendor_endpoint_must_be_a_url() -> None:
         destination_settings("ga4", table)
     assert caught.value.errors == [
         "destinations.ga4.endpoint: must be an http:// or https:// URL with a host"
+        " (and a valid port)"
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        # Each loaded before and then broke the running relay (a fuzzing helper's finds).
+        ("[spool]\nredis_url = 'redis://x:99999'\n", "spool.redis_url: not a valid URL"),
+        ("[spool]\nmax_bytes = 1000000000000000000000000000000\n", "spool.max_bytes: expected an"),
+        ("[server]\nshutdown_timeout_secs = inf\n", "server.shutdown_timeout_secs: expected a fin"),
+        ("[identity]\nttl_days = nan\n", "identity.ttl_days: expected a finite number"),
+        ("[admin]\ntoken = ' s3cret-token '\n", "admin.token: has spaces around it"),
+        ("[geo]\ncity_db = '" + "x" * 5000 + "'\n", "geo.city_db: not a usable path"),
+        (
+            "[destinations.d]\ntype = 'debug'\nmax_in_flight = 1000000000\n",
+            "destinations.d.max_in_flight: must be at most 1000",
+        ),
+        ("[destinations.d]\ntype = 'debug'\nkeep = -1\n", "destinations.d.keep: must be from 0"),
+        (
+            "[destinations.w]\ntype = 'webhook'\nurl = 'https://x:99999/'\nsecret = 'whsec_"
+            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'\n",
+            "destinations.w.url: must be an http:// or https:// URL with a host and a valid port",
+        ),
+        (
+            "[destinations.w]\ntype = 'webhook'\nurl = 'https://x/'\nsecret = 'whsec_"
+            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'\nheaders = {X-A = \"a\\nb\"}\n",
+            "destinations.w.headers.X-A: contains a control character",
+        ),
+        (
+            "[destinations.m]\ntype = 'mixpanel'\nproject_token = 't'\napi_secret = 's'\n"
+            "endpoint = 'http://user:pw@127.0.0.1:1'\n",
+            "destinations.m.endpoint: must not carry credentials",
+        ),
+    ],
+)
+def test_values_that_would_break_the_running_relay_are_refused(
+    tmp_path: Path, text: str, error: str
+) -> None:
+    errors = errors_of(tmp_path, text)
+    assert any(found.startswith(error) for found in errors), errors
+
+
+def test_only_a_regular_file_of_reasonable_size_is_read(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_settings("/dev/zero", ENV)  # before, read for ever
+    big = tmp_path / "big.toml"
+    big.write_text("# " + "x" * 1_000_000 + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="larger than 1 MB"):
+        load_settings(big, ENV)

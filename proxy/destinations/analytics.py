@@ -50,11 +50,20 @@ def check_url(key: str, value: str | None) -> None:
         return
     try:
         parts = urlsplit(value)
-        good = parts.scheme in ("http", "https") and bool(parts.hostname)
-    except ValueError:  # e.g. an unclosed "[" in the host
-        good = False
-    if not good:
-        raise ValueError(f"{key}: must be an http:// or https:// URL with a host")
+        _ = parts.port  # raises for a port out of range
+    except ValueError:  # e.g. an unclosed "[" in the host, or port 99999
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or any(ch.isspace() for ch in value)
+    ):
+        raise ValueError(
+            f"{key}: must be an http:// or https:// URL with a host (and a valid port)"
+        )
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{key}: must not carry credentials; the vendor's settings hold them")
 
 
 def base_url(endpoint: str | None, hosts: Mapping[str | None, str], region: str | None) -> str:

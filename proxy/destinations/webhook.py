@@ -74,9 +74,17 @@ class Webhook(Destination[WebhookConfig]):
 
     def __init__(self, settings: DestinationSettings) -> None:
         super().__init__(settings)
-        parts = urlsplit(self.config.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("url: must be an http:// or https:// URL with a host")
+        url = self.config.url
+        try:
+            parts = urlsplit(url)
+            _ = parts.port  # raises for a port out of range
+        except ValueError:
+            parts = None
+        # Credentials in the URL are allowed here: the receiver's Basic auth.
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("url: must be an http:// or https:// URL with a host and a valid port")
+        if any(ch.isspace() for ch in url):
+            raise ValueError("url: must not contain spaces")
         self._key = signing_key(self.config.secret.value)
 
     def size(self, event: Event) -> int:
