@@ -772,7 +772,7 @@ def test_a_vendor_endpoint_must_be_a_url() -> None:
         ),
         (
             "[destinations.w]\ntype = 'webhook'\nurl = 'https://x/'\nsecret = 'whsec_"
-            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'\nheaders = {X-A = \"a\\nb\"}\n",
+            'MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\'\nheaders = {X-A = "a\\nb"}\n',
             "destinations.w.headers.X-A: contains a control character",
         ),
         (
