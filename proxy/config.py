@@ -239,7 +239,7 @@ def _policy(r: Reader) -> PolicySettings:
 def _limits(r: Reader) -> LimitSettings:
     fields: dict[str, Any] = {}
     for scope in ("per_ip", "per_source"):
-        r.put(fields, f"{scope}_rate", float, _at_least(0))
+        r.put(fields, f"{scope}_rate", float, _rate)
         r.put(fields, f"{scope}_burst", int, _at_least(0))
     r.done()
     limits = LimitSettings(**fields)
@@ -491,6 +491,16 @@ def _at_most(maximum: int) -> Check:
         return value
 
     return check
+
+
+def _rate(value: float) -> float:
+    # A rate so small that a token takes longer than time can count refills nothing.
+    if value != 0 and value < MIN_RATE:  # negative too
+        raise ValueError(f"must be 0 (no limit) or at least {MIN_RATE} per second, got {value}")
+    return value
+
+
+MIN_RATE = 0.001
 
 
 def _redis_url(value: str) -> str:

@@ -337,7 +337,7 @@ def test_rate_limits(tmp_path: Path) -> None:
     assert (limits.per_ip_rate, limits.per_ip_burst, limits.per_source_rate) == (5.0, 10, 0.0)
     text = "[limits]\nper_ip_rate = -1\nper_source_burst = 0\nper_source_burst_x = 1\n"
     assert errors_of(tmp_path, text) == [
-        "limits.per_ip_rate: must be at least 0, got -1.0",
+        "limits.per_ip_rate: must be 0 (no limit) or at least 0.001 per second, got -1.0",
         'limits.per_source_burst_x: unknown key (did you mean "per_source_burst"?)',
         "limits.per_source_burst: must be at least 1 while per_source_rate is set (0 turns off)",
     ]
@@ -758,6 +758,7 @@ def test_a_vendor_endpoint_must_be_a_url() -> None:
         ("[spool]\nmax_bytes = 1000000000000000000000000000000\n", "spool.max_bytes: expected an"),
         ("[server]\nshutdown_timeout_secs = inf\n", "server.shutdown_timeout_secs: expected a fin"),
         ("[identity]\nttl_days = nan\n", "identity.ttl_days: expected a finite number"),
+        ("[limits]\nper_ip_rate = 5e-324\n", "limits.per_ip_rate: must be 0 (no limit) or at"),
         ("[admin]\ntoken = ' s3cret-token '\n", "admin.token: has spaces around it"),
         ("[geo]\ncity_db = '" + "x" * 5000 + "'\n", "geo.city_db: not a usable path"),
         (
