@@ -44,8 +44,9 @@ NAMESPACE = uuid.UUID("6c5e4c1e-9b0f-4d8a-a7a4-2f6f0c3e8d11")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def check_url(key: str, value: str | None) -> None:
-    """Raise a ValueError naming `key` unless `value` is None or an http(s) URL with a host."""
+def check_url(key: str, value: str | None, credentials: bool = False) -> None:
+    """Raise a ValueError naming `key` unless `value` is None or an http(s) URL with a host and
+    a valid port; with credentials in it only if `credentials` (a webhook's Basic auth)."""
     if value is None:
         return
     try:
@@ -62,7 +63,7 @@ def check_url(key: str, value: str | None) -> None:
         raise ValueError(
             f"{key}: must be an http:// or https:// URL with a host (and a valid port)"
         )
-    if parts.username is not None or parts.password is not None:
+    if not credentials and (parts.username is not None or parts.password is not None):
         raise ValueError(f"{key}: must not carry credentials; the vendor's settings hold them")
 
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from proxy.destinations.analytics import check_url
 from proxy.destinations.base import BatchLimits, Destination, HttpRequest
 from proxy.events import Event
 from proxy.settings import DestinationSettings, Secret
@@ -74,17 +75,7 @@ class Webhook(Destination[WebhookConfig]):
 
     def __init__(self, settings: DestinationSettings) -> None:
         super().__init__(settings)
-        url = self.config.url
-        try:
-            parts = urlsplit(url)
-            _ = parts.port  # raises for a port out of range
-        except ValueError:
-            parts = None
-        # Credentials in the URL are allowed here: the receiver's Basic auth.
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("url: must be an http:// or https:// URL with a host and a valid port")
-        if any(ch.isspace() for ch in url):
-            raise ValueError("url: must not contain spaces")
+        check_url("url", self.config.url, credentials=True)  # the receiver's Basic auth
         self._key = signing_key(self.config.secret.value)
 
     def size(self, event: Event) -> int:
