@@ -125,8 +125,16 @@ def csrf_token(request: web.Request) -> str:
 
 
 def safe_next(target: str) -> str:
-    """Where to go after login: a path on this listener only (no open redirect)."""
-    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    """Where to go after login: a path on this listener only (no open redirect). No whitespace
+    or control characters either: URL parsers drop tabs and line breaks, so "/<tab>/evil.example"
+    would become "//evil.example", another site."""
+    if (
+        target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+        and target.isprintable()
+        and not any(ch.isspace() for ch in target)
+    ):
         return target
     return "/"
 

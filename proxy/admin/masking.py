@@ -106,7 +106,14 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Secret):
         return MASK
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return {
+            # Extra request headers (a webhook's gateway token) are credentials as often as not.
+            name: mask_headers(field)
+            if name == "headers" and isinstance(field, dict)
+            else _plain(field)
+            for name, field in fields.items()
+        }
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, tuple | list):

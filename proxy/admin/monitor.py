@@ -133,6 +133,10 @@ class Monitor:
             self._seq += 1
             self.events.append(Seen(self._seq, now, raw))
 
+    def masked(self, body: bytes) -> str:
+        """A body for display, with credential keys and configured secrets hidden."""
+        return mask_body(body, self._secrets)
+
     def append_failed(self) -> None:
         self.append_failed_at = self.clock.now()
 

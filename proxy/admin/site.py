@@ -69,9 +69,13 @@ def admin_token(settings: Settings) -> tuple[str, Path | None]:
     token = secrets.token_urlsafe(24)
     file = Path(settings.spool.path).resolve().parent / TOKEN_FILE
     file.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A fresh file, renamed over the old: an existing one kept its mode (0644 stayed readable
+    # to every local user), and a symlink in its place would have been followed.
+    fresh = file.with_name(f".{TOKEN_FILE}.{secrets.token_hex(8)}")
+    descriptor = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(descriptor, "w") as out:
         out.write(token + "\n")
+    os.replace(fresh, file)
     return token, file
 
 

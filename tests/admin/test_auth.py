@@ -63,7 +63,12 @@ async def test_login_sets_a_strict_httponly_session_cookie(admin: AdminRelay) ->
 
 
 async def test_login_never_redirects_off_site(admin: AdminRelay) -> None:
-    for target in ("//evil.example/", "https://evil.example/", "/\\evil.example"):
+    # A tab or line break is dropped by URL parsers: "/<tab>/evil.example" became a redirect
+    # to //evil.example before (a review helper's find).
+    for target in (
+        "//evil.example/", "https://evil.example/", "/\\evil.example", "/\t/evil.example",
+        "/\n/evil.example",
+    ):  # fmt: skip
         form = {"token": TOKEN, "next": target}
         async with admin.http.post(
             f"{admin.admin_url}/login", data=form, allow_redirects=False
@@ -114,3 +119,21 @@ def test_without_a_configured_token_a_private_one_is_written(
     assert stat.S_IMODE(os.stat(file).st_mode) == 0o600
     again, _ = admin_token(settings)
     assert again != token  # a fresh one each start
+
+
+def test_the_token_file_is_private_even_where_another_file_was(
+    settings_factory: SettingsFactory, tmp_path: Path
+) -> None:
+    settings = settings_factory()
+    _, file = admin_token(settings)
+    assert file is not None
+    file.chmod(0o644)  # left readable by someone
+    admin_token(settings)
+    assert stat.S_IMODE(os.stat(file).st_mode) == 0o600  # before, it stayed 0644
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    file.unlink()
+    file.symlink_to(victim)
+    admin_token(settings)
+    assert victim.read_text() == "keep me\n"  # before, the link was followed and overwritten
+    assert not file.is_symlink()

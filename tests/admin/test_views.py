@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from proxy.admin.masking import masked_config
+from proxy.config import destination_settings
 from proxy.settings import ServerSettings
 from tests.admin.conftest import (
     QUERY_SECRET,
@@ -18,7 +20,7 @@ from tests.admin.conftest import (
     AdminRelay,
     eventually,
 )
-from tests.conftest import SERVER_KEY, WEB_KEY
+from tests.conftest import SERVER_KEY, WEB_KEY, SettingsFactory
 from tests.ingest.client import post, track
 from tests.shared_data import shared_dir
 
@@ -81,6 +83,34 @@ async def test_event_page_shows_what_was_sent_and_answered_without_secrets(
         assert secret not in page
     signature = admin.vendor.requests[-1].headers["webhook-signature"]
     assert signature not in page
+
+
+async def test_the_spooled_event_is_masked_like_the_bodies_sent(admin: AdminRelay) -> None:
+    properties = {"api_key": "event-api-key-91c2", "note": SERVER_KEY}
+    await admin.ingest(messageId="m-secret", event="Secret", properties=properties)
+    await _settled(admin, "m-secret", "hook", "delivered")
+    data = await admin.get_json("/api/events")
+    seq = next(row["seq"] for row in data["events"] if row["messageId"] == "m-secret")
+    status, page = await admin.get(f"/events/{seq}")
+    assert status == 200
+    # Before, the vendor bodies on this page were masked and the event as spooled was not.
+    assert "event-api-key-91c2" not in page  # a credential's key
+    assert SERVER_KEY not in page  # a configured secret, wherever it appears
+
+
+def test_extra_webhook_headers_are_masked_in_the_config_shown(
+    settings_factory: SettingsFactory,
+) -> None:
+    table = {
+        "type": "webhook", "url": "https://hooks.example/in", "secret": WEBHOOK_SECRET,
+        "headers": {"X-Gateway-Token": "gw-token-5d1e", "Content-Type": "application/json"},
+    }  # fmt: skip
+    settings = settings_factory(destinations=(destination_settings("w", table),))
+    [shown] = masked_config(settings)["destinations"]
+    # Before, the gateway token (a secret from the environment) was shown as it is.
+    assert shown["config"]["headers"] == {
+        "X-Gateway-Token": "***", "Content-Type": "application/json"
+    }  # fmt: skip
 
 
 async def test_pages_show_events_nested_as_deep_as_ingest_takes(admin: AdminRelay) -> None:
