@@ -48,7 +48,20 @@
     } catch (e) {}
   };
   const local = (name, value) => store("localStorage", name, value);
-  const cookie = (name) => (d.cookie.match("(?:^|; )" + name + "=([^;]*)") || [])[1];
+  // A sandboxed frame throws on document.cookie: the snippet goes on without cookies.
+  const jar = () => {
+    try {
+      return d.cookie;
+    } catch (e) {
+      return "";
+    }
+  };
+  const setCookie = (text) => {
+    try {
+      d.cookie = text;
+    } catch (e) {}
+  };
+  const cookie = (name) => (jar().match("(?:^|; )" + name + "=([^;]*)") || [])[1];
 
   const uuid = () => {
     try {
@@ -68,9 +81,10 @@
   const remember = (id) => {
     anon = id || local(ANON) || cookie(ANON) || uuid();
     local(ANON, anon);
-    d.cookie =
+    setCookie(
       ANON + "=" + anon + ";path=/;max-age=31536000;samesite=lax" +
-      (loc.protocol == "https:" ? ";secure" : "");
+        (loc.protocol == "https:" ? ";secure" : ""),
+    );
   };
   remember();
 
@@ -106,7 +120,7 @@
     if (Object.keys(clicks).length) c.clickIds = clicks;
     if (ga) c.ga = { client_id: ga.split(".").slice(-2).join(".") };
     // gtag's session cookie `_ga_<id>`: GS1.1.<sid>... or GS2.1.s<sid>$...: the sid joins the session
-    const sid = (d.cookie.match(/(?:^|; )_ga_\w+=GS\d\.\d\.s?(\d+)/) || [])[1];
+    const sid = (jar().match(/(?:^|; )_ga_\w+=GS\d\.\d\.s?(\d+)/) || [])[1];
     if (sid) (c.ga = c.ga || {}).session_id = +sid;
     if (cookie("_fbp")) c.fbp = cookie("_fbp");
     if (cookie("_fbc")) c.fbc = cookie("_fbc");
@@ -237,13 +251,22 @@
       options.integrations && { integrations: options.integrations },
       fields,
     );
+    try {
+      JSON.stringify(e);
+    } catch (x) {
+      // A BigInt or a cycle in its properties: this event alone cannot be sent. Thrown later,
+      // it would take its whole batch down, or throw into the page from a later track().
+      return console.warn("analytics: event not sent:", x);
+    }
     buffer.push(e);
     if (buffer.length >= BATCH_MAX_EVENTS) flush();
     else timer = timer || setTimeout(flush, BATCH_WAIT_MS);
   };
 
-  // Hidden may be the last chance (mobile browsers kill hidden tabs); pagehide is the unload.
-  d.addEventListener("visibilitychange", () => d.visibilityState == "hidden" && flush(1));
+  // Hidden may be the last chance (mobile browsers kill hidden tabs): a keepalive fetch outlives
+  // the tab too, and while the page lives its answer is read (a beacon's is not: a 503 lost the
+  // events). pagehide is the unload: the beacon.
+  d.addEventListener("visibilitychange", () => d.visibilityState == "hidden" && flush());
   w.addEventListener("pagehide", () => flush((gone = 1)));
   w.addEventListener("pageshow", () => (gone = 0)); // back from the back/forward cache
   w.addEventListener("online", drain);
@@ -282,7 +305,7 @@
     reset() {
       [USER, TRAITS, ANON].forEach((name) => local(name, null));
       user = undefined;
-      d.cookie = ANON + "=;path=/;max-age=0";
+      setCookie(ANON + "=;path=/;max-age=0");
       remember(uuid());
     },
     consent(categories) {
