@@ -30,7 +30,9 @@ CLICK_IDS = frozenset(
 )  # fmt: skip
 _TIME_KEYS = ("timestamp", "originalTimestamp", "receivedAt")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MAX_CACHED_URL = 2048  # longer URLs are parsed each time, not remembered
+# Longer URLs are parsed each time, not remembered (here and by redaction): a batch of a few MB
+# can hold megabyte URLs, and a cache of 4,096 of them would grow the relay by the gigabyte.
+MAX_CACHED_URL = 2048
 
 
 def parse_url(url: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -42,8 +44,7 @@ def parse_url(url: str) -> tuple[dict[str, str], dict[str, str]]:
     if "?" not in url:
         return {}, {}  # most page URLs: skip the parse
     if len(url) > MAX_CACHED_URL:
-        # Not remembered, by our cache nor by urlsplit's own: a batch of a few MB can hold URLs
-        # that long, and 4,096 of them would grow the relay by the gigabyte.
+        # Not remembered, by our cache nor by urlsplit's own.
         return _parse_query.__wrapped__(url, getattr(urlsplit, "__wrapped__", urlsplit))
     # Landing URLs repeat across a campaign's visitors: parse each once (copies: callers keep them).
     campaign, click_ids = _parse_query(url)

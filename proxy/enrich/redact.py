@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote_plus
 
-from proxy.enrich.campaign import CLICK_IDS
+from proxy.enrich.campaign import CLICK_IDS, MAX_CACHED_URL
 from proxy.settings import PrivacySettings
 
 DEFAULT_REDACTED = frozenset(
@@ -25,7 +25,6 @@ DEFAULT_REDACTED = frozenset(
     }
 )  # fmt: skip
 FIELDS = ("url", "search", "referrer")
-MAX_CACHED_URL = 2048
 # One character before the "@" says as much as the whole local part, and a `+` there would make
 # search() retry it from every start position: quadratic in a long value ending in "@".
 EMAIL = re.compile(r"[^@\s/?&=:]@[^@\s/?&=:]+\.[A-Za-z]{2,}")
@@ -69,8 +68,7 @@ class Redactor:
         for field in FIELDS:
             value = holder.get(field)
             if isinstance(value, str) and "?" in value:
-                # Only URLs of a usual length are remembered: a batch of a few MB can hold
-                # longer ones, and 4,096 of them would grow the cache by the megabyte.
+                # Only URLs of a usual length are remembered (campaign.MAX_CACHED_URL).
                 holder[field] = (
                     self.url(value) if len(value) <= MAX_CACHED_URL else self._url(value)
                 )

@@ -72,6 +72,7 @@ def capture(context: JSON) -> JSON:
 def fits(profile: JSON) -> bool:
     """Whether `profile` is within MAX_BYTES and HEADROOM (one C call: the encoder, wrapped)."""
     try:
+        # HEADROOM lists written out: a loop building them costs the ingest path half as much again.
         return len(orjson.dumps([[[[[[[[profile]]]]]]]])) <= MAX_BYTES + 2 * HEADROOM
     except orjson.JSONEncodeError:  # nested deeper than the encoder writes, with the headroom
         return False
@@ -92,6 +93,15 @@ def merge(older: JSON | None, newer: JSON) -> JSON:
     if FIRST_TOUCH in older:
         merged[FIRST_TOUCH] = older[FIRST_TOUCH]
     return merged
+
+
+def merge_within(older: JSON | None, newer: JSON) -> JSON | None:
+    """merge() where a profile is stored: past the bound, `newer` alone; None if even that is
+    past it (or cannot be encoded at all)."""
+    merged = merge(older, newer)
+    if fits(merged):
+        return merged
+    return newer if fits(newer) else None
 
 
 def attach(context: JSON, profile: JSON) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from proxy.identity.profile import fits, merge
+from proxy.identity.profile import merge, merge_within
 from proxy.settings import IdentitySettings
 from proxy.sqlite_writer import GroupCommitWriter
 
@@ -124,18 +124,12 @@ class SqliteIdentityStore:
         stored = _read(conn, list(pending), now)
         rows = []
         for key, (delta, expires_at) in pending.items():
-            profile = merge(stored.get(key, (None, 0))[0], delta)
-            if not fits(profile):
-                profile = delta  # what this flush learned, when with the past it is too much
-                if not fits(profile):
-                    continue
-            try:
-                body = orjson.dumps(profile)
-            except orjson.JSONEncodeError as error:
+            profile = merge_within(stored.get(key, (None, 0))[0], delta)
+            if profile is None:
                 # One visitor's profile that cannot be written must not cost the others theirs.
-                log.warning("A profile could not be stored.", extra={"error": str(error)})
+                log.warning("A profile past its bound was not stored.", extra={"kind": key[:2]})
                 continue
-            rows.append((key, body, expires_at))
+            rows.append((key, orjson.dumps(profile), expires_at))
         conn.executemany(
             "INSERT OR REPLACE INTO profiles (key, body, expires_at) VALUES (?, ?, ?)", rows
         )
@@ -146,7 +140,9 @@ class SqliteIdentityStore:
     def _link(self, conn: sqlite3.Connection, source: str, target: str, now: float) -> None:
         rows = _read(conn, [source, target], now)
         if source in rows:
-            profile = merge(rows.get(target, (None, 0))[0], rows[source][0])
+            profile = merge_within(rows.get(target, (None, 0))[0], rows[source][0])
+            if profile is None:
+                return
             conn.execute(
                 "INSERT OR REPLACE INTO profiles (key, body, expires_at) VALUES (?, ?, ?)",
                 (target, orjson.dumps(profile), now + self._ttl_secs),
