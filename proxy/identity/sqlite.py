@@ -21,6 +21,7 @@ import orjson
 
 from proxy.identity.profile import merge, merge_within
 from proxy.settings import IdentitySettings
+from proxy.sqlite_files import IDENTITY_MARK, connect
 from proxy.sqlite_writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
@@ -151,12 +152,11 @@ class SqliteIdentityStore:
 
 def _connect(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn = connect(path, IDENTITY_MARK, {"profiles"}, {"profiles"})
     conn.execute("PRAGMA journal_mode=WAL")
     # NORMAL: context is a convenience, not an acknowledged event; a power cut may lose the
     # last commits, never corrupt the file.
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=5000")
     conn.executescript(SCHEMA)
     return conn
 

@@ -32,6 +32,7 @@ from proxy.spool.base import (
     Stored,
     per_destination,
 )
+from proxy.sqlite_files import SPOOL_MARK, connect
 from proxy.sqlite_writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 """
 
+# The tables above (claim() tells a spool written before the file mark by the first two).
+TABLES = frozenset({"events", "cursors", "retries", "done_ahead", "dead_letters"})
 INSERT_EVENT = "INSERT INTO events (body, appended_at, message_id) VALUES (?, ?, ?)"
 # The messageId of an event row: the column, or from the body for rows appended without it.
 MESSAGE_ID = "COALESCE({table}message_id, json_extract({table}body, '$.messageId'))"
@@ -92,15 +95,13 @@ CLEANUP_MAX_EVENTS = 20_000
 
 
 def _connect(path: str, synchronous: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn = connect(path, SPOOL_MARK, TABLES, {"events", "cursors"})
     # WAL: readers (delivery claims) never block the writer (ingest commits), and a commit is one
     # sequential append to the log.
     conn.execute("PRAGMA journal_mode=WAL")
     # FULL fsyncs the log on every commit: acknowledged events survive power loss, not only a
     # crash of this process. Group commit is what keeps that affordable.
     conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
-    # The CLI (replay) may write while the relay runs; wait for the lock instead of failing.
-    conn.execute("PRAGMA busy_timeout=5000")
     conn.execute("PRAGMA temp_store=MEMORY")
     # Some builds (Debian's) zero every deleted event in the file, which costs cleanup a third
     # of its time; FAST zeroes what is rewritten anyway, and appends soon reuse the freed pages.

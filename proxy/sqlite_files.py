@@ -1,0 +1,59 @@
+"""Which SQLite files are the relay's: a mark in the file's header (`PRAGMA application_id`).
+
+A spool path that points at some other application's database (a typo in the config, or
+`dead-letters --config` with the wrong file) is refused before anything is written to it:
+without the mark, opening it switched the file to WAL and added the relay's tables beside the
+owner's. A new file gets the mark, and so does a relay file written before there was one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Set
+from pathlib import Path
+
+SPOOL_MARK = 0x52_4C_53_50  # "RLSP"
+IDENTITY_MARK = 0x52_4C_49_44  # "RLID"
+
+
+class NotRelayFile(sqlite3.DatabaseError):
+    """The file is a SQLite database, but not one of the relay's (the CLI prints it as a line)."""
+
+
+def connect(
+    path: str | Path, mark: int, tables: Set[str], required: Set[str]
+) -> sqlite3.Connection:
+    """A connection to the relay's file at `path`, marked as such (NotRelayFile when it is
+    another's): `tables` are all the file may hold, `required` those every version of it has
+    held (how a file from before the mark is known as the relay's)."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        # The relay and the CLI (replay) may open the file at once: wait for the lock.
+        conn.execute("PRAGMA busy_timeout=5000")
+        _claim(conn, path, mark, tables, required)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _claim(
+    conn: sqlite3.Connection, path: str | Path, mark: int, tables: Set[str], required: Set[str]
+) -> None:
+    found = conn.execute("PRAGMA application_id").fetchone()[0]
+    if found == mark:
+        return
+    present = {
+        name
+        for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    }
+    if found == 0 and present <= tables and (not present or required <= present):
+        conn.execute(f"PRAGMA application_id = {mark}")
+        return
+    held = ", ".join(sorted(present)) or "none"
+    raise NotRelayFile(
+        f"{path} is another application's SQLite database, not the relay's"
+        f" (application_id {found}, tables: {held}); point the config at a file of its own"
+    )
