@@ -21,6 +21,7 @@ from proxy.clock import Clock, SystemClock
 from proxy.spool import redis_dead
 from proxy.spool import redis_scripts as scripts
 from proxy.spool.base import Dead, DeadLetter, Retry, SpoolFull, Stored, per_destination
+from proxy.spool.redis_node import NameLease, compare_idle
 from proxy.spool.redis_setup import (
     Group,
     connect,
@@ -56,6 +57,7 @@ class RedisSpool:
         size: int,
         tail: str,
         durability_problems: tuple[str, ...],
+        name: NameLease | None = None,
     ) -> None:
         self.consumer = consumer
         self.durability_problems = durability_problems  # empty when ack means durable
@@ -68,10 +70,17 @@ class RedisSpool:
         self._groups = groups
         self._bytes = size
         self._last_cleanup = 0.0
+        self._name = name
         self._background: Background | None = None
         if groups:
             self._background = Background(
-                client, keys, groups, consumer, claim_idle_secs, tidy=self._cleanup
+                client,
+                keys,
+                groups,
+                consumer,
+                claim_idle_secs,
+                tidy=self._cleanup,
+                renew_name=name.renew if name is not None else None,
             )
             self._background.start(tail)
 
@@ -96,9 +105,14 @@ class RedisSpool:
         keys = keys or scripts.Keys()
         consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         client = connect(url, timeout_secs)
+        # Only a node that joins the groups claims under its name (the CLI joins none).
+        name = NameLease(client, keys, consumer, claim_idle_secs) if destinations else None
         try:
             with unavailable("open the spool"):
                 problems = await durability_problems(client, synchronous)
+                if name is not None:
+                    await name.take()  # before join(), which takes back what the name holds
+                    await compare_idle(client, keys, claim_idle_secs)
                 groups = {name: await join(client, keys, name, consumer) for name in destinations}
                 size = int(await client.get(keys.bytes) or 0)
                 tail = await tail_id(client, keys)
@@ -117,6 +131,7 @@ class RedisSpool:
             size=size,
             tail=tail,
             durability_problems=problems,
+            name=name,
         )
 
     def _group(self, destination: str) -> Group:
@@ -290,4 +305,6 @@ class RedisSpool:
     async def close(self) -> None:
         if self._background is not None:
             await self._background.stop()
+        if self._name is not None:
+            await self._name.release()
         await self._client.aclose()

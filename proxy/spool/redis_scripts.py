@@ -39,6 +39,13 @@ class Keys:
     def destinations(self) -> str:
         return f"{self.prefix}:destinations"
 
+    @property
+    def claim_idle(self) -> str:
+        return f"{self.prefix}:claim-idle-secs"  # the setting of the node that opened last
+
+    def consumer(self, name: str) -> str:
+        return f"{self.prefix}:consumer:{name}"  # the holder of a consumer name (redis_node.py)
+
     def retries(self, destination: str) -> str:
         return f"{self.prefix}:retry:{destination}"  # zset: stream id by not_before (epoch s)
 

@@ -44,7 +44,8 @@ return 0
 
 class Background:
     """`start()` after open, `await stop()` at close. `tidy` runs after each renewal round: the
-    last settle of a burst may have come too soon after the one before to trim."""
+    last settle of a burst may have come too soon after the one before to trim. `renew_name`
+    renews the node's consumer name with its claims (redis_node.py)."""
 
     def __init__(
         self,
@@ -54,6 +55,7 @@ class Background:
         consumer: str,
         claim_idle_secs: float,
         tidy: Callable[[], Awaitable[None]],
+        renew_name: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._client = client
         self._keys = keys
@@ -62,6 +64,7 @@ class Background:
         self._idle_secs = claim_idle_secs
         self._idle_ms = max(1, round(claim_idle_secs * 1000))
         self._tidy = tidy
+        self._renew_name = renew_name
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self, tail: str) -> None:
@@ -116,6 +119,8 @@ class Background:
                         await _RENEW(self._client, self._keys.of(name), args)
                     except RedisError as error:
                         log.warning("Renewing claims failed.", extra={"error": repr(error)})
+            if self._renew_name is not None:
+                await self._renew_name()
             await self._tidy()
 
 

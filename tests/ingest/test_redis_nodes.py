@@ -18,7 +18,7 @@ from proxy.ingest.limits import LIMITED_BY_IP, LIMITED_BY_SOURCE
 from proxy.ingest.limits_redis import RedisRateLimits
 from proxy.keys import INGEST_COUNTS, RATE_LIMITS
 from proxy.settings import LimitSettings, Settings, SpoolBackend
-from tests.conftest import SERVER_KEY, WEB_ORIGIN, RelayFactory, SettingsFactory
+from tests.conftest import SERVER_KEY, WEB_ORIGIN, RelayFactory, RelayServer, SettingsFactory
 from tests.ingest.client import post, track
 from tests.ingest.test_limits import BACKEND, WEB  # the sources the one-node tests charge
 from tests.redis_server import RedisServer
@@ -33,6 +33,18 @@ def on_redis(
         settings.spool, backend=SpoolBackend.REDIS, redis_url=redis.url(), synchronous="normal"
     )
     return dataclasses.replace(settings, spool=spool)
+
+
+async def two_nodes(
+    relay_factory: RelayFactory, settings: Settings
+) -> tuple[RelayServer, RelayServer]:
+    """Two relays on one Redis, each under its own consumer name (as two nodes must be: in
+    one test process both would default to the same `<hostname>-<pid>`)."""
+    nodes = []
+    for name in ("node-1", "node-2"):
+        spool = dataclasses.replace(settings.spool, redis_consumer=name)
+        nodes.append(await relay_factory(dataclasses.replace(settings, spool=spool)))
+    return nodes[0], nodes[1]
 
 
 # --- the limiter ---------------------------------------------------------------------------------
@@ -106,7 +118,7 @@ async def test_over_the_per_ip_limit_is_429_with_retry_after_on_a_redis_spool(
 ) -> None:
     limits = LimitSettings(per_ip_rate=0.5, per_ip_burst=2)
     settings = on_redis(settings_factory, redis_server, limits=limits)
-    one, two = await relay_factory(settings), await relay_factory(settings)
+    one, two = await two_nodes(relay_factory, settings)
     assert isinstance(one.app[RATE_LIMITS], RedisRateLimits)
     origin = {"Origin": WEB_ORIGIN}
     assert (
@@ -130,7 +142,7 @@ async def test_a_backend_event_on_one_node_carries_the_context_learned_on_anothe
     http: aiohttp.ClientSession,
 ) -> None:
     settings = on_redis(settings_factory, redis_server)
-    browser_node, backend_node = await relay_factory(settings), await relay_factory(settings)
+    browser_node, backend_node = await two_nodes(relay_factory, settings)
     page = {
         "type": "page",
         "anonymousId": "anon-1",

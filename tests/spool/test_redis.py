@@ -147,6 +147,55 @@ async def test_a_retry_due_at_once_is_handed_out_while_its_settle_is_read(
     assert [s.id for s in got] == [stored.id]
 
 
+async def test_a_consumer_name_a_live_node_holds_is_refused(node: OpenNode) -> None:
+    await node("twin")
+    # Before, both opened: the second took back the first's live claims as its own and both
+    # sent them.
+    with pytest.raises(SpoolUnavailable, match="'twin' is in use by another live node"):
+        await node("twin")
+
+
+async def test_a_clean_restart_takes_its_name_at_once(
+    node: OpenNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = await node("node-1")
+    await first.close()
+    with caplog.at_level(logging.WARNING, logger="proxy.spool.redis_node"):
+        await node("node-1")
+    assert not caplog.records  # released at close: no lease to wait out
+
+
+async def test_after_a_crash_the_name_comes_back_with_its_claims(
+    node: OpenNode, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = await node("node-1")
+    await first.append([body(1), body(2)])
+    held = await first.claim("a", 10, clock.now())
+    # A crash: it stops renewing its claims and its name, and releases nothing.
+    assert first._background is not None
+    await first._background.stop()
+    first._name = None
+    with caplog.at_level(logging.WARNING, logger="proxy.spool.redis_node"):
+        again = await node("node-1")
+    assert "Waiting for the consumer name" in caplog.text  # its old lease, waited out
+    assert sorted(s.id for s in await claim_until(again, 2, clock.now())) == sorted(
+        s.id for s in held
+    )
+
+
+async def test_nodes_with_different_claim_idle_settings_are_warned_about(
+    redis_server: RedisServer, node: OpenNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    await node("node-1")
+    with caplog.at_level(logging.WARNING, logger="proxy.spool.redis_node"):
+        other = await RedisSpool.open(
+            redis_server.url(), max_bytes=10**9, destinations=("a",), consumer="node-2",
+            claim_idle_secs=IDLE_SECS * 10,
+        )  # fmt: skip
+        await other.close()
+    assert "redis_claim_idle_secs differs between nodes" in caplog.text
+
+
 async def test_consumers_of_one_destination_share_the_work(
     node: OpenNode, clock: ManualClock
 ) -> None:
