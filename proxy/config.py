@@ -137,6 +137,8 @@ def _server(r: Reader) -> ServerSettings:
     r.put(fields, "max_body_bytes", int, _positive)
     r.put(fields, "max_event_bytes", int, _positive)
     r.put(fields, "shutdown_timeout_secs", float, _positive)
+    # About 100 bytes an id: the cap bounds the memory to what a small node has to spare.
+    r.put(fields, "repeat_window_events", int, _at_least(0), _at_most(10_000_000))
     r.done()
     server = ServerSettings(**fields)
     if server.max_event_bytes > server.max_body_bytes:

@@ -37,6 +37,11 @@ class Metrics:
             "relay_events_refused", "Events ingest refused, by reason code.", ["reason"], registry=r
         )
         self.spooled = Counter("relay_events_spooled", "Events committed to the spool.", registry=r)
+        self.repeated = Counter(
+            "relay_events_repeated",
+            "Events answered 200 but not spooled: a messageId this node took moments before.",
+            registry=r,
+        )
         self.deliveries = Counter(
             "relay_deliveries",
             "Final outcomes per event and destination (delivered, filtered, dead).",

@@ -41,6 +41,9 @@ class ServerSettings:
     max_event_bytes: int = 32 * 1024  # Segment's per-event limit
     max_body_bytes: int = 5 * 1024 * 1024  # per request; the largest batch an official SDK sends
     shutdown_timeout_secs: float = 10.0
+    # How many recent messageIds ingest remembers, to answer a repeat 200 without spooling it
+    # again (proxy/ingest/repeats.py); 0: every copy is spooled.
+    repeat_window_events: int = 100_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,11 +40,12 @@ from proxy.ingest.common import (
 )
 from proxy.ingest.cors import Cors
 from proxy.ingest.pipeline import NO_ENVELOPE, Envelope, Rejection, RequestFacts, process
+from proxy.ingest.repeats import RecentIds
 from proxy.keys import ENRICHER, INGEST_COUNTS, METRICS, RATE_LIMITS, SPOOL, STITCHER
 from proxy.logs import with_request_id
 from proxy.metrics import record_ingest
 from proxy.settings import Settings, SourceKind, SourceSettings
-from proxy.spool.base import SpoolFull, SpoolUnavailable
+from proxy.spool.base import Spool, SpoolFull, SpoolUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class SegmentApi:
         server = settings.server
         self.event_limit = min(server.max_event_bytes, server.max_body_bytes)
         self.cookie_checks = {server.device_cookie: is_device_value, FBP_COOKIE: is_fbp_value}
+        self.repeats = RecentIds(server.repeat_window_events)
 
     def routes(self, prefix: str) -> list[web.RouteDef]:
         """POST and OPTIONS (CORS preflight) for every route, under `prefix`."""
@@ -101,9 +103,13 @@ class SegmentApi:
         # 64 requests' worth of them (some 300,000 objects) made the heap larger and colder,
         # and cost the batch benchmark ~10% of its throughput.
         taken = await self._take(request, route_type)
+        source = taken.source
+        events, message_ids = self.repeats.new_only(source, taken.accepted, taken.message_ids)
+        if len(events) < len(taken.accepted):
+            request.app[METRICS].repeated.inc(len(taken.accepted) - len(events))
         # The durable commit: the answer says yes only after this returns.
         try:
-            await request.app[SPOOL].append(taken.accepted, taken.message_ids)
+            await self._commit(request.app[SPOOL], source, events, message_ids)
         except SpoolFull:
             raise IngestError(
                 503,
@@ -133,6 +139,16 @@ class SegmentApi:
             )
             set_device_cookie(response, server.device_cookie, device.renewal, secure)
         return response
+
+    async def _commit(
+        self, spool: Spool, source: str, events: list[bytes], message_ids: list[str | None]
+    ) -> None:
+        try:
+            if events:  # none when every event was a repeat
+                await spool.append(events, message_ids)
+        except BaseException:
+            self.repeats.release(source, message_ids)  # not kept: the client sends them again
+            raise
 
     async def _take(self, request: web.Request, route_type: str | None) -> Taken:
         """Read, authenticate and process the request's events, up to the bytes to spool."""
@@ -205,7 +221,7 @@ class SegmentApi:
             raise IngestError(
                 400, "no_valid_events", "no event in the batch was accepted", rejected=rejected
             )
-        return Taken(accepted, message_ids, rejected, device)
+        return Taken(accepted, message_ids, rejected, device, source.name)
 
     def _finish(self, request: web.Request, response: web.StreamResponse, secs: float) -> None:
         self.cors.grant(request, response)
@@ -228,12 +244,13 @@ class SegmentApi:
 @dataclass(slots=True)
 class Taken:
     """What a request's events came to: the bodies to spool with their messageIds, a batch's
-    refusals, and the device cookie to answer with."""
+    refusals, the device cookie to answer with, and the source that sent them."""
 
     accepted: list[bytes]
     message_ids: list[str | None]
     rejected: list[dict[str, Any]]
     device: DeviceCookie | None
+    source: str  # the source's name: repeats are told apart per source
 
 
 def unpack_batch(data: dict[str, Any]) -> tuple[list[Any], Envelope]:

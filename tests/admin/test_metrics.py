@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -87,10 +88,11 @@ async def test_health_and_readiness_need_no_auth_and_reveal_nothing(
     # 503, and so does /readyz.
     small.vendor.route("/in", lambda _: VendorAnswer(503))
 
+    sent = itertools.count()
+
     async def full() -> bool:
-        answer = await post(
-            small.http, f"{small.public_url}/v1/track", track(properties={"x": "y" * 100})
-        )
+        event = track(messageId=f"fill-{next(sent)}", properties={"x": "y" * 100})
+        answer = await post(small.http, f"{small.public_url}/v1/track", event)
         return answer.status == 503
 
     await eventually(full, "the spool reaches its cap")

@@ -147,8 +147,9 @@ async def test_fbp_is_kept_and_no_other_cookie_is_forwarded(
     relay: RelayServer, http: aiohttp.ClientSession
 ) -> None:
     headers = {"Cookie": f"_fbp={FBP}; session=s3cr3t-session; _ga=GA1.1.123.456"}
-    await post(http, f"{relay.url}/v1/t", track(), headers=headers)
-    await post(http, f"{relay.url}/v1/t", track(context={"fbp": "fb.1.1.mine"}), headers=headers)
+    await post(http, f"{relay.url}/v1/t", track(messageId="m-1"), headers=headers)
+    mine = track(messageId="m-2", context={"fbp": "fb.1.1.mine"})
+    await post(http, f"{relay.url}/v1/t", mine, headers=headers)
     first, second = await relay.spooled()
     assert first["context"]["fbp"] == FBP
     assert second["context"]["fbp"] == "fb.1.1.mine"  # what the client sent wins
