@@ -32,21 +32,31 @@ class RecentIds:
         earlier in this request; their ids are now taken. `release()` them if the commit fails."""
         if not self._limit:
             return events, message_ids
+        seen = self._seen
+        keys = [hash((source, message_id)) for message_id in message_ids]
+        if seen.isdisjoint(keys) and len(set(keys)) == len(keys) and None not in message_ids:
+            self._remember(keys)  # the usual case, in C: nothing repeated
+            return events, message_ids
+        kept: list[bytes] = []
+        kept_ids: list[str | None] = []
+        new_keys = []
+        for event, message_id, key in zip(events, message_ids, keys, strict=True):
+            if message_id is not None:
+                if key in seen:
+                    continue
+                seen.add(key)  # a second copy later in this request is a repeat too
+                new_keys.append(key)
+            kept.append(event)
+            kept_ids.append(message_id)
+        self._remember(new_keys)
+        return kept, kept_ids
+
+    def _remember(self, keys: list[int]) -> None:
         seen, order = self._seen, self._order
-        fresh = []
-        for message_id in message_ids:
-            key = hash((source, message_id))
-            new = message_id is None or key not in seen
-            if new and message_id is not None:
-                seen.add(key)
-                order.append(key)
-            fresh.append(new)
+        seen.update(keys)
+        order.extend(keys)
         while len(order) > self._limit:
             seen.discard(order.popleft())
-        if all(fresh):
-            return events, message_ids
-        kept = [index for index, new in enumerate(fresh) if new]
-        return [events[i] for i in kept], [message_ids[i] for i in kept]
 
     def release(self, source: str, message_ids: Sequence[str | None]) -> None:
         """Forget ids whose events were not committed: the client sends them again."""
