@@ -9,7 +9,7 @@ sent wins.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -118,8 +118,11 @@ def attach(context: JSON, profile: JSON) -> None:
         context["ga"] = {**profile["ga"], **(ga or {})}
     if "consent" in profile:
         consent = context.setdefault("consent", {})
-        if isinstance(consent, dict) and not consent.get("categoryPreferences"):
-            consent["categoryPreferences"] = dict(profile["consent"])
+        own = consent.get("categoryPreferences") if isinstance(consent, dict) else None
+        if isinstance(consent, dict) and (not own or isinstance(own, dict)):
+            # The backend's own answers win for the categories it answered, and only for those:
+            # a refusal it did not repeat still holds.
+            consent["categoryPreferences"] = {**profile["consent"], **(own or {})}
     if FIRST_TOUCH in profile:
         context.setdefault(FIRST_TOUCH, profile[FIRST_TOUCH])
     if PAGE in profile and not context.get(PAGE):
@@ -128,6 +131,26 @@ def attach(context: JSON, profile: JSON) -> None:
         device = context.setdefault("device", {})
         if isinstance(device, dict):
             device.setdefault("id", profile[DEVICE])
+
+
+def combine(profiles: Sequence[JSON], refusals_from: Sequence[JSON] = ()) -> JSON:
+    """The profiles a server event names, least specific first (user, anonymous, device),
+    merged as captures are: the most specific wins field by field. A consent refusal in any of
+    them, or in `refusals_from` (the devices they were last seen on), wins over a grant: one
+    profile's grant must not undo what the user refused elsewhere."""
+    combined: JSON = {}
+    for found in profiles:
+        combined = merge(combined, found)
+    refused = {
+        category: False
+        for found in (*profiles, *refusals_from)
+        if isinstance(found.get("consent"), dict)
+        for category, answer in found["consent"].items()
+        if answer is False
+    }
+    if refused:
+        combined["consent"] = {**combined.get("consent", {}), **refused}
+    return combined
 
 
 def keys(event: JSON) -> Iterator[str]:

@@ -170,7 +170,9 @@ class SegmentApi:
         await app[RATE_LIMITS].charge(source, ip, len(events), now.timestamp())
         browser = source.kind is SourceKind.BROWSER
         # Issue 6: privacy rules and context stitching (proxy/ingest/stitch.py).
-        context_step = await app[STITCHER].step(source, headers, events, now.timestamp())
+        context_step = await app[STITCHER].step(
+            source, headers, events, now.timestamp(), envelope.context
+        )
         cookies = self._cookies(headers.get("Cookie")) if browser else {}
         device = self._device_cookie(cookies, source, now.timestamp())
         facts = RequestFacts(

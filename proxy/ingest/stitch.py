@@ -34,13 +34,29 @@ class Stitcher:
         self.redactor = Redactor(privacy)
 
     async def step(
-        self, source: SourceSettings, headers: Mapping[str, str], events: Sequence[Any], now: float
+        self,
+        source: SourceSettings,
+        headers: Mapping[str, str],
+        events: Sequence[Any],
+        now: float,
+        envelope_context: JSON | None = None,
     ) -> ContextStep:
-        """The step for one request; for a server source, with the profiles its events name."""
+        """The step for one request; for a server source, with the profiles its events name
+        (with what a batch envelope's context lends them) and the profiles of the devices those
+        were last seen on: a consent refusal made there counts too."""
         if source.kind is SourceKind.BROWSER:
             return ContextStep(self, True, gpc_header(headers, self.privacy), {}, now)
-        keys = [key for event in events if isinstance(event, dict) for key in profile.keys(event)]
+        keys = [
+            key
+            for event in events
+            if isinstance(event, dict)
+            for key in profile.keys(_lent(event, envelope_context))
+        ]
         found = await self.store.load(keys, now) if keys else {}
+        devices = {f"d:{device}" for device in map(_device_of, found.values()) if device}
+        devices.difference_update(keys)
+        if devices:
+            found.update(await self.store.load(sorted(devices), now))
         return ContextStep(self, False, None, found, now)
 
 
@@ -83,18 +99,32 @@ class ContextStep:
                 self._remember(keys, profile.capture(context))
                 self._last = run
         else:
-            found = next((self._profiles[key] for key in keys if key in self._profiles), None)
-            if found is not None:
-                profile.attach(context, found)
             # A consent answer a backend sends (a consent-management platform's callback) is
             # remembered for the user like the snippet's; nothing else of a server event is.
+            # Read before attach(): what the profile lends is not the backend's answer.
             answer = preferences(context)
-            if answer and keys:
-                self._remember(keys, {"consent": dict(answer)})
+            own = dict(answer) if answer else None
+            found = self._found(keys)
+            if found is not None:
+                profile.attach(context, found)
+            if own and keys:
+                self._remember(keys, {"consent": own})
         anonymous, user = event.get("anonymousId"), event.get("userId")
         if event.get("type") == "identify" and anonymous and user:
             self.finish()  # the link must see the captures of the events before it
             stitcher.store.link(f"a:{anonymous}", f"u:{user}", self._now)
+            lent = self._profiles.get(f"a:{anonymous}")
+            if lent is not None:  # the events after it in this batch see the link too
+                linked = f"u:{user}"
+                self._profiles[linked] = profile.merge(self._profiles.get(linked), lent)
+
+    def _found(self, keys: tuple[str, ...]) -> JSON | None:
+        """What the profiles `keys` name lend a server event (None: no profile)."""
+        profiles = [self._profiles[key] for key in reversed(keys) if key in self._profiles]
+        if not profiles:
+            return None
+        devices = (self._profiles.get(f"d:{_device_of(found)}") for found in profiles)
+        return profile.combine(profiles, [device for device in devices if device is not None])
 
     def finish(self) -> None:
         """Hand what the request's events captured to the store (after its last apply())."""
@@ -110,6 +140,19 @@ class ContextStep:
         for key in keys:
             earlier = self._captured.get(key)
             self._captured[key] = captured if earlier is None else profile.merge(earlier, captured)
+
+
+def _lent(event: JSON, envelope_context: JSON | None) -> JSON:
+    """The event with its batch envelope's context under its own, as normalise() will make it."""
+    own = event.get("context")
+    if envelope_context is None or not isinstance(own, dict | None):
+        return event
+    return {**event, "context": {**envelope_context, **(own or {})}}
+
+
+def _device_of(found: JSON) -> str | None:
+    device = found.get(profile.DEVICE)
+    return device if isinstance(device, str) and device else None
 
 
 def _as_json(context: JSON) -> bytes | None:

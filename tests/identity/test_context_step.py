@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from proxy.identity.sqlite import SqliteIdentityStore
 from proxy.ingest.stitch import Stitcher
 from proxy.settings import IdentitySettings, PrivacySettings, Secret, SourceKind, SourceSettings
@@ -96,3 +98,94 @@ async def test_a_consent_answer_of_false_after_0_is_not_taken_for_a_repeat(
         assert found["a:a1"]["consent"]["ads"] is False
     finally:
         await store.close()
+
+
+# --- what a server event is lent (a reviewer's finds: each failed before) -------------------
+
+
+async def server_apply(
+    tmp_path: Path,
+    seeded: dict[str, dict[str, Any]],
+    events: list[dict[str, Any]],
+    envelope_context: dict[str, Any] | None = None,
+) -> SqliteIdentityStore:
+    """Seed the store with `seeded` profiles, then run a server step over `events`."""
+    store = await SqliteIdentityStore.open(str(tmp_path / "spool.sqlite3"), IdentitySettings())
+    for key, found in seeded.items():
+        store.remember((key,), found, NOW)
+    step = await Stitcher(store, PrivacySettings()).step(BACKEND, {}, events, NOW, envelope_context)
+    for one in events:
+        one["context"] = {**(envelope_context or {}), **one.get("context", {})}  # as normalise()
+        step.apply(one)
+    step.finish()
+    return store
+
+
+def categories(event: dict[str, Any]) -> dict[str, Any]:
+    preferences: dict[str, Any] = event["context"]["consent"]["categoryPreferences"]
+    return preferences
+
+
+async def test_a_backend_answering_one_category_keeps_the_users_other_refusals(
+    tmp_path: Path,
+) -> None:
+    order: dict[str, Any] = {"type": "track", "userId": "u1", "context": event(True)["context"]}
+    seeded = {"u:u1": {"consent": {"marketing": False, "ads": False}}}
+    store = await server_apply(tmp_path, seeded, [order])
+    await store.close()
+    assert categories(order) == {"marketing": False, "ads": True}  # its own answer wins
+
+
+async def test_consent_lent_to_a_server_event_is_not_stored_again_as_its_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    remembered: list[Any] = []
+    monkeypatch.setattr(
+        SqliteIdentityStore, "remember", lambda self, *args: remembered.append(args)
+    )
+    order: dict[str, Any] = {"type": "track", "userId": "u1"}
+    store = await server_apply(tmp_path, {}, [order])
+    store._cache["u:u1"] = ({"consent": {"marketing": True}}, NOW + 3600)
+    again: dict[str, Any] = {"type": "track", "userId": "u1"}
+    step = await Stitcher(store, PrivacySettings()).step(BACKEND, {}, [again], NOW)
+    again["context"] = {}
+    step.apply(again)
+    step.finish()
+    await store.close()
+    assert categories(again) == {"marketing": True}
+    # Stored again, it refreshed the profile's TTL for as long as the backend sent, and could
+    # write an old grant back over a withdrawal that came meanwhile.
+    assert remembered == []
+
+
+async def test_a_backend_batch_sees_its_own_identify(tmp_path: Path) -> None:
+    identify: dict[str, Any] = {"type": "identify", "anonymousId": "a1", "userId": "u1"}
+    order: dict[str, Any] = {"type": "track", "userId": "u1"}
+    seeded = {"a:a1": {"campaign": {"name": "spring"}}}
+    store = await server_apply(tmp_path, seeded, [identify, order])
+    await store.close()
+    assert order["context"]["campaign"] == {"name": "spring"}
+
+
+async def test_a_refusal_on_the_users_device_or_other_profile_wins(tmp_path: Path) -> None:
+    seeded: dict[str, dict[str, Any]] = {
+        "u:u1": {"consent": {"marketing": True}, "deviceId": "dev-1"},
+        "d:dev-1": {"consent": {"marketing": False}},  # withdrawn there after a logout
+        "u:u2": {"consent": {"marketing": False}},
+        "a:a2": {"consent": {"marketing": True}},  # a new device, where u2 granted
+    }
+    first: dict[str, Any] = {"type": "track", "userId": "u1"}
+    second: dict[str, Any] = {"type": "track", "userId": "u2", "anonymousId": "a2"}
+    store = await server_apply(tmp_path, seeded, [first, second])
+    await store.close()
+    assert categories(first) == {"marketing": False}
+    assert categories(second) == {"marketing": False}
+
+
+async def test_a_batch_envelopes_device_id_finds_the_profile(tmp_path: Path) -> None:
+    order: dict[str, Any] = {"type": "track", "userId": "u9"}
+    seeded = {"d:dev-9": {"campaign": {"name": "spring"}}}
+    envelope = {"device": {"id": "dev-9"}}
+    store = await server_apply(tmp_path, seeded, [order], envelope)
+    await store.close()
+    assert order["context"]["campaign"] == {"name": "spring"}
