@@ -89,12 +89,15 @@ async def admin_factory(
     vendors: list[FakeVendor] = []
     sessions: list[aiohttp.ClientSession] = []
 
-    async def start(clock: Clock | None = None, **overrides: Any) -> AdminRelay:
-        """Settings `overrides`; `clock` for the public app (and the admin's login throttle)."""
-        vendor = await FakeVendor({"/in": lambda _: VendorAnswer(200, b'{"ok":true}')}).start()
+    async def start(
+        clock: Clock | None = None, hook_path: str = "/in", **overrides: Any
+    ) -> AdminRelay:
+        """Settings `overrides`; `clock` for the public app (and the admin's login throttle);
+        `hook_path` for the webhook's URL (its query always carries QUERY_SECRET)."""
+        vendor = await FakeVendor({hook_path: lambda _: VendorAnswer(200, b'{"ok":true}')}).start()
         vendors.append(vendor)
         hook = WebhookConfig(
-            url=f"{vendor.url}/in?api_key={QUERY_SECRET}", secret=Secret(WEBHOOK_SECRET)
+            url=f"{vendor.url}{hook_path}?api_key={QUERY_SECRET}", secret=Secret(WEBHOOK_SECRET)
         )
         destinations = (
             DestinationSettings("debug", "debug", DebugConfig(), linger_ms=0),
