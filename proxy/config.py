@@ -50,6 +50,7 @@ from proxy.settings import (
 __all__ = ["ConfigError", "demo_settings", "destination_settings", "load_settings"]
 
 MAX_CONFIG_BYTES = 1_000_000  # far above any real config; a bound on what is read
+MIN_ADMIN_TOKEN_CHARS = 16
 
 
 def load_settings(path: str | Path, env: Mapping[str, str] = os.environ) -> Settings:
@@ -149,7 +150,7 @@ def _server(r: Reader) -> ServerSettings:
 def _admin(r: Reader) -> AdminSettings:
     fields: dict[str, Any] = {}
     _put_listen(r, fields)
-    r.put(fields, "token", Secret)
+    r.put(fields, "token", Secret, _admin_token)
     r.done()
     admin = AdminSettings(**fields)
     if admin.token is None and not _is_loopback(admin.listen_host):
@@ -469,6 +470,19 @@ def _not_negative(value: float) -> float:
     if value < 0:
         raise ValueError(f"must be 0 or more, got {value}")
     return value
+
+
+def _admin_token(token: Secret) -> Secret:
+    """A configured admin token must resist guessing. Only its length can be checked: 16
+    characters of even [a-z0-9] are 82 bits, out of reach of the login throttle's about one guess
+    a minute; the generated token has 32 (192 bits). A 6-12 character password does not."""
+    if len(token.value) < MIN_ADMIN_TOKEN_CHARS:
+        raise ValueError(
+            f"too short to resist guessing ({len(token.value)} characters, at least"
+            f" {MIN_ADMIN_TOKEN_CHARS} needed); make one with"
+            ' python -c "import secrets; print(secrets.token_urlsafe(24))"'
+        )
+    return token
 
 
 def _positive(value: float) -> float:

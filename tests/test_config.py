@@ -72,7 +72,7 @@ consent = ["analytics"]
 """
 
 ENV = {
-    "RELAY_ADMIN_TOKEN": "admin-token-1",
+    "RELAY_ADMIN_TOKEN": "admin-token-1-c7e2f9a04b",
     "BACKEND_WRITE_KEY": "sk_backend_key_0123456789",
     "WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
     "GA4_API_SECRET": "ga4-secret",
@@ -159,7 +159,7 @@ def test_design_example_loads(tmp_path: Path) -> None:
         ipaddress.ip_network("::1/128"),
     )
     assert (settings.admin.listen_host, settings.admin.listen_port) == ("127.0.0.1", 8081)
-    assert settings.admin.token == Secret("admin-token-1")
+    assert settings.admin.token == Secret("admin-token-1-c7e2f9a04b")
     assert settings.spool.backend is SpoolBackend.SQLITE
     assert settings.spool.path == str(tmp_path / "var/spool.sqlite3")
     assert settings.spool.max_bytes == 2_000_000_000
@@ -349,6 +349,20 @@ def test_admin_off_loopback_needs_a_token(tmp_path: Path) -> None:
     assert errors == ["admin.token: required when admin.listen is not a loopback address"]
     text = '[admin]\nlisten = "0.0.0.0:8081"\ntoken = "${RELAY_ADMIN_TOKEN}"\n'
     assert load_settings(write(tmp_path, text), ENV).admin.listen_host == "0.0.0.0"
+
+
+def test_a_short_admin_token_is_refused(tmp_path: Path) -> None:
+    # Before, any token loaded: "hunter2" guarded an admin view that shows payloads and replays.
+    text = '[admin]\ntoken = "${RELAY_ADMIN_TOKEN}"\n'
+    errors = errors_of(tmp_path, text, env={"RELAY_ADMIN_TOKEN": "hunter2-admin"})
+
+    assert errors == [
+        "admin.token: too short to resist guessing (13 characters, at least 16 needed); make one"
+        ' with python -c "import secrets; print(secrets.token_urlsafe(24))"'
+    ]
+    assert "hunter2" not in str(errors)
+    sixteen = load_settings(write(tmp_path, text), {"RELAY_ADMIN_TOKEN": "k" * 16}).admin.token
+    assert sixteen == Secret("k" * 16)
 
 
 # --- unknown keys ----------------------------------------------------------------------------

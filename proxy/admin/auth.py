@@ -3,6 +3,7 @@
 Two ways in: `Authorization: Bearer <token>` (scripts, curl), or the login form, which sets an
 HttpOnly, SameSite=Strict session cookie. Every POST also needs the CSRF token of its session
 (a form field or X-CSRF-Token header), so a page on another site cannot make the browser act.
+Wrong tokens, by either way, are throttled (throttle.py): a locked-out client gets 429 unchecked.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from urllib.parse import quote
 
 import aiohttp_jinja2
 from aiohttp import web
+
+from proxy.admin.throttle import Throttle, client_key
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -41,9 +44,11 @@ SECURITY_HEADERS = {
 
 @dataclass(slots=True)
 class Gate:
-    """The admin token, live sessions (id -> expiry, monotonic) and the key CSRF tokens use."""
+    """The admin token, live sessions (id -> expiry, monotonic), the key CSRF tokens use and
+    the throttle on wrong tokens."""
 
     token: str
+    throttle: Throttle
     sessions: dict[str, float] = field(default_factory=dict)
     key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
@@ -69,11 +74,25 @@ class Gate:
         return hmac.new(self.key, session.encode(), hashlib.sha256).hexdigest()
 
     def who(self, request: web.Request) -> str | None:
-        """The session a request belongs to (BEARER for the header), or None: not signed in."""
+        """The session a request belongs to (BEARER for the header), or None: not signed in.
+
+        A Bearer token is a guess like a login: refused with 429 while its client is locked out.
+        A session cookie is not (a session id is 256 random bits), so it works during a lockout.
+        """
         header = request.headers.get("Authorization", "")
         scheme, _, offered = header.partition(" ")
-        if scheme.lower() == "bearer" and offered and self.token_ok(offered.strip()):
-            return BEARER
+        if scheme.lower() == "bearer" and offered.strip():
+            client = client_key(request)
+            if wait := self.throttle.wait_secs(client):
+                raise web.HTTPTooManyRequests(
+                    text=f'{{"error":"too_many_wrong_tokens","retry_after_secs":{wait}}}',
+                    content_type="application/json",
+                    headers={"Retry-After": str(wait)},
+                )
+            if self.token_ok(offered.strip()):
+                self.throttle.succeeded(client)
+                return BEARER
+            self.throttle.failed(client)
         sid = request.cookies.get(COOKIE, "")
         return sid if sid and self.session_ok(sid) else None
 
@@ -148,8 +167,19 @@ async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     offered = form.get("token")
     target = safe_next(str(form.get("next") or "/"))
-    if not isinstance(offered, str) or not gate.token_ok(offered.strip()):
+    if not isinstance(offered, str) or not offered.strip():
         return _login_form(request, "That token is not right.", 401, target)
+    # No await from here to the count: concurrent guesses cannot all pass one unlocked check.
+    client = client_key(request)
+    if wait := gate.throttle.wait_secs(client):
+        return _locked_form(request, wait, target)
+    if not gate.token_ok(offered.strip()):
+        wait = gate.throttle.failed(client)
+        error = "That token is not right."
+        if wait:
+            error += f" Too many wrong tokens: the next try is possible in {_secs(wait)}."
+        return _login_form(request, error, 401, target)
+    gate.throttle.succeeded(client)
     response = web.HTTPSeeOther(target)
     response.set_cookie(
         COOKIE,
@@ -168,6 +198,17 @@ async def logout(request: web.Request) -> web.StreamResponse:
     response = web.HTTPSeeOther("/login")
     response.del_cookie(COOKIE, path="/")
     raise response
+
+
+def _locked_form(request: web.Request, wait: int, target: str) -> web.Response:
+    error = f"Too many wrong tokens. Try again in {_secs(wait)} (the token was not checked)."
+    response = _login_form(request, error, 429, target)
+    response.headers["Retry-After"] = str(wait)
+    return response
+
+
+def _secs(wait: int) -> str:
+    return "1 second" if wait == 1 else f"{wait} seconds"
 
 
 def _login_form(request: web.Request, error: str, status: int, target: str) -> web.Response:

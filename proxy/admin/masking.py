@@ -1,8 +1,9 @@
 """What the admin view may show of requests and config: secrets never, the rest as sent.
 
 Three layers, because any one alone misses something: every configured Secret value is replaced
-wherever it appears; URL query strings and user info are cut (vendors put keys there); JSON keys
-and headers named like credentials are masked. Hashed fields stay: they are what was sent.
+wherever it appears; URL paths past their first segment, query strings and user info are cut
+(vendors and webhook hosts put keys there); JSON keys and headers named like credentials are
+masked. Hashed fields stay: they are what was sent.
 """
 
 from __future__ import annotations
@@ -60,11 +61,16 @@ def hide(text: str, secrets: Iterable[str]) -> str:
 
 
 def mask_url(url: str) -> str:
+    """Scheme, host, port and the first path segment, enough to tell destinations apart; the
+    rest of the path is masked (Slack, Discord and Zapier hooks carry their secret there:
+    /services/T…/B…/<secret>), and so are the query, user info and fragment."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
+    first, slash, rest = parts.path[1:].partition("/")
+    path = f"/{first}/{MASK}" if slash and rest else parts.path
     query = MASK if parts.query else ""
-    return urlunsplit((parts.scheme, netloc or parts.netloc, parts.path, query, ""))
+    return urlunsplit((parts.scheme, netloc or parts.netloc, path, query, ""))
 
 
 def mask_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -98,7 +104,7 @@ def _mask_keys(value: Any) -> Any:
 
 
 def masked_config(settings: Settings) -> Any:
-    """Settings as plain JSON-able data, with every Secret shown as *** and URLs' queries cut."""
+    """Settings as plain JSON-able data, with every Secret shown as *** and URLs masked."""
     return _plain(settings)
 
 

@@ -17,6 +17,8 @@ from proxy.admin import api, views
 from proxy.admin.auth import GATE, Gate, login, login_page, logout, require_auth
 from proxy.admin.paths import PATH_CHECKS, PathChecks
 from proxy.admin.stats import PUBLIC
+from proxy.admin.throttle import Throttle
+from proxy.keys import CLOCK
 from proxy.logs import request_ids
 from proxy.settings import Settings
 
@@ -28,7 +30,7 @@ def create_admin_app(public: web.Application, token: str) -> web.Application:
         raise ValueError("the admin app needs a token")
     app = web.Application(middlewares=[request_ids, require_auth], client_max_size=64 * 1024)
     app[PUBLIC] = public
-    app[GATE] = Gate(token)
+    app[GATE] = Gate(token, Throttle(public[CLOCK]))
     app[PATH_CHECKS] = PathChecks()
     aiohttp_jinja2.setup(
         app,

@@ -18,6 +18,7 @@ from pytest_aiohttp import AiohttpServer
 
 from proxy.admin.site import create_admin_app
 from proxy.app import create_app
+from proxy.clock import Clock
 from proxy.destinations.debug import DebugConfig
 from proxy.destinations.webhook import WebhookConfig
 from proxy.settings import DestinationSettings, Secret, Settings
@@ -88,11 +89,15 @@ async def admin_factory(
     vendors: list[FakeVendor] = []
     sessions: list[aiohttp.ClientSession] = []
 
-    async def start(**overrides: Any) -> AdminRelay:
-        vendor = await FakeVendor({"/in": lambda _: VendorAnswer(200, b'{"ok":true}')}).start()
+    async def start(
+        clock: Clock | None = None, hook_path: str = "/in", **overrides: Any
+    ) -> AdminRelay:
+        """Settings `overrides`; `clock` for the public app (and the admin's login throttle);
+        `hook_path` for the webhook's URL (its query always carries QUERY_SECRET)."""
+        vendor = await FakeVendor({hook_path: lambda _: VendorAnswer(200, b'{"ok":true}')}).start()
         vendors.append(vendor)
         hook = WebhookConfig(
-            url=f"{vendor.url}/in?api_key={QUERY_SECRET}", secret=Secret(WEBHOOK_SECRET)
+            url=f"{vendor.url}{hook_path}?api_key={QUERY_SECRET}", secret=Secret(WEBHOOK_SECRET)
         )
         destinations = (
             DestinationSettings("debug", "debug", DebugConfig(), linger_ms=0),
@@ -100,7 +105,7 @@ async def admin_factory(
                                 backoff_base_secs=30.0),
         )  # fmt: skip
         settings = settings_factory(destinations=destinations, **overrides)
-        public = create_app(settings)
+        public = create_app(settings, clock)
         public_server = await aiohttp_server(public, auto_decompress=False)
         admin_server = await aiohttp_server(create_admin_app(public, TOKEN))
         http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from proxy.admin.masking import masked_config
+from proxy.admin.masking import mask_url, masked_config
 from proxy.config import destination_settings
 from proxy.settings import ServerSettings
 from tests.admin.conftest import (
@@ -23,6 +23,8 @@ from tests.admin.conftest import (
 from tests.conftest import SERVER_KEY, WEB_KEY, SettingsFactory
 from tests.ingest.client import post, track
 from tests.shared_data import shared_dir
+
+PATH_SECRET = "slack-path-secret-6d0b2e"  # the last segment of a Slack-style hook URL
 
 
 async def _row(admin: AdminRelay, message_id: str, query: str = "") -> dict[str, Any] | None:
@@ -111,6 +113,38 @@ def test_extra_webhook_headers_are_masked_in_the_config_shown(
     assert shown["config"]["headers"] == {
         "X-Gateway-Token": "***", "Content-Type": "application/json"
     }  # fmt: skip
+
+
+async def test_a_secret_in_a_webhook_urls_path_is_not_shown(admin_factory: AdminFactory) -> None:
+    # Slack-style hooks carry their secret in the path; before, only the query was cut, and the
+    # event page, the destination page and the config showed /services/T…/B…/<secret>.
+    admin = await admin_factory(hook_path=f"/services/T0AB12CD/B0EF34GH/{PATH_SECRET}")
+    await admin.ingest(messageId="m-path", event="Path")
+    await _settled(admin, "m-path", "hook", "delivered")
+    data = await admin.get_json("/api/events")
+    seq = next(row["seq"] for row in data["events"] if row["messageId"] == "m-path")
+    shown = f"{admin.vendor.url}/services/***?***"  # still recognisable: host, port, service
+    for path in (f"/events/{seq}", "/destinations/hook", "/ip", "/api/events", "/api/destinations"):
+        status, page = await admin.get(path)
+        assert status == 200, path
+        assert PATH_SECRET not in page, path
+        assert "B0EF34GH" not in page, path
+        assert path.startswith("/api/") or shown in page, path
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://hooks.slack.com/services/T000/B000/XXXX", "https://hooks.slack.com/services/***"),
+        ("https://discord.com/api/webhooks/123/tok", "https://discord.com/api/***"),
+        ("https://u:pw@hooks.example:8443/a/b?key=k#f", "https://hooks.example:8443/a/***?***"),
+        ("https://hooks.example/in", "https://hooks.example/in"),  # one segment: kept
+        ("https://hooks.example/in/", "https://hooks.example/in/"),
+        ("https://www.google-analytics.com", "https://www.google-analytics.com"),
+    ],
+)
+def test_urls_keep_their_host_and_first_path_segment(url: str, shown: str) -> None:
+    assert mask_url(url) == shown
 
 
 async def test_pages_show_events_nested_as_deep_as_ingest_takes(admin: AdminRelay) -> None:
