@@ -51,6 +51,7 @@ __all__ = ["ConfigError", "demo_settings", "destination_settings", "load_setting
 
 MAX_CONFIG_BYTES = 1_000_000  # far above any real config; a bound on what is read
 MIN_ADMIN_TOKEN_CHARS = 16
+MIN_HMAC_KEY_CHARS = 32
 
 
 def load_settings(path: str | Path, env: Mapping[str, str] = os.environ) -> Settings:
@@ -256,6 +257,7 @@ def _identity(r: Reader) -> IdentitySettings:
     fields: dict[str, Any] = {}
     r.put(fields, "ttl_days", float, _positive)
     r.put(fields, "cache_entries", int, _at_least(0))
+    r.put(fields, "user_hash_secret", Secret, _hmac_key)
     r.done()
     return IdentitySettings(**fields)
 
@@ -483,6 +485,18 @@ def _admin_token(token: Secret) -> Secret:
             ' python -c "import secrets; print(secrets.token_urlsafe(24))"'
         )
     return token
+
+
+def _hmac_key(secret: Secret) -> Secret:
+    """A user who signs in sees their own userHash, so they can try keys offline at any speed:
+    only a key too long to search is safe."""
+    if len(secret.value) < MIN_HMAC_KEY_CHARS:
+        raise ValueError(
+            f"too short for a key that can be searched offline ({len(secret.value)} characters,"
+            f" at least {MIN_HMAC_KEY_CHARS} needed); make one with"
+            ' python -c "import secrets; print(secrets.token_urlsafe(32))"'
+        )
+    return secret
 
 
 def _positive(value: float) -> float:

@@ -121,6 +121,8 @@ class IdentitySettings:
 
     ttl_days: float = 90.0  # an entry not refreshed by a browser event for this long is removed
     cache_entries: int = 100_000  # in-memory LRU in front of the store, for server-event lookups
+    # Browser userIds count for the user's profile only with context.userHash (identity/verify.py).
+    user_hash_secret: Secret | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from proxy.enrich.redact import Redactor
 from proxy.identity import profile
 from proxy.identity.sqlite import SqliteIdentityStore
 from proxy.identity.store import IdentityStore
+from proxy.identity.verify import UserCheck
 from proxy.keys import SETTINGS, STITCHER
 from proxy.settings import PrivacySettings, SourceKind, SourceSettings, SpoolBackend
 
@@ -28,10 +29,13 @@ JSON = dict[str, Any]
 class Stitcher:
     """What every request's step shares: the store and the compiled privacy rules."""
 
-    def __init__(self, store: IdentityStore, privacy: PrivacySettings) -> None:
+    def __init__(
+        self, store: IdentityStore, privacy: PrivacySettings, users: UserCheck | None = None
+    ) -> None:
         self.store = store
         self.privacy = privacy
         self.redactor = Redactor(privacy)
+        self.users = users or UserCheck(None)
 
     async def step(
         self,
@@ -89,6 +93,11 @@ class ContextStep:
         stitcher.redactor.event(event)
         apply_gpc(context, self._gpc, stitcher.privacy)
         keys = tuple(profile.keys(event))
+        anonymous, user = event.get("anonymousId"), event.get("userId")
+        speaks_for_user = True
+        if self._browser and not stitcher.users.verified(context, user):
+            speaks_for_user = False  # its captures go under its device and anonymousId only
+            keys = tuple(key for key in keys if not key.startswith("u:"))
         if self._browser:
             # A batch's events mostly share one context (one page, one browser): the same context
             # under the same keys captures the same profile, and merging a capture again leaves
@@ -109,8 +118,7 @@ class ContextStep:
                 profile.attach(context, found)
             if own and keys:
                 self._remember(keys, {"consent": own})
-        anonymous, user = event.get("anonymousId"), event.get("userId")
-        if event.get("type") == "identify" and anonymous and user:
+        if event.get("type") == "identify" and anonymous and user and speaks_for_user:
             self.finish()  # the link must see the captures of the events before it
             stitcher.store.link(f"a:{anonymous}", f"u:{user}", self._now)
             lent = self._profiles.get(f"a:{anonymous}")
@@ -178,6 +186,7 @@ async def identity_ctx(app: web.Application) -> AsyncIterator[None]:
         )
     else:
         store = await SqliteIdentityStore.open(spool.path, settings.identity)
-    app[STITCHER] = Stitcher(store, settings.privacy)
+    users = UserCheck(settings.identity.user_hash_secret)
+    app[STITCHER] = Stitcher(store, settings.privacy, users)
     yield
     await store.close()
