@@ -49,6 +49,8 @@ class _Connection(web.RequestHandler):
     """aiohttp's connection handler; it calls handle_error() with the parser's exception for a
     request it cannot parse (pinned by tests/ingest/test_framing.py)."""
 
+    __slots__ = ()  # as aiohttp's: no __dict__ per connection
+
     def handle_error(
         self,
         request: web.BaseRequest,
