@@ -19,6 +19,7 @@ from proxy.deliver.client import http_ctx
 from proxy.deliver.workers import workers_ctx
 from proxy.demo import demo_page
 from proxy.enrich import Enricher
+from proxy.ingest.http_errors import add_unrouted
 from proxy.ingest.limits import RateLimits
 from proxy.ingest.limits_redis import shared_limits_ctx
 from proxy.ingest.segment import SegmentApi
@@ -56,7 +57,8 @@ def create_app(
     # Ingest enforces its own body limits with a JSON 413 and never calls request.read(), so
     # aiohttp's client_max_size is only a backstop at the same size.
     # No middlewares: the ingest routes' guard does their work (proxy/ingest/common.py), the
-    # other routes are wrapped in with_request_id().
+    # other routes are wrapped in with_request_id(). Requests no route takes, and those the HTTP
+    # parser refuses (served by PublicRunner), get JSON errors too: proxy/ingest/http_errors.py.
     app = web.Application(client_max_size=settings.server.max_body_bytes)
     app[SETTINGS] = settings
     app[CLOCK] = clock or SystemClock()
@@ -89,6 +91,7 @@ def create_app(
     app.add_routes([web.get(path, with_request_id(healthz)) for path in sorted(health)])
     if role.ingests:
         add_ready_and_pages(app, settings, prefix)
+    add_unrouted(app)  # last: it answers what no route above takes (JSON 404 and 405)
     return app
 
 

@@ -20,6 +20,7 @@ from aiohttp import web
 from proxy import logs
 from proxy.admin.site import admin_token, create_admin_app
 from proxy.app import create_app
+from proxy.ingest.http_errors import PublicRunner
 from proxy.roles import Role
 from proxy.settings import Settings
 
@@ -72,7 +73,7 @@ async def serve(
             loop.add_signal_handler(signum, stop.set)
     server = settings.server
     public = create_app(settings, role=role)
-    runner = web.AppRunner(
+    runner = PublicRunner(  # framing errors get JSON answers, like every other refusal
         public,
         handle_signals=False,
         shutdown_timeout=server.shutdown_timeout_secs,

@@ -15,10 +15,10 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from pytest_aiohttp import AiohttpServer
 
 from proxy.app import create_app
 from proxy.clock import Clock
+from proxy.ingest.http_errors import PublicRunner
 from proxy.settings import Secret, Settings, SourceKind, SourceSettings, SpoolSettings
 from proxy.spool import open_spool
 from proxy.spool.base import Spool
@@ -66,25 +66,31 @@ def settings_factory(tmp_path: Path) -> SettingsFactory:
 
 
 @pytest.fixture
-async def relay_factory(
-    aiohttp_server: AiohttpServer, settings_factory: SettingsFactory
-) -> AsyncIterator[RelayFactory]:
+async def relay_factory(settings_factory: SettingsFactory) -> AsyncIterator[RelayFactory]:
     """`await relay_factory(settings=None, clock=None)`: create_app served on 127.0.0.1."""
     probes: list[Spool] = []
+    runners: list[web.AppRunner] = []
 
     async def start(settings: Settings | None = None, clock: Clock | None = None) -> RelayServer:
         settings = settings or settings_factory()
         app = create_app(settings, clock)
-        # As serve.py runs it: ingest, not aiohttp, decodes request bodies.
-        server = await aiohttp_server(app, auto_decompress=False)
+        # As serve.py runs it: its runner (JSON answers to framing errors), and ingest, not
+        # aiohttp, decodes request bodies.
+        runner = PublicRunner(app, auto_decompress=False)
+        runners.append(runner)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
         probe = await open_spool(settings.spool, destinations=(PROBE,))
         probes.append(probe)
-        url = str(server.make_url(settings.server.prefix)).rstrip("/")
+        port = runner.addresses[0][1]
+        url = f"http://127.0.0.1:{port}{settings.server.prefix}".rstrip("/")
         return RelayServer(url, app, probe)
 
     yield start
     for probe in probes:
         await probe.close()
+    for runner in runners:
+        await runner.cleanup()
 
 
 @pytest.fixture

@@ -1,0 +1,418 @@
+"""Requests aiohttp refuses before any route runs (framing errors) and requests no route takes
+(unknown path, wrong method) get the relay's JSON error, on raw sockets against serve() itself.
+
+A framing error closes the connection (what follows cannot be trusted to be a request); a 404 or
+405 keeps it open. GET/HEAD routes and CORS answer as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+import pytest
+from aiohttp import web
+
+from proxy.ingest import common
+from proxy.serve import serve
+from proxy.settings import (
+    AdminSettings,
+    Secret,
+    ServerSettings,
+    Settings,
+    SourceKind,
+    SourceSettings,
+    SpoolSettings,
+)
+from tests.conftest import WEB_KEY, WEB_ORIGIN
+from tests.ingest.client import track
+
+PREFIX = "/k7q2xz"
+ANSWER_SECS = 10
+
+
+class _Listening(logging.Handler):
+    """Resolves with the URL serve() logs once its public listener is up."""
+
+    def __init__(self, url: asyncio.Future[str]) -> None:
+        super().__init__()
+        self.url = url
+
+    def emit(self, record: logging.LogRecord) -> None:
+        url = getattr(record, "url", None)
+        if record.getMessage().startswith("Relay listening") and not self.url.done():
+            self.url.set_result(str(url))
+
+
+@dataclass(frozen=True)
+class Relay:
+    host: str
+    port: int
+
+
+@pytest.fixture
+async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
+    """The relay as `python -m proxy serve` runs it (serve.py's runner), on free ports."""
+    settings = Settings(
+        server=ServerSettings(listen_port=0, prefix=PREFIX, shutdown_timeout_secs=2),
+        admin=AdminSettings(listen_port=0),
+        spool=SpoolSettings(path=str(tmp_path / "spool.sqlite3"), synchronous="normal"),
+        sources=(SourceSettings("web", SourceKind.BROWSER, Secret(WEB_KEY), (WEB_ORIGIN,)),),
+    )
+    logger = logging.getLogger("proxy.serve")
+    level = logger.level
+    url: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    listening = _Listening(url)
+    logger.addHandler(listening)
+    logger.setLevel(logging.INFO)
+    stop = asyncio.Event()
+    serving = asyncio.create_task(serve(settings, stop))
+    try:
+        started: set[asyncio.Future[Any]] = {serving, url}
+        await asyncio.wait(started, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+        assert url.done(), serving.exception() if serving.done() else "serve() did not start"
+        parts = urlsplit(url.result())
+        assert parts.hostname is not None
+        assert parts.port is not None
+        yield Relay(parts.hostname, parts.port)
+    finally:
+        stop.set()
+        await serving
+        logger.removeHandler(listening)
+        logger.setLevel(level)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: dict[str, str]  # names in lower case
+    body: bytes
+
+    @property
+    def json(self) -> dict[str, object]:
+        assert self.headers["content-type"] == "application/json", self
+        data = orjson.loads(self.body)
+        assert isinstance(data, dict)
+        return data
+
+
+class Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def send(self, data: bytes, *, head: bool = False) -> Answer:
+        self.writer.write(data)
+        await self.writer.drain()
+        return await self.answer(head=head)
+
+    async def answer(self, *, head: bool = False) -> Answer:
+        raw = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), ANSWER_SECS)
+        status_line, *lines = raw.decode("latin-1").split("\r\n")[:-2]
+        headers = {}
+        for line in lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = 0 if head else int(headers.get("content-length", "0"))
+        body = await asyncio.wait_for(self.reader.readexactly(length), ANSWER_SECS)
+        return Answer(int(status_line.split()[1]), headers, body)
+
+    async def closed_by_relay(self) -> bool:
+        """True when the relay closed the connection (EOF with nothing more sent)."""
+        return await asyncio.wait_for(self.reader.read(), ANSWER_SECS) == b""
+
+    async def still_serves(self) -> bool:
+        """The connection was kept: another request on it is answered."""
+        answer = await self.send(b"GET /healthz HTTP/1.1\r\nHost: relay\r\n\r\n")
+        return answer.status == 200
+
+
+Connect = Callable[[], Awaitable[Connection]]
+
+
+@pytest.fixture
+async def connect(relay: Relay) -> AsyncIterator[Connect]:
+    """`await connect()`: a new raw connection to the relay, closed after the test."""
+    opened: list[Connection] = []
+
+    async def open_one() -> Connection:
+        reader, writer = await asyncio.open_connection(relay.host, relay.port)
+        opened.append(Connection(reader, writer))
+        return opened[-1]
+
+    yield open_one
+    for connection in opened:
+        connection.writer.close()
+        await connection.writer.wait_closed()
+
+
+def request(head: str, body: bytes = b"", extra: bytes = b"") -> bytes:
+    """`head` is the request line and headers, one per line, without the final empty line."""
+    return head.replace("\n", "\r\n").encode() + extra + b"\r\n\r\n" + body
+
+
+POST = f"POST {PREFIX}/v1/track HTTP/1.1\nHost: relay\nContent-Type: application/json"
+
+FRAMING = [
+    pytest.param(
+        request(POST + "\nContent-Length: 2\nCookie: ", b"{}", b"c" * 9000),
+        431,
+        "line_too_long",
+        "a header field or the request line is over 8190 bytes",
+        id="header-over-8k",
+    ),
+    pytest.param(
+        request(f"GET {PREFIX}/{'a' * 9000} HTTP/1.1\nHost: relay"),
+        431,
+        "line_too_long",
+        "over 8190 bytes",
+        id="request-line-over-8k",
+    ),
+    pytest.param(
+        request(POST + "".join(f"\nX-H{i}: 1" for i in range(200)) + "\nContent-Length: 0"),
+        431,
+        "too_many_headers",
+        "too many header fields",
+        id="too-many-headers",
+    ),
+    pytest.param(
+        request(POST + "\nHost: other\nContent-Length: 2", b"{}"),
+        400,
+        "invalid_http",
+        "Duplicate 'Host' header",
+        id="duplicate-host",
+    ),
+    pytest.param(
+        request(POST + "\nContent-Length: 2x", b"{}"),
+        400,
+        "invalid_http",
+        "Invalid character in Content-Length",
+        id="bad-content-length",
+    ),
+    pytest.param(
+        request(POST + "\nContent-Length: 2\nContent-Length: 3", b"{}"),
+        400,
+        "invalid_http",
+        "Duplicate Content-Length",
+        id="two-content-lengths",
+    ),
+    pytest.param(
+        request(POST + "\nContent-Length: 5\nTransfer-Encoding: chunked", b"0\r\n\r\n"),
+        400,
+        "invalid_http",
+        "Transfer-Encoding can't be present with Content-Length",
+        id="content-length-and-chunked",
+    ),
+    pytest.param(
+        request(POST + "\nTransfer-Encoding: gzip", b"{}"),
+        400,
+        "invalid_http",
+        "invalid `Transfer-Encoding`",
+        id="unknown-transfer-encoding",
+    ),
+    pytest.param(
+        request(POST + "\nTransfer-Encoding: chunked", b"zz\r\n{}\r\n0\r\n\r\n"),
+        400,
+        "invalid_http",
+        "Invalid character in chunk size",
+        id="bad-chunk-size",
+    ),
+    pytest.param(
+        request(f"POST {PREFIX}/v1/track HTTP/1.1\nContent-Length: 0"),
+        400,
+        "invalid_http",
+        "Missing 'Host' header",
+        id="missing-host",
+    ),
+    pytest.param(
+        request("GARBAGE"),
+        400,
+        "invalid_request_line",
+        "the request line is invalid: Invalid method encountered",
+        id="malformed-request-line",
+    ),
+    pytest.param(
+        request(f"GET {PREFIX}/healthz HTTP/9.x\nHost: relay"),
+        400,
+        "invalid_request_line",
+        "Bad status line",
+        id="bad-http-version",
+    ),
+    pytest.param(
+        b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03",
+        400,
+        "invalid_request_line",
+        "Received HTTPS traffic on an HTTP port",
+        id="tls-on-the-plain-port",
+    ),
+]
+
+
+@pytest.mark.parametrize(("data", "status", "code", "words"), FRAMING)
+async def test_a_framing_error_is_a_json_error_and_closes_the_connection(
+    connect: Connect, data: bytes, status: int, code: str, words: str
+) -> None:
+    connection = await connect()
+    answer = await connection.send(data)
+    # Before, aiohttp answered 400 in text/plain with the parser's words (and the client's bytes).
+    assert answer.status == status
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.json["success"] is False
+    assert answer.json["code"] == code
+    assert words in str(answer.json["message"])
+    assert await connection.closed_by_relay()
+
+
+async def test_a_framing_error_after_a_good_request_on_the_same_connection(
+    connect: Connect,
+) -> None:
+    connection = await connect()
+    assert await connection.still_serves()
+    answer = await connection.send(b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+    assert (answer.status, answer.json["code"]) == (400, "invalid_http")
+    assert await connection.closed_by_relay()
+
+
+@pytest.mark.xfail(
+    reason="aiohttp's C parser drops the payload of a request already handed to its route without"
+    " an exception (HttpParser.feed_data: self._payload = None; raise): the route waits for the"
+    " body until BODY_IDLE_SECS and answers 408 body_timeout; the queued 400 is never sent",
+    strict=True,
+)
+async def test_a_bad_chunk_after_the_route_started_reading_is_a_prompt_400(
+    connect: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(common, "BODY_IDLE_SECS", 0.5)  # what the route waits before its 408
+    connection = await connect()
+    head = request(POST + "\nTransfer-Encoding: chunked", b'2\r\n{"\r\n')
+    connection.writer.write(head)
+    await connection.writer.drain()
+    await asyncio.sleep(0.1)  # the route is reading the body now
+    answer = await connection.send(b"zz\r\n{}\r\n0\r\n\r\n")
+    assert (answer.status, answer.json["code"]) == (400, "invalid_body")
+
+
+@pytest.mark.parametrize(
+    "path", [f"{PREFIX}/v1/nope", f"{PREFIX}/v1/track/", "/", "/wp-login.php", f"{PREFIX}"]
+)
+async def test_an_unknown_path_is_a_json_404_and_keeps_the_connection(
+    connect: Connect, path: str
+) -> None:
+    connection = await connect()
+    answer = await connection.send(request(f"POST {path} HTTP/1.1\nHost: relay", extra=b""))
+    # Before: aiohttp's "404: Not Found" in text/plain.
+    assert answer.status == 404
+    assert answer.json == {
+        "success": False,
+        "code": "not_found",
+        "message": f"nothing is served at {path}",
+    }
+    assert "x-request-id" in answer.headers
+    assert "connection" not in answer.headers  # HTTP/1.1: kept open
+    assert await connection.still_serves()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("GET", f"{PREFIX}/v1/track", "OPTIONS,POST"),
+        ("PUT", f"{PREFIX}/e", "OPTIONS,POST"),
+        ("DELETE", f"{PREFIX}/healthz", "GET,HEAD"),
+        ("POST", "/healthz", "GET,HEAD"),
+        ("OPTIONS", f"{PREFIX}/s.js", "GET,HEAD"),
+        ("POST", f"{PREFIX}/", "GET,HEAD"),
+    ],
+)
+async def test_a_wrong_method_is_a_json_405_with_allow_and_keeps_the_connection(
+    connect: Connect, method: str, path: str, allow: str
+) -> None:
+    connection = await connect()
+    answer = await connection.send(request(f"{method} {path} HTTP/1.1\nHost: relay"))
+    # Before: aiohttp's "405: Method Not Allowed" in text/plain.
+    assert answer.status == 405
+    assert answer.headers["allow"] == allow
+    assert answer.json["code"] == "method_not_allowed"
+    assert answer.json["message"] == f"{method} is not allowed on {path}; allowed: {allow}"
+    assert await connection.still_serves()
+
+
+async def test_head_of_an_unknown_path_is_a_bodiless_404(connect: Connect) -> None:
+    connection = await connect()
+    answer = await connection.send(b"HEAD /nope HTTP/1.1\r\nHost: relay\r\n\r\n", head=True)
+    assert (answer.status, answer.body) == (404, b"")
+    assert answer.headers["content-type"] == "application/json"
+    assert await connection.still_serves()
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/healthz", "application/json"),
+        (f"{PREFIX}/healthz", "application/json"),
+        (f"{PREFIX}/s.js", "text/javascript"),
+        (f"{PREFIX}/", "text/html"),
+    ],
+)
+async def test_get_and_head_routes_answer_as_before(
+    connect: Connect, path: str, content_type: str
+) -> None:
+    connection = await connect()
+    got = await connection.send(request(f"GET {path} HTTP/1.1\nHost: relay"))
+    head = await connection.send(request(f"HEAD {path} HTTP/1.1\nHost: relay"), head=True)
+    assert (got.status, head.status) == (200, 200)
+    assert got.headers["content-type"].startswith(content_type)
+    assert head.headers["content-type"] == got.headers["content-type"]
+    assert got.body
+    assert await connection.still_serves()
+
+
+async def test_an_event_is_taken_as_before_and_the_connection_kept(
+    connect: Connect,
+) -> None:
+    connection = await connect()
+    body = orjson.dumps({**track(), "writeKey": WEB_KEY})
+    origin = f"\nOrigin: {WEB_ORIGIN}\nContent-Length: {len(body)}"
+    answer = await connection.send(request(POST + origin, body))
+    assert answer.status == 200, answer
+    assert answer.headers["access-control-allow-origin"] == WEB_ORIGIN
+    assert await connection.still_serves()
+
+
+@pytest.mark.parametrize(
+    "head", [f"GET {PREFIX}/v1/track HTTP/1.1", f"POST {PREFIX}/v1/nope HTTP/1.1"]
+)
+async def test_a_404_or_405_grants_no_cors(connect: Connect, head: str) -> None:
+    # As before: the snippet posts same-origin (reads the status without a grant); a page on
+    # another origin gets no grant, so its fetch fails and the snippet keeps the events.
+    connection = await connect()
+    answer = await connection.send(request(f"{head}\nHost: relay\nOrigin: {WEB_ORIGIN}"))
+    assert answer.status in (404, 405)
+    assert not any(name.startswith("access-control-") for name in answer.headers)
+
+
+async def test_the_preflight_still_answers_with_the_grant(connect: Connect) -> None:
+    connection = await connect()
+    preflight = f"OPTIONS {PREFIX}/v1/track HTTP/1.1\nHost: relay\nOrigin: {WEB_ORIGIN}"
+    answer = await connection.send(request(preflight + "\nAccess-Control-Request-Method: POST"))
+    assert answer.status == 200
+    assert answer.headers["access-control-allow-origin"] == WEB_ORIGIN
+
+
+def test_aiohttp_still_builds_and_calls_its_connection_handler_as_public_runner_expects() -> None:
+    """PublicRunner replaces the RequestHandler that web.Server.__call__ makes and overrides
+    its handle_error(): if aiohttp changes either, this fails before any answer goes wrong."""
+    from proxy.ingest import http_errors
+
+    made = inspect.getsource(web.Server.__call__)
+    assert "return RequestHandler(self, loop=self._loop, **self._kwargs)" in made
+    ours = inspect.signature(http_errors._Connection.handle_error, eval_str=True)
+    assert inspect.signature(web.RequestHandler.handle_error, eval_str=True) == ours
+    handler = inspect.getsource(web.RequestHandler._make_error_handler)
+    assert "self.handle_error(" in handler
