@@ -7,6 +7,7 @@ ingest app keeps no middleware.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from aiohttp import web
 from aiohttp.http_exceptions import (
@@ -18,6 +19,8 @@ from aiohttp.http_exceptions import (
 
 from proxy.ingest.common import IngestError, error_response
 from proxy.logs import with_request_id
+
+log = logging.getLogger(__name__)
 
 # What llhttp says when a request has more than the parser's max_headers (aiohttp's own text).
 TOO_MANY_HEADERS = "Too many headers received"
@@ -58,11 +61,18 @@ class _Connection(web.RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        # aiohttp's own answer first: it logs, and refuses once part of an answer went out.
-        answer = super().handle_error(request, status, exc, message)
         if not isinstance(exc, HttpProcessingError):
-            return answer  # a route's 500 or 504: not the client's input
-        response = error_response(framing_error(exc))
+            return super().handle_error(request, status, exc, message)  # a route's 500 or 504
+        # The client's input, not a fault here: one line, where aiohttp logs an error with a
+        # traceback (a scanner on the public internet sends these all day).
+        error = framing_error(exc)
+        log.info(
+            "Refused a request the HTTP parser could not read.",
+            extra={"remote": request.remote, "code": error.code, "error": error.message},
+        )
+        if request.writer.output_size > 0:  # as aiohttp: part of an answer went out already
+            raise ConnectionError("an answer was under way; the connection is closed")
+        response = error_response(error)
         response.force_close()  # what follows a framing error cannot be trusted to be a request
         return response
 

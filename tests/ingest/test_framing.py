@@ -270,6 +270,19 @@ async def test_a_framing_error_is_a_json_error_and_closes_the_connection(
     assert await connection.closed_by_relay()
 
 
+async def test_a_framing_error_is_logged_as_one_line_not_an_error(
+    connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    connection = await connect()
+    with caplog.at_level(logging.DEBUG):
+        answer = await connection.send(b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+        assert answer.status == 400
+        assert await connection.closed_by_relay()
+    refused = [record for record in caplog.records if "HTTP parser" in record.getMessage()]
+    assert [(record.levelno, record.exc_info) for record in refused] == [(logging.INFO, None)]
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
 async def test_a_framing_error_after_a_good_request_on_the_same_connection(
     connect: Connect,
 ) -> None:
