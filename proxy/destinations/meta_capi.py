@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 import orjson
 
-from proxy.destinations import ecommerce, hashing
+from proxy.destinations import analytics, ecommerce, hashing
 from proxy.destinations.base import (
     BatchLimits,
     HttpRequest,
@@ -54,6 +54,7 @@ STANDARD_EVENTS = frozenset(
 # "dataset not ready" (21009) are worth retrying; every other code is a client error.
 RETRY_CODES = frozenset({1, 2, 4, 17, 341, 368, 21009, 80003})
 VALUE_KEYS = ("revenue", "total", "value")  # §9 order
+COOKIES = ("fbc", "fbp")  # read into user_data (§9), never custom properties
 COOKIE = re.compile(r"fb\.\d\.\d{13}\..+")  # fb.<subdomain index>.<creation ms>.<value> (§5)
 DAY, HOUR = 86_400, 3_600
 OtherSource = Literal[
@@ -141,7 +142,7 @@ class MetaCapi(ConversionsApi[MetaCapiConfig]):
 
     def _event(self, event: Event) -> JSON:
         context = event.context
-        page = ecommerce.obj(context.get("page"))
+        page = analytics.page(event)  # a server-side page call's URL is in its properties
         url = ecommerce.text(page.get("url"))
         agent = ecommerce.text(context.get("userAgent"))
         name = self._name(event)
@@ -195,25 +196,34 @@ def user_data(event: Event) -> JSON:
         "external_id": hash_pii(event.user_id or event.anonymous_id, hashing.trimmed),
         "client_ip_address": hashing.plain(ecommerce.text(context.get("ip"))),
         "client_user_agent": hashing.plain(ecommerce.text(context.get("userAgent"))),
-        "fbp": cookie(context.get("fbp")),  # the `_fbp` cookie, forwarded unchanged
+        "fbp": fbp(event),
         "fbc": fbc(event),
     }
     return {key: value for key, value in hashed.items() if value is not None}
 
 
-def fbc(event: Event) -> str | None:
-    """`context.fbc` (the `_fbc` cookie) unchanged; else built from an fbclid (§5).
+def fbp(event: Event) -> str | None:
+    """The `_fbp` cookie, forwarded unchanged: `context.fbp`, else `properties.fbp` (where
+    RudderStack / Segment clients carry it, §9)."""
+    return cookie(event.context.get("fbp")) or cookie(event.properties.get("fbp"))
 
+
+def fbc(event: Event) -> str | None:
+    """The `_fbc` cookie unchanged (`context.fbc`, else `properties.fbc`, §9); else built from
+    an fbclid (§5): `context.clickIds` (kept for the session and stitched onto server events),
+    the campaign, or the page URL.
+
+    Ingest builds no `context.fbc` when `properties.fbc` exists, so that one must be read here.
     The doc builds `fb.1.<ms>.<fbclid>` at landing time; the event's own time keeps it a pure
-    function of the event, so retries send the same value.
+    function of the event, so retries send the same value (as ingest does).
     """
-    sent = cookie(event.context.get("fbc"))
+    sent = cookie(event.context.get("fbc")) or cookie(event.properties.get("fbc"))
     if sent is not None:
         return sent
     click = hashing.click_id(event, "fbclid")
     if click is None:
         return None
-    return f"fb.1.{int(event.timestamp.timestamp() * 1000)}.{click}"
+    return f"fb.1.{analytics.millis(event.timestamp)}.{click}"
 
 
 def cookie(value: object) -> str | None:
@@ -229,7 +239,9 @@ def custom_data(props: JSON, name: str) -> JSON:
     out: JSON = {}
     if name not in STANDARD_EVENTS:
         out.update(
-            (k, v) for k, v in props.items() if k not in ecommerce.SPEC_KEYS and v is not None
+            (k, v)
+            for k, v in props.items()
+            if k not in ecommerce.SPEC_KEYS and k not in COOKIES and v is not None
         )
     found: JSON = {
         "value": ecommerce.amount(props, VALUE_KEYS),

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from proxy.destinations import ecommerce, hashing
+from proxy.destinations import analytics, ecommerce, hashing
 from proxy.destinations.base import (
     BatchLimits,
     HttpRequest,
@@ -93,7 +93,7 @@ class TikTok(ConversionsApi[TikTokConfig]):
         }
 
     def _event(self, event: Event) -> JSON:
-        page = ecommerce.obj(event.context.get("page"))
+        page = analytics.page(event)  # a server-side page call's URL is in its properties
         found = {
             "url": ecommerce.text(page.get("url")),
             "referrer": ecommerce.text(page.get("referrer")),

@@ -268,3 +268,49 @@ def test_limited_data_use_is_sent_when_configured_and_when_marketing_is_refused(
 def test_bad_data_processing_options_are_config_errors(config: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match="data_processing_options"):
         meta(**config)
+
+
+def test_fbc_and_fbp_carried_in_properties_are_sent() -> None:
+    # meta-capi.md §9: cookie `_fbc`/`_fbp` "(or `context.fbc`/`properties.fbc` in
+    # RudderStack/Segment)". Ingest builds no context.fbc when properties.fbc exists, so before,
+    # both were lost (and left in custom_data of custom events).
+    props = {"fbc": "fb.1.1767000000000.IwAR2F4-dbP0", "fbp": "fb.1.1767000000000.1116446470"}
+    custom = event(event="Quote Requested", properties={**props, "plan": "pro"})
+    (data,) = sent(meta(), custom)
+    assert data["user_data"]["fbc"] == "fb.1.1767000000000.IwAR2F4-dbP0"
+    assert data["user_data"]["fbp"] == "fb.1.1767000000000.1116446470"
+    assert data["custom_data"] == {"plan": "pro"}
+    malformed = event(2, properties={"fbc": "IwAR2F4", "fbp": "fb.1.x.y"})
+    assert not {"fbc", "fbp"} & sent(meta(), malformed)[0]["user_data"].keys()
+
+
+def test_fbc_is_built_from_the_fbclid_kept_in_click_ids_after_the_landing_page() -> None:
+    context = {
+        "ip": "203.0.113.7",
+        "userAgent": UA,
+        "clickIds": {"fbclid": "IwAR2F4-dbP0l7Mn1IawQQ"},
+        "page": {"url": "https://shop.example/checkout/thanks"},
+    }
+    (data,) = sent(meta(), event(context=context))
+    assert data["user_data"]["fbc"] == "fb.1.1767225540000.IwAR2F4-dbP0l7Mn1IawQQ"
+
+
+def test_a_server_side_page_call_keeps_its_url_from_its_properties() -> None:
+    page = Event.from_data(
+        {
+            "type": "page",
+            "messageId": "m-1",
+            "anonymousId": "a-1",
+            "timestamp": "2025-12-31T23:59:00.000Z",
+            "properties": {
+                "url": "https://shop.example/pricing?fbclid=IwAR2",
+                "referrer": "https://google.com/",
+            },
+            "context": {"ip": "203.0.113.7", "userAgent": UA},
+        }
+    )
+    (data,) = sent(meta(), page)
+    assert data["action_source"] == "website"
+    assert data["event_source_url"] == "https://shop.example/pricing?fbclid=IwAR2"
+    assert data["referrer_url"] == "https://google.com/"
+    assert data["user_data"]["fbc"] == "fb.1.1767225540000.IwAR2"

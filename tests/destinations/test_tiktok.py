@@ -171,3 +171,29 @@ async def test_test_destination_sends_with_the_test_event_code(fake: FakeTikTok)
     ok, text = await validate.test_destination(settings, "plain")
     assert not ok
     assert text.startswith("test_event_code:")
+
+
+def test_the_ttclid_kept_in_click_ids_reaches_tiktok_on_later_pages() -> None:
+    # Before, only the campaign and the current page URL were read: a ttclid was lost after the
+    # landing page and on server conversions that stitching gave context.clickIds.
+    context = {
+        "ip": "203.0.113.7",
+        "userAgent": "Mozilla/5.0",
+        "clickIds": {"ttclid": "E.C.P.abc123"},
+        "page": {"url": "https://shop.example/checkout/thanks"},
+    }
+    (data,) = sent(tiktok(), event(context=context))
+    assert data["user"]["ttclid"] == "E.C.P.abc123"
+
+
+def test_a_server_side_page_call_keeps_its_url_from_its_properties() -> None:
+    page = event(
+        type="page",
+        properties={"url": "https://shop.example/p?ttclid=E.C.P.zz", "referrer": "https://g.co/"},
+    )
+    (data,) = sent(tiktok(), page)
+    assert data["page"] == {
+        "url": "https://shop.example/p?ttclid=E.C.P.zz",
+        "referrer": "https://g.co/",
+    }
+    assert data["user"]["ttclid"] == "E.C.P.zz"
