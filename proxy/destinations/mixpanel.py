@@ -122,6 +122,8 @@ class Mixpanel(BatchApi[MixpanelConfig]):
         if event.type in (EventType.GROUP, EventType.ALIAS):
             # /groups needs a group key setting; alias is a no-op under Simplified ID Merge (§7).
             return "unsupported_type"
+        if usable_id(event.user_id) is None and usable_id(event.anonymous_id) is None:
+            return "invalid_distinct_id"  # §3: Mixpanel would refuse every id it could get
         if event.type is EventType.IDENTIFY:
             return None if event.traits else "no_traits"
         return None if self._name(event) else "invalid_name"
@@ -167,16 +169,19 @@ class Mixpanel(BatchApi[MixpanelConfig]):
             )
         properties: JSON = {"time": analytics.millis(event.timestamp)}
         properties["distinct_id"] = distinct_id(event)
-        if event.anonymous_id is not None:
-            properties["$device_id"] = event.anonymous_id
-        if event.user_id is not None:
-            properties["$user_id"] = event.user_id
+        if (device := usable_id(event.anonymous_id)) is not None:
+            properties["$device_id"] = device
+        if (user := usable_id(event.user_id)) is not None:
+            properties["$user_id"] = user
         properties["$insert_id"] = insert_id(event.message_id)
         properties.update((k, v) for k, v in event.properties.items() if k not in RESERVED)
         if event.type in (EventType.PAGE, EventType.SCREEN) and event.name:
             properties.setdefault("name", event.name)  # which page: the event name is fixed
         for key, value in analytics.pick(event, CONTEXT).items():
             properties.setdefault(key, value)
+        # §3: without `ip` Mixpanel geolocates the request's IP, the relay's; "0" skips that,
+        # and $city / $region / mp_country_code from our own geo lookup still place the user.
+        properties.setdefault("ip", "0")
         return orjson.dumps({"event": self._name(event), "properties": properties})
 
     def _body(self, route: str, events: Sequence[Event], items: Sequence[bytes]) -> bytes:
@@ -207,8 +212,15 @@ class Mixpanel(BatchApi[MixpanelConfig]):
 
 
 def distinct_id(event: Event) -> str:
-    """Simplified ID Merge: `$user_id`, else `$device:<anonymousId>` (§5)."""
-    return event.user_id or f"$device:{event.anonymous_id or ''}"
+    """Simplified ID Merge: `$user_id`, else `$device:<anonymousId>` (§5); an id Mixpanel
+    forbids (§3: "0", "null", "undefined", ...) counts as absent (skip_reason checks one is
+    left)."""
+    return usable_id(event.user_id) or f"$device:{usable_id(event.anonymous_id) or ''}"
+
+
+def usable_id(value: str | None) -> str | None:
+    """`value` unless it is absent or one of the ids Mixpanel refuses (§3)."""
+    return None if value is None or value.strip().lower() in FORBIDDEN_IDS else value
 
 
 def insert_id(message_id: str) -> str:

@@ -38,12 +38,13 @@ async def run(tmp_path: Path) -> AsyncIterator[Run]:
 
 async def test_mixpanel_strict_failures_dead_letter_those_events_alone(run: Run) -> None:
     fake = FakeMixpanel(now=run.clock.now)
-    await run.ingest([run.event(1), run.event(2, userId="null"), run.event(3)])
+    # Two hours ahead of Mixpanel's clock: more than the hour §3 allows.
+    await run.ingest([run.event(1), run.event(2, age=timedelta(hours=-2)), run.event(3)])
     worker = await run.start("mixpanel", fake, MIXPANEL)
     await eventually(lambda: len(worker.outcomes) == 3, "three outcomes")
     assert outcomes(worker) == {
         "m-1": "delivered:http_400",
-        "m-2": "dead:invalid_properties.distinct_id",
+        "m-2": "dead:invalid_properties.time",
         "m-3": "delivered:http_400",
     }
     (letter,) = await run.spool.dead_letters("mixpanel")

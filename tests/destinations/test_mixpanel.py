@@ -14,6 +14,7 @@ import pytest
 from proxy.config import ConfigError
 from proxy.deliver.batching import split
 from proxy.deliver.client import HttpTransport
+from proxy.deliver.privacy import apply_ip
 from proxy.destinations import validate
 from proxy.destinations.base import HttpResponse, Verdict
 from proxy.destinations.mixpanel import Mixpanel, insert_id
@@ -170,14 +171,15 @@ async def test_strict_failures_reject_those_events_alone(
     fake: FakeMixpanel, transport: HttpTransport
 ) -> None:
     destination = mixpanel(endpoint=fake.url)
-    events = [event(1), event(2, userId="undefined"), event(3, timestamp="1970-06-01T00:00:00Z")]
+    too_many = {f"p{i}": i for i in range(255)}  # §3: < 255 properties
+    events = [event(1), event(2, properties=too_many), event(3, timestamp="1970-06-01T00:00:00Z")]
     (request,) = destination.build(events, NOW)
     response = await transport.send(request, 5)
     assert response.status == 400
     result = destination.classify(request, response, NOW)
     assert result.verdict is Verdict.DELIVERED
     assert result.rejected == {
-        "m-2": "invalid_properties.distinct_id",
+        "m-2": "invalid_properties",
         "m-3": "invalid_properties.time",
     }
     assert [r["properties"]["$insert_id"] for r in fake.imported] == ["m-1"]
@@ -217,3 +219,44 @@ async def test_test_destination_uses_strict_validation(fake: FakeMixpanel) -> No
     ok, text = await validate.test_destination(Settings(destinations=(ok_settings,)), "golden")
     assert not ok
     assert text.startswith("Refused (invalid_properties.time)")
+
+
+def test_an_event_without_the_users_ip_is_not_geolocated_at_the_relay() -> None:
+    # mixpanel.md §3: without `ip` "the request IP is used; set "ip": "0"/0 to skip
+    # geolocation". Before, ip = "drop" events were placed where the relay runs.
+    location = {"city": "Seattle", "region": "Washington", "countryCode": "US"}
+    context = {"ip": "203.0.113.7", "location": location}
+    dropped = apply_ip(event(1, context=context), "drop")
+    (request,) = mixpanel().build([dropped, event(2, context=context)], NOW)
+    without, kept = (record["properties"] for record in render(request)["json"])
+    assert without["ip"] == "0"
+    assert (without["$city"], without["$region"], without["mp_country_code"]) == (
+        "Seattle",
+        "Washington",
+        "US",
+    )
+    assert kept["ip"] == "203.0.113.7"
+
+
+@pytest.mark.parametrize("user_id", ["0", "null", "undefined", "-1", "true", "False", "[]"])
+async def test_a_user_id_mixpanel_forbids_falls_back_to_the_device_id(
+    fake: FakeMixpanel, transport: HttpTransport, user_id: str
+) -> None:
+    # mixpanel.md §3 lists ids refused as distinct_id; before, such a userId was sent as one and
+    # the event dead-lettered although its anonymousId could carry it.
+    destination = mixpanel(endpoint=fake.url)
+    (request,) = destination.build([event(1, userId=user_id, anonymousId="a1b2c3d4")], NOW)
+    response = await transport.send(request, 5)
+    assert destination.classify(request, response, NOW).verdict is Verdict.DELIVERED
+    assert response.status == 200
+    (record,) = fake.imported
+    assert record["properties"]["distinct_id"] == "$device:a1b2c3d4"
+    assert "$user_id" not in record["properties"]
+
+
+def test_an_event_without_any_id_mixpanel_takes_is_skipped_with_a_reason() -> None:
+    destination = mixpanel()
+    assert destination.skip_reason(event(userId="null", anonymousId="undefined")) == (
+        "invalid_distinct_id"
+    )
+    assert destination.skip_reason(event(userId="u-1", anonymousId="0")) is None
