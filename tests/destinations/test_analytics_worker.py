@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from proxy.events import format_time
 from tests.deliver.harness import eventually, outcomes
 from tests.destinations.worker_run import Run, worker_run
 from tests.fakes.amplitude import FakeAmplitude
@@ -150,3 +151,20 @@ async def test_plausible_sends_one_request_per_fresh_event(run: Run) -> None:
     }
     assert len(fake.requests) == 2
     assert fake.problems == []
+
+
+async def test_segment_stores_the_events_time_when_it_is_delivered_4_hours_late(run: Run) -> None:
+    # segment.md §5: Segment applies timestamp = receivedAt - (sentAt - originalTimestamp) at
+    # its own receipt. Before, the client's sentAt was forwarded: an event held back 4 h by an
+    # outage was stored 4 h after it happened.
+    fake = FakeSegmentApi(now=run.clock.now)
+    fake.answer(503)
+    happened = run.clock.utcnow()
+    stamp = format_time(happened)
+    stored = run.event(1, timestamp=stamp, originalTimestamp=stamp, sentAt=stamp, receivedAt=stamp)
+    await run.ingest([stored])
+    worker = await run.start("segment", fake, {"write_key": "seg-write-key"})
+    await eventually(lambda: worker.counts["retry"] == 1, "a retry")
+    run.clock.advance(4 * 3600)
+    await eventually(lambda: outcomes(worker) == {"m-1": "delivered:http_200"}, "delivered")
+    assert fake.timestamps["m-1"] == happened
