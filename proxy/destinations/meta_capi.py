@@ -1,7 +1,8 @@
 """Meta Conversions API: spec events to `/{version}/{pixel}/events` (`shared/vendors/meta-capi.md`).
 
 One invalid or too-old event fails the whole request (§1, §2): events that cannot be valid are
-skipped before they get in, and the age limit keeps a margin for retries and clock skew.
+skipped before they get in, the age limit keeps a margin for retries and clock skew, and an
+invalid-parameter answer makes the worker isolate the culprit (Verdict.ISOLATE).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ STANDARD_EVENTS = frozenset(
 # §8: rate limits (4, 17, 80003), temporary errors (1, 2), temporary blocks (341, 368) and
 # "dataset not ready" (21009) are worth retrying; every other code is a client error.
 RETRY_CODES = frozenset({1, 2, 4, 17, 341, 368, 21009, 80003})
+INVALID_PARAMETER = 100  # §8: an invalid event (subcodes 2804xxx) fails the whole request
+REQUEST_SUBCODES = frozenset({33})  # §8: 100 (33) is the pixel id or permission, not an event
 VALUE_KEYS = ("revenue", "total", "value")  # §9 order
 COOKIES = ("fbc", "fbp")  # read into user_data (§9), never custom properties
 COOKIE = re.compile(r"fb\.\d\.\d{13}\..+")  # fb.<subdomain index>.<creation ms>.<value> (§5)
@@ -128,7 +131,12 @@ class MetaCapi(ConversionsApi[MetaCapiConfig]):
         reason = f"meta_{code}" + (f"_{subcode}" if isinstance(subcode, int) else "")
         if code in RETRY_CODES or error.get("is_transient") is True:
             return Result(Verdict.RETRY, reason, retry_after(response.headers, now))
-        return Result(Verdict.REJECT, reason)  # e.g. meta_100_2804003: an event older than 7 days
+        if code == INVALID_PARAMETER and subcode not in REQUEST_SUBCODES:
+            # §1: "If any event in the batch is invalid the entire batch is rejected", and the
+            # answer names no event (e.g. meta_100_2804003, one event older than 7 days): the
+            # worker sends the others again in halves, so only the culprit is dead.
+            return Result(Verdict.ISOLATE, reason)
+        return Result(Verdict.REJECT, reason)  # a token, permission or pixel error: all of it
 
     def _url(self) -> str:
         config = self.config

@@ -169,12 +169,15 @@ def test_events_older_than_7_days_become_dead_letters_before_meta_sees_them() ->
 @pytest.mark.parametrize(
     ("answer", "verdict", "reason"),
     [
-        (graph_error(100, "too old", 2804003, "Too Old"), Verdict.REJECT, "meta_100_2804003"),
+        # An invalid event fails the request, naming none (§1): the worker isolates it.
+        (graph_error(100, "too old", 2804003, "Too Old"), Verdict.ISOLATE, "meta_100_2804003"),
+        (graph_error(100, "Invalid", 2804001, "Bad"), Verdict.ISOLATE, "meta_100_2804001"),
+        (graph_error(100, "No permission", 33), Verdict.REJECT, "meta_100_33"),
         (graph_error(190, "Invalid OAuth access token"), Verdict.REJECT, "meta_190"),
         (graph_error(17, "User request limit reached"), Verdict.RETRY, "meta_17"),
         (graph_error(80003, "Rate limit"), Verdict.RETRY, "meta_80003"),
         (graph_error(2, "Service temporarily unavailable", status=500), Verdict.RETRY, "meta_2"),
-        (graph_error(100, "Invalid parameter", status=500), Verdict.REJECT, "meta_100"),
+        (graph_error(100, "Invalid parameter", status=500), Verdict.ISOLATE, "meta_100"),
     ],
 )  # fmt: skip
 def test_graph_errors_are_classified_by_code(answer: Any, verdict: Verdict, reason: str) -> None:
