@@ -58,6 +58,13 @@ INVALID_PARAMETER = 100  # §8: an invalid event (subcodes 2804xxx) fails the wh
 REQUEST_SUBCODES = frozenset({33})  # §8: 100 (33) is the pixel id or permission, not an event
 VALUE_KEYS = ("revenue", "total", "value")  # §9 order
 COOKIES = ("fbc", "fbp")  # read into user_data (§9), never custom properties
+# §4: custom_data keys with a type Meta checks, and the values two of them may take.
+RESERVED = frozenset(
+    {"contents", "content_ids", "content_type", "num_items", "delivery_category", "predicted_ltv",
+     "net_revenue"}
+)  # fmt: skip
+CONTENT_TYPES = frozenset({"product", "product_group"})
+DELIVERY_CATEGORIES = frozenset({"in_store", "curbside", "home_delivery"})
 COOKIE = re.compile(r"fb\.\d\.\d{13}\..+")  # fb.<subdomain index>.<creation ms>.<value> (§5)
 DAY, HOUR = 86_400, 3_600
 OtherSource = Literal[
@@ -246,11 +253,14 @@ def custom_data(props: JSON, name: str) -> JSON:
     products = ecommerce.products(props)
     out: JSON = {}
     if name not in STANDARD_EVENTS:
-        out.update(
-            (k, v)
-            for k, v in props.items()
-            if k not in ecommerce.SPEC_KEYS and k not in COOKIES and v is not None
-        )
+        for key, value in props.items():
+            if key in ecommerce.SPEC_KEYS or key in COOKIES or value is None:
+                continue
+            # Keys Meta reserves go in the type §4 gives them, or not at all: one wrong value
+            # fails the whole request (§1).
+            kept = reserved(key, value) if key in RESERVED else value
+            if kept is not None:
+                out[key] = kept
     found: JSON = {
         "value": ecommerce.amount(props, VALUE_KEYS),
         "currency": ecommerce.currency(props),
@@ -266,6 +276,40 @@ def custom_data(props: JSON, name: str) -> JSON:
         found["content_name"] = ecommerce.text(props.get("name"))
         found["content_category"] = ecommerce.text(props.get("category"))
     out.update((k, v) for k, v in found.items() if v is not None)
+    return out
+
+
+def reserved(key: str, value: object) -> object:
+    """A custom event's own value for a custom_data key Meta reserves (§4), as Meta takes it;
+    None when it cannot be one (the key is then left out)."""
+    if key == "contents":
+        listed = value if isinstance(value, list) else []
+        entries = [found for item in listed if (found := own_content(ecommerce.obj(item)))]
+        return entries or None
+    if key == "content_ids":
+        listed = value if isinstance(value, list) else []
+        ids = [found for item in listed if (found := ecommerce.text(item)) is not None]
+        return ids or None
+    if key == "content_type":
+        return value if value in CONTENT_TYPES else None
+    if key == "delivery_category":
+        return value if value in DELIVERY_CATEGORIES else None
+    if key == "num_items":
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return ecommerce.number(value)  # predicted_ltv, net_revenue: floats
+
+
+def own_content(item: JSON) -> JSON | None:
+    """A `contents` entry a custom event sent itself, with §4's fields only; None without id."""
+    found = ecommerce.text(item.get("id"))
+    if found is None:
+        return None
+    out: JSON = {"id": found}
+    for key in ("quantity", "item_price"):
+        if (number := ecommerce.number(item.get(key))) is not None:
+            out[key] = number
+    if item.get("delivery_category") in DELIVERY_CATEGORIES:
+        out["delivery_category"] = item["delivery_category"]
     return out
 
 

@@ -317,3 +317,50 @@ def test_a_server_side_page_call_keeps_its_url_from_its_properties() -> None:
     assert data["event_source_url"] == "https://shop.example/pricing?fbclid=IwAR2"
     assert data["referrer_url"] == "https://google.com/"
     assert data["user_data"]["fbc"] == "fb.1.1767225540000.IwAR2"
+
+
+BAD_RESERVED = {
+    "contents": [{"sku": "no-id"}, {"id": "p1", "quantity": "2", "delivery_category": "drone"}],
+    "content_ids": ["p1", {"id": "p2"}, 3],
+    "content_type": "bundle",
+    "num_items": "3",
+    "delivery_category": "teleport",
+    "predicted_ltv": "lots",
+    "plan": "pro",
+}
+
+
+async def test_reserved_keys_of_custom_events_are_sent_as_meta_types_them(fake: FakeMeta) -> None:
+    # meta-capi.md §4 types contents, content_ids, content_type, num_items, delivery_category.
+    # Before, a custom event's own values went unchecked into custom_data, and one wrong value
+    # failed the whole request (§1).
+    destination = meta(endpoint=fake.url)
+    (request,) = destination.build([event(event="Quote Requested", properties=BAD_RESERVED)], NOW)
+    (data,) = orjson.loads(request.body)["data"]
+    assert data["custom_data"] == {
+        "contents": [{"id": "p1", "quantity": 2.0}],
+        "content_ids": ["p1", "3"],
+        "plan": "pro",
+    }
+    async with aiohttp.ClientSession() as session:
+        async with session.post(request.url, data=request.body, headers=request.headers) as r:
+            assert r.status == 200, await r.text()
+        # The fake refuses what the adapter used to send.
+        raw = dict(data, custom_data={k: v for k, v in BAD_RESERVED.items() if k != "plan"})
+        body = orjson.dumps({"data": [raw]})
+        async with session.post(request.url, data=body, headers=request.headers) as r:
+            assert r.status == 400
+            assert (await r.json())["error"]["error_subcode"] == 2804001
+
+
+def test_valid_reserved_keys_of_custom_events_are_kept() -> None:
+    props = {
+        "contents": [{"id": "p1", "quantity": 2, "item_price": 5, "delivery_category": "curbside"}],
+        "content_ids": ["p1"],
+        "content_type": "product_group",
+        "num_items": 2,
+        "delivery_category": "home_delivery",
+        "net_revenue": 4.5,
+    }
+    (data,) = sent(meta(), event(event="Quote Requested", properties=props))
+    assert data["custom_data"] == props
