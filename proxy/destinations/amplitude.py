@@ -83,6 +83,10 @@ class Amplitude(BatchApi[AmplitudeConfig]):
     def classify(self, request: HttpRequest, response: HttpResponse, now: float) -> Result:
         if response.status == 429:
             return analytics.throttled(response, now, THROTTLE_PAUSE_SECS)
+        if response.status == 413:
+            # §4: "Payload too large — split the events array and resend": the worker sends
+            # halves again (an event too large alone is then dead).
+            return Result(Verdict.ISOLATE, "http_413")
         refused = refusals(request, analytics.json_object(response.body))
         if response.status != 400 or not refused:
             return classify_status(response, now)  # Invalid API key, missing api_key, ...

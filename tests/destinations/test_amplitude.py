@@ -125,7 +125,8 @@ async def test_too_large_and_too_many_are_refused_by_the_fake(
     )
     response = await transport.send(request, 5)
     assert response.status == 413
-    assert destination.classify(request, response, NOW).verdict is Verdict.REJECT
+    # §4: "split the events array and resend": the worker sends halves again.
+    assert destination.classify(request, response, NOW).verdict is Verdict.ISOLATE
 
 
 async def test_a_400_naming_some_events_rejects_those_and_retries_the_rest(

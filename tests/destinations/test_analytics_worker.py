@@ -89,6 +89,25 @@ async def test_amplitude_throttled_device_waits_30_seconds(run: Run) -> None:
     assert (len(fake.requests), len(fake.received)) == (3, 40)
 
 
+async def test_amplitude_413_is_split_and_resent_not_dead(run: Run) -> None:
+    # amplitude.md §4: 413 "Payload too large — split the events array and resend". Before,
+    # the whole request was dead (http_413).
+    fake = FakeAmplitude(now=run.clock.now)
+    too_large = {"code": 413, "error": "Payload too large"}
+    fake.answer(413, too_large)  # [1, 2, 3]
+    fake.answer(413, too_large)  # [1]: too large even alone
+    worker = await run.start("amplitude", fake, {"api_key": "amp-api-key-123"})
+    await run.ingest([run.event(n) for n in (1, 2, 3)])
+    await eventually(lambda: len(worker.outcomes) == 3, "three outcomes")
+    assert outcomes(worker) == {
+        "m-1": "dead:http_413",
+        "m-2": "delivered:http_200",
+        "m-3": "delivered:http_200",
+    }
+    assert [len(r.json()["events"]) for r in fake.requests] == [3, 1, 2]
+    assert worker.counts["retry"] == 0
+
+
 async def test_amplitude_silenced_device_is_dead_and_the_rest_retried(run: Run) -> None:
     fake = FakeAmplitude(now=run.clock.now)
     fake.silenced.add("silenced-device")
