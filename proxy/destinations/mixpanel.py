@@ -74,6 +74,7 @@ TRAITS = {
     "created_at": "$created",
     "avatar": "$avatar",
 }  # §6, §7: Segment's reserved traits as Mixpanel's reserved profile properties
+MAX_KEYS, MAX_DEPTH = 254, 3  # §3: < 255 properties / keys / elements; nesting depth ≤ 3
 FIRST_BACKOFF_SECS = 2.0  # §4: on 429, back off exponentially from 2 s
 INSERT_ID = re.compile(r"[A-Za-z0-9-]{1,36}")  # §3
 # §3: refused as distinct_id and as $insert_id.
@@ -174,7 +175,8 @@ class Mixpanel(BatchApi[MixpanelConfig]):
         if (user := usable_id(event.user_id)) is not None:
             properties["$user_id"] = user
         properties["$insert_id"] = insert_id(event.message_id)
-        properties.update((k, v) for k, v in event.properties.items() if k not in RESERVED)
+        own = [key for key in event.properties if key not in RESERVED]
+        properties.update((key, fit(event.properties[key])) for key in own)
         if event.type in (EventType.PAGE, EventType.SCREEN) and event.name:
             properties.setdefault("name", event.name)  # which page: the event name is fixed
         for key, value in analytics.pick(event, CONTEXT).items():
@@ -182,6 +184,8 @@ class Mixpanel(BatchApi[MixpanelConfig]):
         # §3: without `ip` Mixpanel geolocates the request's IP, the relay's; "0" skips that,
         # and $city / $region / mp_country_code from our own geo lookup still place the user.
         properties.setdefault("ip", "0")
+        while len(properties) > MAX_KEYS and own:
+            properties.pop(own.pop(), None)  # §3: < 255 properties; the event's own go first
         return orjson.dumps({"event": self._name(event), "properties": properties})
 
     def _body(self, route: str, events: Sequence[Event], items: Sequence[bytes]) -> bytes:
@@ -221,6 +225,20 @@ def distinct_id(event: Event) -> str:
 def usable_id(value: str | None) -> str | None:
     """`value` unless it is absent or one of the ids Mixpanel refuses (§3)."""
     return None if value is None or value.strip().lower() in FORBIDDEN_IDS else value
+
+
+def fit(value: object, depth: int = 1) -> object:
+    """A property value within §3's per-event limits ("nested objects < 255 keys, depth ≤ 3;
+    arrays < 255 elements"), so strict mode does not refuse the event: longer objects and
+    arrays keep their first 254 entries, and a container nested deeper than 3 is sent as its
+    JSON text (a string, which Mixpanel truncates to 255 characters rather than refusing)."""
+    if not isinstance(value, dict | list):
+        return value
+    if depth > MAX_DEPTH:
+        return orjson.dumps(value).decode()
+    if isinstance(value, dict):
+        return {k: fit(v, depth + 1) for k, v in list(value.items())[:MAX_KEYS]}
+    return [fit(v, depth + 1) for v in value[:MAX_KEYS]]
 
 
 def insert_id(message_id: str) -> str:

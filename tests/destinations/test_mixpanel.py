@@ -4,6 +4,7 @@ and every golden request accepted by the fake (shared/vendors/mixpanel.md)."""
 from __future__ import annotations
 
 import base64
+import gzip
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,7 +17,7 @@ from proxy.deliver.batching import split
 from proxy.deliver.client import HttpTransport
 from proxy.deliver.privacy import apply_ip
 from proxy.destinations import validate
-from proxy.destinations.base import HttpResponse, Verdict
+from proxy.destinations.base import HttpRequest, HttpResponse, Verdict
 from proxy.destinations.mixpanel import Mixpanel, insert_id
 from proxy.events import Event
 from proxy.settings import Settings
@@ -171,8 +172,8 @@ async def test_strict_failures_reject_those_events_alone(
     fake: FakeMixpanel, transport: HttpTransport
 ) -> None:
     destination = mixpanel(endpoint=fake.url)
-    too_many = {f"p{i}": i for i in range(255)}  # §3: < 255 properties
-    events = [event(1), event(2, properties=too_many), event(3, timestamp="1970-06-01T00:00:00Z")]
+    too_big = {"note": "x" * 1_000_000}  # §3: < 1 MB (the worker would not send it: too_large)
+    events = [event(1), event(2, properties=too_big), event(3, timestamp="1970-06-01T00:00:00Z")]
     (request,) = destination.build(events, NOW)
     response = await transport.send(request, 5)
     assert response.status == 400
@@ -260,3 +261,51 @@ def test_an_event_without_any_id_mixpanel_takes_is_skipped_with_a_reason() -> No
         "invalid_distinct_id"
     )
     assert destination.skip_reason(event(userId="u-1", anonymousId="0")) is None
+
+
+async def test_properties_past_the_per_event_limits_are_fitted_not_refused(
+    fake: FakeMixpanel, transport: HttpTransport
+) -> None:
+    # mixpanel.md §3: "< 255 properties; nested objects < 255 keys, depth ≤ 3; arrays < 255
+    # elements". Before, such an event was sent as it was and strict mode refused it.
+    deep = {"a": {"b": {"c": {"d": 1}}}}
+    props = {
+        "deep": deep,
+        "wide": {f"k{i}": i for i in range(300)},
+        "long": list(range(300)),
+        **{f"p{i}": i for i in range(260)},
+    }
+    destination = mixpanel(endpoint=fake.url)
+    (request,) = destination.build([event(properties=props)], NOW)
+    response = await transport.send(request, 5)
+    assert response.status == 200, response.body
+    (record,) = fake.imported
+    sent = record["properties"]
+    assert len(sent) == 254
+    assert sent["deep"] == {"a": {"b": {"c": '{"d":1}'}}}
+    assert len(sent["wide"]) == 254
+    assert sent["long"] == list(range(254))
+    assert (sent["time"], sent["$insert_id"], sent["ip"]) == (1767225540000, "m-1", "0")
+
+
+async def test_the_fake_refuses_what_the_page_says_mixpanel_refuses(
+    fake: FakeMixpanel, transport: HttpTransport
+) -> None:
+    records = [
+        {"event": "E", "properties": {"time": NOW, "distinct_id": "u-1", "$insert_id": f"i{n}",
+                                      "x": value}}
+        for n, value in enumerate(
+            [{"a": {"b": {"c": {"d": 1}}}}, {f"k{i}": i for i in range(255)}, list(range(255))]
+        )
+    ]  # fmt: skip
+    (template,) = mixpanel(endpoint=fake.url).build([event()], NOW)
+    body = gzip.compress(orjson.dumps(records))
+    request = HttpRequest("POST", template.url, template.headers, body, ("a", "b", "c"))
+    response = await transport.send(request, 5)
+    assert response.status == 400
+    failed = orjson.loads(response.body)["failed_records"]
+    assert [(f["index"], f["field"]) for f in failed] == [
+        (0, "properties.x"),
+        (1, "properties.x"),
+        (2, "properties.x"),
+    ]
