@@ -121,8 +121,12 @@ class Amplitude(BatchApi[AmplitudeConfig]):
         if event.type is EventType.IDENTIFY:
             out["user_properties"] = {"$set": event.traits}
         else:
-            if props:
-                out["event_properties"] = props
+            # §6: "`context.page.*` ... → `event_properties`", under the page call's own
+            # property names (url, path, referrer, title, search); the event's own win.
+            page = analytics.page(event)
+            found = {k: page[k] for k in analytics.PAGE_KEYS if page.get(k) not in (None, "")}
+            if merged := {**found, **props}:
+                out["event_properties"] = merged
             if campaign := analytics.pick(event, analytics.UTM):
                 out["user_properties"] = campaign  # attribution, as a plain $set (§2, §6)
         revenue = ecommerce.number(props.get("revenue"))
