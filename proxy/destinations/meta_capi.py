@@ -288,7 +288,7 @@ def reserved(key: str, value: object) -> object:
         return entries or None
     if key == "content_ids":
         listed = value if isinstance(value, list) else []
-        ids = [found for item in listed if (found := ecommerce.text(item)) is not None]
+        ids = [text for item in listed if (text := ecommerce.text(item)) is not None]
         return ids or None
     if key == "content_type":
         return value if value in CONTENT_TYPES else None
