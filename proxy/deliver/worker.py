@@ -382,7 +382,36 @@ class Worker:
                 "Delivery failed.",
                 extra={"destination": self.name, "error": result.reason, "events": len(items)},
             )
-        await self._settle(self._settlement(result, excerpt(response), items))
+        if result.verdict is Verdict.ISOLATE:
+            await self._isolate(result, excerpt(response), items)
+        else:
+            await self._settle(self._settlement(result, excerpt(response), items))
+
+    async def _isolate(self, result: Result, answer: str, items: list[Claimed]) -> None:
+        """Find the events that made the vendor refuse the whole request (Verdict.ISOLATE).
+
+        The events it named are dead and the rest go again as one request; with none named,
+        each half goes again (the same mechanism as a batch whose build fails: the good events
+        go on, the bad one is parked alone). Every step drops an event or halves the request,
+        so it ends; the others are sent again at once and no attempt is counted against them.
+        """
+        named = [item for item in items if item[1].message_id in result.rejected]
+        rest = [item for item in items if item[1].message_id not in result.rejected]
+        if named or len(rest) <= 1:
+            dead = Settlement()
+            for stored, event in named:
+                mid = event.message_id
+                dead.add(stored, mid, Outcome.dead(result.rejected[mid]), answer)
+            if not named:  # one event, refused alone
+                dead.add_all(rest, Outcome.dead(result.reason), answer)
+                rest = []
+            await self._settle(dead)
+            if rest:
+                await self._deliver(rest)
+            return
+        half = len(rest) // 2
+        for part in (rest[:half], rest[half:]):
+            await self._deliver(part)
 
     def _classify(self, request: HttpRequest, response: HttpResponse) -> Result:
         """The adapter's verdict on an answer. An answer it cannot read (a bug, or a vendor

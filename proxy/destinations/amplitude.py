@@ -83,6 +83,10 @@ class Amplitude(BatchApi[AmplitudeConfig]):
     def classify(self, request: HttpRequest, response: HttpResponse, now: float) -> Result:
         if response.status == 429:
             return analytics.throttled(response, now, THROTTLE_PAUSE_SECS)
+        if response.status == 413:
+            # §4: "Payload too large — split the events array and resend": the worker sends
+            # halves again (an event too large alone is then dead).
+            return Result(Verdict.ISOLATE, "http_413")
         refused = refusals(request, analytics.json_object(response.body))
         if response.status != 400 or not refused:
             return classify_status(response, now)  # Invalid API key, missing api_key, ...
@@ -117,8 +121,12 @@ class Amplitude(BatchApi[AmplitudeConfig]):
         if event.type is EventType.IDENTIFY:
             out["user_properties"] = {"$set": event.traits}
         else:
-            if props:
-                out["event_properties"] = props
+            # §6: "`context.page.*` ... → `event_properties`", under the page call's own
+            # property names (url, path, referrer, title, search); the event's own win.
+            page = analytics.page(event)
+            found = {k: page[k] for k in analytics.PAGE_KEYS if page.get(k) not in (None, "")}
+            if merged := {**found, **props}:
+                out["event_properties"] = merged
             if campaign := analytics.pick(event, analytics.UTM):
                 out["user_properties"] = campaign  # attribution, as a plain $set (§2, §6)
         revenue = ecommerce.number(props.get("revenue"))

@@ -49,6 +49,11 @@ class Verdict(StrEnum):
     DELIVERED = "delivered"
     RETRY = "retry"
     REJECT = "reject"  # the vendor will never take it: dead letter
+    # The vendor refused the whole request for some event(s) in it (Meta: "if any event in the
+    # batch is invalid the entire batch is rejected"). Those named in `rejected` are dead; the
+    # others go again at once, as one request, or in halves when none is named, down to single
+    # events, which are then dead with the reason. No attempt is counted against the others.
+    ISOLATE = "isolate"
 
 
 @dataclass(frozen=True, slots=True)

@@ -248,18 +248,34 @@ def user_properties(traits: object) -> JSON:
 
 
 def user_location(location: object) -> JSON | None:
-    """`context.location` when its country is an ISO 3166-1 code (§3 wants codes, not names)."""
+    """`user_location` (§3 wants ISO codes, not names) from `context.location`.
+
+    enrich/geo.py writes the codes to `countryCode` (ISO 3166-1 alpha-2) and `regionCode`
+    (ISO 3166-2, "US-WA") and English names to `country` / `region`: the codes come first, and
+    a client's own `country` / `region` count only when they already are codes.
+    """
     if not isinstance(location, dict):
         return None
-    country = ecommerce.text(location.get("country"))
-    if country is None or not re.fullmatch(r"[A-Za-z]{2}", country):
+    country = next(
+        (
+            found.upper()
+            for key in ("countryCode", "country")
+            if (found := ecommerce.text(location.get(key))) is not None
+            and re.fullmatch(r"[A-Za-z]{2}", found)
+        ),
+        None,
+    )
+    if country is None:
         return None
-    out: JSON = {"country_id": country.upper()}
+    out: JSON = {"country_id": country}
     if city := ecommerce.text(location.get("city")):
         out["city"] = city
-    region = ecommerce.text(location.get("region"))
-    if region is not None and re.fullmatch(r"[A-Za-z]{2}-[A-Za-z0-9]{1,3}", region):
-        out["region_id"] = region.upper()  # ISO 3166-2, e.g. US-CA
+    for key in ("regionCode", "region"):
+        region = ecommerce.text(location.get(key))
+        if region is not None and re.fullmatch(r"[A-Za-z]{2}-[A-Za-z0-9]{1,3}", region):
+            if region[:2].upper() == country:  # a subdivision of another country: left out
+                out["region_id"] = region.upper()  # ISO 3166-2, e.g. US-CA
+            break
     return out
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
+from proxy.destinations import analytics, ecommerce
 from proxy.events import JSON, Event
 
 Normaliser = Callable[[str], str]
@@ -162,16 +163,19 @@ class Pii:
 
 
 def click_id(event: Event, key: str) -> str | None:
-    """A click id (`fbclid`, `ttclid`) from `context.campaign`, else from the page URL's query.
+    """A click id (`fbclid`, `ttclid`, `gclid`): `context.clickIds`, else `context.campaign`,
+    else the page URL's query (`context.page.url`, or a page call's `properties.url`).
 
-    Taken verbatim: click ids are case-sensitive and must not be decoded (meta-capi.md §5).
+    `context.clickIds` comes first: the snippet keeps click ids there for the whole session,
+    ingest stores them there, and stitching attaches them to server events, whose page URL (if
+    any) no longer carries them. Taken verbatim: click ids are case-sensitive and must not be
+    decoded (meta-capi.md §5).
     """
-    campaign = event.context.get("campaign")
-    found = campaign.get(key) if isinstance(campaign, dict) else None
-    if isinstance(found, str) and found:
-        return found
-    page = event.context.get("page")
-    url = page.get("url") if isinstance(page, dict) else None
+    for holder in ("clickIds", "campaign"):
+        found = ecommerce.obj(event.context.get(holder)).get(key)
+        if isinstance(found, str) and found:
+            return found
+    url = analytics.page(event).get("url")
     match = re.search(rf"[?&]{key}=([^&#]+)", url) if isinstance(url, str) else None
     return match.group(1) if match else None
 

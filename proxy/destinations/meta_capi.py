@@ -1,7 +1,8 @@
 """Meta Conversions API: spec events to `/{version}/{pixel}/events` (`shared/vendors/meta-capi.md`).
 
 One invalid or too-old event fails the whole request (§1, §2): events that cannot be valid are
-skipped before they get in, and the age limit keeps a margin for retries and clock skew.
+skipped before they get in, the age limit keeps a margin for retries and clock skew, and an
+invalid-parameter answer makes the worker isolate the culprit (Verdict.ISOLATE).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from urllib.parse import urlencode
 
 import orjson
 
-from proxy.destinations import ecommerce, hashing
+from proxy.destinations import analytics, ecommerce, hashing
 from proxy.destinations.base import (
     BatchLimits,
     HttpRequest,
@@ -53,7 +54,17 @@ STANDARD_EVENTS = frozenset(
 # §8: rate limits (4, 17, 80003), temporary errors (1, 2), temporary blocks (341, 368) and
 # "dataset not ready" (21009) are worth retrying; every other code is a client error.
 RETRY_CODES = frozenset({1, 2, 4, 17, 341, 368, 21009, 80003})
+INVALID_PARAMETER = 100  # §8: an invalid event (subcodes 2804xxx) fails the whole request
+REQUEST_SUBCODES = frozenset({33})  # §8: 100 (33) is the pixel id or permission, not an event
 VALUE_KEYS = ("revenue", "total", "value")  # §9 order
+COOKIES = ("fbc", "fbp")  # read into user_data (§9), never custom properties
+# §4: custom_data keys with a type Meta checks, and the values two of them may take.
+RESERVED = frozenset(
+    {"contents", "content_ids", "content_type", "num_items", "delivery_category", "predicted_ltv",
+     "net_revenue"}
+)  # fmt: skip
+CONTENT_TYPES = frozenset({"product", "product_group"})
+DELIVERY_CATEGORIES = frozenset({"in_store", "curbside", "home_delivery"})
 COOKIE = re.compile(r"fb\.\d\.\d{13}\..+")  # fb.<subdomain index>.<creation ms>.<value> (§5)
 DAY, HOUR = 86_400, 3_600
 OtherSource = Literal[
@@ -127,7 +138,12 @@ class MetaCapi(ConversionsApi[MetaCapiConfig]):
         reason = f"meta_{code}" + (f"_{subcode}" if isinstance(subcode, int) else "")
         if code in RETRY_CODES or error.get("is_transient") is True:
             return Result(Verdict.RETRY, reason, retry_after(response.headers, now))
-        return Result(Verdict.REJECT, reason)  # e.g. meta_100_2804003: an event older than 7 days
+        if code == INVALID_PARAMETER and subcode not in REQUEST_SUBCODES:
+            # §1: "If any event in the batch is invalid the entire batch is rejected", and the
+            # answer names no event (e.g. meta_100_2804003, one event older than 7 days): the
+            # worker sends the others again in halves, so only the culprit is dead.
+            return Result(Verdict.ISOLATE, reason)
+        return Result(Verdict.REJECT, reason)  # a token, permission or pixel error: all of it
 
     def _url(self) -> str:
         config = self.config
@@ -141,7 +157,7 @@ class MetaCapi(ConversionsApi[MetaCapiConfig]):
 
     def _event(self, event: Event) -> JSON:
         context = event.context
-        page = ecommerce.obj(context.get("page"))
+        page = analytics.page(event)  # a server-side page call's URL is in its properties
         url = ecommerce.text(page.get("url"))
         agent = ecommerce.text(context.get("userAgent"))
         name = self._name(event)
@@ -195,25 +211,34 @@ def user_data(event: Event) -> JSON:
         "external_id": hash_pii(event.user_id or event.anonymous_id, hashing.trimmed),
         "client_ip_address": hashing.plain(ecommerce.text(context.get("ip"))),
         "client_user_agent": hashing.plain(ecommerce.text(context.get("userAgent"))),
-        "fbp": cookie(context.get("fbp")),  # the `_fbp` cookie, forwarded unchanged
+        "fbp": fbp(event),
         "fbc": fbc(event),
     }
     return {key: value for key, value in hashed.items() if value is not None}
 
 
-def fbc(event: Event) -> str | None:
-    """`context.fbc` (the `_fbc` cookie) unchanged; else built from an fbclid (§5).
+def fbp(event: Event) -> str | None:
+    """The `_fbp` cookie, forwarded unchanged: `context.fbp`, else `properties.fbp` (where
+    RudderStack / Segment clients carry it, §9)."""
+    return cookie(event.context.get("fbp")) or cookie(event.properties.get("fbp"))
 
+
+def fbc(event: Event) -> str | None:
+    """The `_fbc` cookie unchanged (`context.fbc`, else `properties.fbc`, §9); else built from
+    an fbclid (§5): `context.clickIds` (kept for the session and stitched onto server events),
+    the campaign, or the page URL.
+
+    Ingest builds no `context.fbc` when `properties.fbc` exists, so that one must be read here.
     The doc builds `fb.1.<ms>.<fbclid>` at landing time; the event's own time keeps it a pure
-    function of the event, so retries send the same value.
+    function of the event, so retries send the same value (as ingest does).
     """
-    sent = cookie(event.context.get("fbc"))
+    sent = cookie(event.context.get("fbc")) or cookie(event.properties.get("fbc"))
     if sent is not None:
         return sent
     click = hashing.click_id(event, "fbclid")
     if click is None:
         return None
-    return f"fb.1.{int(event.timestamp.timestamp() * 1000)}.{click}"
+    return f"fb.1.{analytics.millis(event.timestamp)}.{click}"
 
 
 def cookie(value: object) -> str | None:
@@ -228,9 +253,14 @@ def custom_data(props: JSON, name: str) -> JSON:
     products = ecommerce.products(props)
     out: JSON = {}
     if name not in STANDARD_EVENTS:
-        out.update(
-            (k, v) for k, v in props.items() if k not in ecommerce.SPEC_KEYS and v is not None
-        )
+        for key, value in props.items():
+            if key in ecommerce.SPEC_KEYS or key in COOKIES or value is None:
+                continue
+            # Keys Meta reserves go in the type §4 gives them, or not at all: one wrong value
+            # fails the whole request (§1).
+            kept = reserved(key, value) if key in RESERVED else value
+            if kept is not None:
+                out[key] = kept
     found: JSON = {
         "value": ecommerce.amount(props, VALUE_KEYS),
         "currency": ecommerce.currency(props),
@@ -246,6 +276,40 @@ def custom_data(props: JSON, name: str) -> JSON:
         found["content_name"] = ecommerce.text(props.get("name"))
         found["content_category"] = ecommerce.text(props.get("category"))
     out.update((k, v) for k, v in found.items() if v is not None)
+    return out
+
+
+def reserved(key: str, value: object) -> object:
+    """A custom event's own value for a custom_data key Meta reserves (§4), as Meta takes it;
+    None when it cannot be one (the key is then left out)."""
+    if key == "contents":
+        listed = value if isinstance(value, list) else []
+        entries = [found for item in listed if (found := own_content(ecommerce.obj(item)))]
+        return entries or None
+    if key == "content_ids":
+        listed = value if isinstance(value, list) else []
+        ids = [text for item in listed if (text := ecommerce.text(item)) is not None]
+        return ids or None
+    if key == "content_type":
+        return value if value in CONTENT_TYPES else None
+    if key == "delivery_category":
+        return value if value in DELIVERY_CATEGORIES else None
+    if key == "num_items":
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return ecommerce.number(value)  # predicted_ltv, net_revenue: floats
+
+
+def own_content(item: JSON) -> JSON | None:
+    """A `contents` entry a custom event sent itself, with §4's fields only; None without id."""
+    found = ecommerce.text(item.get("id"))
+    if found is None:
+        return None
+    out: JSON = {"id": found}
+    for key in ("quantity", "item_price"):
+        if (number := ecommerce.number(item.get(key))) is not None:
+            out[key] = number
+    if item.get("delivery_category") in DELIVERY_CATEGORIES:
+        out["delivery_category"] = item["delivery_category"]
     return out
 
 

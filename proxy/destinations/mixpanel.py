@@ -74,6 +74,7 @@ TRAITS = {
     "created_at": "$created",
     "avatar": "$avatar",
 }  # §6, §7: Segment's reserved traits as Mixpanel's reserved profile properties
+MAX_KEYS, MAX_DEPTH = 254, 3  # §3: < 255 properties / keys / elements; nesting depth ≤ 3
 FIRST_BACKOFF_SECS = 2.0  # §4: on 429, back off exponentially from 2 s
 INSERT_ID = re.compile(r"[A-Za-z0-9-]{1,36}")  # §3
 # §3: refused as distinct_id and as $insert_id.
@@ -122,6 +123,8 @@ class Mixpanel(BatchApi[MixpanelConfig]):
         if event.type in (EventType.GROUP, EventType.ALIAS):
             # /groups needs a group key setting; alias is a no-op under Simplified ID Merge (§7).
             return "unsupported_type"
+        if usable_id(event.user_id) is None and usable_id(event.anonymous_id) is None:
+            return "invalid_distinct_id"  # §3: Mixpanel would refuse every id it could get
         if event.type is EventType.IDENTIFY:
             return None if event.traits else "no_traits"
         return None if self._name(event) else "invalid_name"
@@ -167,16 +170,22 @@ class Mixpanel(BatchApi[MixpanelConfig]):
             )
         properties: JSON = {"time": analytics.millis(event.timestamp)}
         properties["distinct_id"] = distinct_id(event)
-        if event.anonymous_id is not None:
-            properties["$device_id"] = event.anonymous_id
-        if event.user_id is not None:
-            properties["$user_id"] = event.user_id
+        if (device := usable_id(event.anonymous_id)) is not None:
+            properties["$device_id"] = device
+        if (user := usable_id(event.user_id)) is not None:
+            properties["$user_id"] = user
         properties["$insert_id"] = insert_id(event.message_id)
-        properties.update((k, v) for k, v in event.properties.items() if k not in RESERVED)
+        own = [key for key in event.properties if key not in RESERVED]
+        properties.update((key, fit(event.properties[key])) for key in own)
         if event.type in (EventType.PAGE, EventType.SCREEN) and event.name:
             properties.setdefault("name", event.name)  # which page: the event name is fixed
         for key, value in analytics.pick(event, CONTEXT).items():
             properties.setdefault(key, value)
+        # §3: without `ip` Mixpanel geolocates the request's IP, the relay's; "0" skips that,
+        # and $city / $region / mp_country_code from our own geo lookup still place the user.
+        properties.setdefault("ip", "0")
+        while len(properties) > MAX_KEYS and own:
+            properties.pop(own.pop(), None)  # §3: < 255 properties; the event's own go first
         return orjson.dumps({"event": self._name(event), "properties": properties})
 
     def _body(self, route: str, events: Sequence[Event], items: Sequence[bytes]) -> bytes:
@@ -207,8 +216,29 @@ class Mixpanel(BatchApi[MixpanelConfig]):
 
 
 def distinct_id(event: Event) -> str:
-    """Simplified ID Merge: `$user_id`, else `$device:<anonymousId>` (§5)."""
-    return event.user_id or f"$device:{event.anonymous_id or ''}"
+    """Simplified ID Merge: `$user_id`, else `$device:<anonymousId>` (§5); an id Mixpanel
+    forbids (§3: "0", "null", "undefined", ...) counts as absent (skip_reason checks one is
+    left)."""
+    return usable_id(event.user_id) or f"$device:{usable_id(event.anonymous_id) or ''}"
+
+
+def usable_id(value: str | None) -> str | None:
+    """`value` unless it is absent or one of the ids Mixpanel refuses (§3)."""
+    return None if value is None or value.strip().lower() in FORBIDDEN_IDS else value
+
+
+def fit(value: object, depth: int = 1) -> object:
+    """A property value within §3's per-event limits ("nested objects < 255 keys, depth ≤ 3;
+    arrays < 255 elements"), so strict mode does not refuse the event: longer objects and
+    arrays keep their first 254 entries, and a container nested deeper than 3 is sent as its
+    JSON text (a string, which Mixpanel truncates to 255 characters rather than refusing)."""
+    if not isinstance(value, dict | list):
+        return value
+    if depth > MAX_DEPTH:
+        return orjson.dumps(value).decode()
+    if isinstance(value, dict):
+        return {k: fit(v, depth + 1) for k, v in list(value.items())[:MAX_KEYS]}
+    return [fit(v, depth + 1) for v in value[:MAX_KEYS]]
 
 
 def insert_id(message_id: str) -> str:

@@ -89,6 +89,11 @@ class PostHog(BatchApi[PostHogConfig]):
         props: JSON = dict(event.properties)
         for key, value in analytics.pick(event, CONTEXT).items():
             props.setdefault(key, value)
+        if props.get("$ip") in (None, ""):
+            # §3: without `$ip` PostHog geolocates the request IP, the relay's (the `ip = "drop"`
+            # setting, a server event nothing stitched an IP to). The page documents no `$geoip_*`
+            # properties we could fill from our own lookup, so only this.
+            props.setdefault("$geoip_disable", True)
         page = analytics.page(event)
         for key, url in (("$host", page.get("url")), ("$referring_domain", page.get("referrer"))):
             if host := hostname(url):

@@ -1,23 +1,34 @@
-"""Segment as a destination: our events, unchanged, to `/v1/batch` (`vendors/segment.md` §11).
+"""Segment as a destination: our events to `/v1/batch` (`vendors/segment.md` §11).
 
-Events are stored in Segment's own wire format, so the body is spliced from the spool's bytes and
-never re-encoded; messageId stays Segment's dedup key. classify(): the default table is §4's.
+Events are stored in Segment's wire format, the timestamp skew-corrected at ingest. Segment
+applies its rule `timestamp = receivedAt - (sentAt - originalTimestamp)` (§5) again at its own
+receivedAt, so each event goes without its client `sentAt` and our `receivedAt`, with
+`originalTimestamp` = the stored `timestamp`, under an envelope `sentAt` of the send time: the
+rule then gives back the stored timestamp however late it is sent (retries, an outage, a
+replay). messageId stays Segment's dedup key. classify(): the default table is §4's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
+
+import orjson
 
 from proxy.destinations import analytics
 from proxy.destinations.analytics import BatchApi
-from proxy.destinations.base import BatchLimits
-from proxy.events import Event
+from proxy.destinations.base import BatchLimits, HttpRequest
+from proxy.events import Event, format_time, parse_time
 from proxy.settings import Secret
 
 HOSTS = {None: "https://api.segment.io", "eu": "https://events.eu1.segmentapis.com"}  # §1
 PATH = "/v1/batch"
+# The fields of the skew rule (§5) as a client sent them, and ours; re-encoded when present.
+CLOCK_KEYS = (b'"sentAt"', b'"receivedAt"', b'"originalTimestamp"')
+# The envelope's sentAt as size() counts it: every format_time() text has this length.
+SIZED_SENT_AT = format_time(datetime(2026, 1, 1, tzinfo=UTC))
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,11 +45,34 @@ class Segment(BatchApi[SegmentConfig]):
     max_event_bytes = 32 * 1024 - 1
     config_type = SegmentConfig
 
+    def build(self, events: Sequence[Event], now: float) -> list[HttpRequest]:
+        kept = [event for event in events if self.skip_reason(event) is None]
+        if not kept:
+            return []
+        sent_at = format_time(datetime.fromtimestamp(now, UTC))
+        body = self._splice(sent_at, [self._item(event) for event in kept])
+        ids = tuple(event.message_id for event in kept)
+        return [HttpRequest("POST", self._url(""), self._headers(""), body, ids)]
+
     def _item(self, event: Event) -> bytes:
-        return event.raw
+        raw = event.raw
+        if not any(key in raw for key in CLOCK_KEYS):
+            # Segment takes `timestamp` as originalTimestamp (§5): the stored bytes already work.
+            return raw
+        data = dict(event.data)
+        data.pop("sentAt", None)  # the client's send time: the envelope's is ours
+        data.pop("receivedAt", None)  # set by Segment on receipt (§5)
+        stamp = data.get("timestamp")
+        if parse_time(stamp) is None:
+            stamp = format_time(event.timestamp)  # receivedAt when the event has no time
+        data["timestamp"] = data["originalTimestamp"] = stamp
+        return orjson.dumps(data)
 
     def _body(self, route: str, events: Sequence[Event], items: Sequence[bytes]) -> bytes:
-        return analytics.splice({}, "batch", items)
+        return self._splice(SIZED_SENT_AT, items)  # size() only: build() sends the real time
+
+    def _splice(self, sent_at: str, items: Sequence[bytes]) -> bytes:
+        return analytics.splice({"sentAt": sent_at}, "batch", items)
 
     def _url(self, route: str) -> str:
         return analytics.base_url(self.config.endpoint, HOSTS, self.config.region) + PATH

@@ -1,16 +1,18 @@
 """TikTok Events API 2.0: spec events to `/open_api/v1.3/event/track/` (`shared/vendors/tiktok.md`).
 
-TikTok answers HTTP 200 and reports success or failure in the body's `code` (§3); per-event
-errors are not documented, so a code holds for the whole request.
+TikTok answers HTTP 200 and reports success or failure in the body's `code` (§3); a code holds
+for the whole request, but an invalid-parameter message names the event (`Batch.<i>.`): that one
+is dead and the worker sends the others again (Verdict.ISOLATE).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import orjson
 
-from proxy.destinations import ecommerce, hashing
+from proxy.destinations import analytics, ecommerce, hashing
 from proxy.destinations.base import (
     BatchLimits,
     HttpRequest,
@@ -44,7 +46,9 @@ EVENT_NAMES = {
     "Signed Up": "CompleteRegistration",
 }
 DELIVERED_CODES = frozenset({0, 20001})  # 20001: partial success, taken as success (§3)
-REJECT_CODES = frozenset({40001, 40002})  # no permission; invalid parameter. 40100 and others retry
+REJECT_CODES = frozenset({40001})  # no permission. 40100 and other codes retry
+INVALID_PARAMETER = 40002
+BATCH_INDEX = re.compile(r"Batch\.(\d+)\.")
 VALUE_KEYS = ("value", "revenue")  # §4
 DAY, HOUR = 86_400, 3_600
 
@@ -67,14 +71,23 @@ class TikTok(ConversionsApi[TikTokConfig]):
 
     def classify(self, request: HttpRequest, response: HttpResponse, now: float) -> Result:
         try:
-            code = ecommerce.obj(orjson.loads(response.body)).get("code")
+            answer = orjson.loads(response.body)
         except orjson.JSONDecodeError:
-            code = None
+            answer = None
+        code = ecommerce.obj(answer).get("code")
         if not isinstance(code, int) or not 200 <= response.status < 300:
             # No envelope: the status decides; 5xx and HTML 502 pages retry (§3).
             return classify_status(response, now)
         if code in DELIVERED_CODES:
             return Result(Verdict.DELIVERED, f"http_{response.status}")
+        if code == INVALID_PARAMETER:
+            # §3: `Batch.0.properties.contents.0.content_id: Not a valid string` names the
+            # event at that index of `data`: it alone is dead, the others go again at once.
+            # Without an index the worker isolates the culprit by halving the request.
+            reason = f"tiktok_{code}"
+            found = BATCH_INDEX.match(str(ecommerce.obj(answer).get("message") or ""))
+            event_id = _event_id_at(request, int(found.group(1))) if found else None
+            return Result(Verdict.ISOLATE, reason, rejected={event_id: reason} if event_id else {})
         if code in REJECT_CODES:
             return Result(Verdict.REJECT, f"tiktok_{code}")
         return Result(Verdict.RETRY, f"tiktok_{code}")  # 40100 too many requests; others transient
@@ -93,7 +106,7 @@ class TikTok(ConversionsApi[TikTokConfig]):
         }
 
     def _event(self, event: Event) -> JSON:
-        page = ecommerce.obj(event.context.get("page"))
+        page = analytics.page(event)  # a server-side page call's URL is in its properties
         found = {
             "url": ecommerce.text(page.get("url")),
             "referrer": ecommerce.text(page.get("referrer")),
@@ -163,6 +176,19 @@ def content(product: JSON) -> JSON | None:
         "quantity": ecommerce.quantity(product),
     }
     return {key: value for key, value in out.items() if value is not None}
+
+
+def _event_id_at(request: HttpRequest, index: int) -> str | None:
+    """The event_id (our messageId) at `index` of the request's `data`, read from the body so
+    the index holds even where two events shared a messageId."""
+    try:
+        data = ecommerce.obj(orjson.loads(request.body)).get("data")
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, list) or not 0 <= index < len(data):
+        return None
+    found = ecommerce.obj(data[index]).get("event_id")
+    return found if isinstance(found, str) and found in request.event_ids else None
 
 
 def _plain(value: object) -> str | None:

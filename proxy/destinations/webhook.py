@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from proxy.destinations.analytics import check_url
-from proxy.destinations.base import BatchLimits, Destination, HttpRequest
+from proxy.destinations.base import (
+    BatchLimits,
+    Destination,
+    HttpRequest,
+    HttpResponse,
+    Result,
+    Verdict,
+    retry_after,
+)
 from proxy.events import Event
 from proxy.settings import DestinationSettings, Secret
 
@@ -97,5 +105,15 @@ class Webhook(Destination[WebhookConfig]):
         }
         return [HttpRequest("POST", self.config.url, headers, body, ids)]
 
-    # classify(): the default table is the spec's (webhooks.md §4): 2xx delivered; 408, 429 and
-    # 5xx retry with Retry-After; 410 (endpoint gone), 3xx (no redirects) and other 4xx reject.
+    def classify(self, request: HttpRequest, response: HttpResponse, now: float) -> Result:
+        """webhooks.md §4: "Success = any 2xx. Everything else (including 3xx, timeouts,
+        connection resets) is a failure", retried with backoff "over days" (the destination's
+        max_attempts and backoff settings), Retry-After honoured. Only "410 Gone: disable the
+        endpoint, stop sending" is final: those events are dead letters, for replay once the
+        receiver is back. (Pausing the whole destination on a 410 is not done here.)"""
+        status = response.status
+        if 200 <= status < 300:
+            return Result(Verdict.DELIVERED, f"http_{status}")
+        if status == 410:
+            return Result(Verdict.REJECT, "http_410_gone")
+        return Result(Verdict.RETRY, f"http_{status}", retry_after(response.headers, now))

@@ -74,7 +74,7 @@ async def test_sign_in_watch_an_event_and_replay_a_dead_letter(
     await page.screenshot(path=ARTIFACTS / "events.png", full_page=True)
 
     # A refused event becomes a dead letter; the Replay button sends it again.
-    admin.vendor.answer(400, b'{"error":"bad"}')
+    admin.vendor.answer(410, b'{"error":"bad"}')
     await admin.ingest(messageId="m-replay")
     spool = admin.public[SPOOL]
 

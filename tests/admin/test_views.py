@@ -169,17 +169,17 @@ async def test_pages_show_events_nested_as_deep_as_ingest_takes(admin: AdminRela
 
 
 async def test_dead_letters_can_be_replayed_and_discarded(admin: AdminRelay) -> None:
-    admin.vendor.answer(400, b'{"error":"bad field"}')
-    admin.vendor.answer(400, b'{"error":"bad field"}')
+    admin.vendor.answer(410, b'{"error":"bad field"}')
+    admin.vendor.answer(410, b'{"error":"bad field"}')
     await admin.ingest(messageId="m-dead-1")
-    await _settled(admin, "m-dead-1", "hook", "dead:http_400")
+    await _settled(admin, "m-dead-1", "hook", "dead:http_410_gone")
     await admin.ingest(messageId="m-dead-2")
-    await _settled(admin, "m-dead-2", "hook", "dead:http_400")
+    await _settled(admin, "m-dead-2", "hook", "dead:http_410_gone")
     status, page = await admin.get("/destinations/hook")
     assert status == 200
     assert "Dead letters (2)" in page
     assert "bad field" in page
-    assert "dead:http_400" in page
+    assert "dead:http_410_gone" in page
     letters = (await admin.get_json("/api/destinations"))[1]["dead_letters"]
     first = next(d["id"] for d in letters if d["messageId"] == "m-dead-1")
 
@@ -202,14 +202,14 @@ async def test_dead_letters_can_be_replayed_and_discarded(admin: AdminRelay) -> 
     hook = (await admin.get_json("/api/destinations"))[1]
     assert hook["dead_letters"] == []
     assert hook["error_rate"] > 0
-    assert hook["last_errors"][0]["reason"] == "http_400"
+    assert hook["last_errors"][0]["reason"] == "http_410_gone"
 
 
 async def test_one_dead_letter_can_be_replayed_alone(admin: AdminRelay) -> None:
     for n in (1, 2):
-        admin.vendor.answer(400, b'{"error":"bad field"}')
+        admin.vendor.answer(410, b'{"error":"bad field"}')
         await admin.ingest(messageId=f"m-one-{n}")
-        await _settled(admin, f"m-one-{n}", "hook", "dead:http_400")
+        await _settled(admin, f"m-one-{n}", "hook", "dead:http_410_gone")
     letters = (await admin.get_json("/api/destinations"))[1]["dead_letters"]
     second = next(d["id"] for d in letters if d["messageId"] == "m-one-2")
     _, page = await admin.get("/destinations/hook")

@@ -49,6 +49,21 @@ async def test_500_then_200_retries_after_backoff(
     assert await relay.spool.backlog("hook") == 0
 
 
+@pytest.mark.parametrize("status", [301, 400, 401, 404, 422, 501])
+async def test_webhook_refusals_other_than_410_are_retried_not_dead_letters(
+    relay: Relay, receiver: FakeWebhookReceiver, clock: ManualClock, status: int
+) -> None:
+    # webhooks.md §4: "Everything else (including 3xx, timeouts, connection resets) is a
+    # failure", retried "over days"; only 410 stops. Before, these were dead letters at once.
+    receiver.answer(status, {"error": "receiver misconfigured"})
+    worker = relay.start(receiver.endpoint, rand=lambda: 0.0)  # backoff 0 s
+    await relay.ingest(relay.event(1))
+    await eventually(lambda: outcomes(worker) == {"m-1": "delivered:http_204"}, "delivered")
+    assert worker.counts["retry"] == 1
+    assert receiver.message_ids == ["m-1"]
+    assert await relay.spool.dead_letters("hook") == []
+
+
 async def test_429_waits_for_retry_after(
     relay: Relay, receiver: FakeWebhookReceiver, clock: ManualClock
 ) -> None:
@@ -110,15 +125,15 @@ async def test_events_that_build_alone_but_not_together_go_one_by_one(
     assert len(receiver.requests) == 2
 
 
-async def test_400_is_a_dead_letter_and_replay_delivers_it(
+async def test_410_gone_is_a_dead_letter_and_replay_delivers_it(
     relay: Relay, receiver: FakeWebhookReceiver
 ) -> None:
-    receiver.answer(400, {"error": "field 'event' is required"})
+    receiver.answer(410, {"error": "field 'event' is required"})
     worker = relay.start(receiver.endpoint)
     await relay.ingest(relay.event(1))
-    await eventually(lambda: outcomes(worker) == {"m-1": "dead:http_400"}, "dead letter")
+    await eventually(lambda: outcomes(worker) == {"m-1": "dead:http_410_gone"}, "dead letter")
     (letter,) = await relay.spool.dead_letters("hook")
-    assert letter.reason == "dead:http_400"
+    assert letter.reason == "dead:http_410_gone"
     assert letter.message_id == "m-1"
     assert "field 'event' is required" in letter.response
 
@@ -136,7 +151,7 @@ async def test_replay_by_another_process_is_picked_up_when_idle(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(worker_module, "IDLE_RECHECK_SECS", 0.05)
-    receiver.answer(400)
+    receiver.answer(410)
     worker = relay.start(receiver.endpoint)
     await relay.ingest(relay.event(1))
     await eventually(lambda: worker.counts["dead"] == 1, "dead letter")
@@ -152,7 +167,7 @@ async def test_replay_by_another_process_is_picked_up_when_idle(
 async def test_dead_letter_keeps_at_most_2_kb_of_the_answer(
     relay: Relay, receiver: FakeWebhookReceiver
 ) -> None:
-    receiver.answer(422, b"e" * 10_000)
+    receiver.answer(410, b"e" * 10_000)
     worker = relay.start(receiver.endpoint)
     await relay.ingest(relay.event(1))
     await eventually(lambda: worker.counts["dead"] == 1, "dead letter")

@@ -53,16 +53,39 @@ async def test_meta_too_old_events_never_reach_meta(run: Run) -> None:
     assert [e["event_id"] for e in fake.received] == ["m-2"]
 
 
-async def test_meta_fails_the_whole_request_for_one_too_old_event(run: Run) -> None:
+async def test_meta_isolates_the_one_too_old_event_its_answer_does_not_name(run: Run) -> None:
     # Meta's clock runs two hours ahead of ours: an event our margin still lets through is past
-    # Meta's 7 days, and Meta refuses the request as a whole (meta-capi.md §2): both are dead.
+    # Meta's 7 days, and Meta refuses the request as a whole without naming the event
+    # (meta-capi.md §1, §2). Before, all five were dead; now the worker sends halves again until
+    # the culprit is alone, and counts no failed attempt against the others.
     fake = FakeMeta(now=lambda: run.clock.now() + 2 * 3600)
     worker = await run.start("meta_capi", fake, PIXEL, name="meta")
-    old = run.event(1, age=timedelta(days=6, hours=22, minutes=30))
-    await run.ingest([old, run.event(2)])
+    old = run.event(4, age=timedelta(days=6, hours=22, minutes=30))
+    await run.ingest([run.event(1), run.event(2), run.event(3), old, run.event(5)])
+    await eventually(lambda: len(worker.outcomes) == 5, "five outcomes")
+    assert outcomes(worker) == {
+        "m-1": "delivered:http_200",
+        "m-2": "delivered:http_200",
+        "m-3": "delivered:http_200",
+        "m-4": "dead:meta_100_2804003",
+        "m-5": "delivered:http_200",
+    }
+    assert sorted(e["event_id"] for e in fake.received) == ["m-1", "m-2", "m-3", "m-5"]
+    # [1..5] refused; [1,2] taken; [3,4,5] refused; [3] taken; [4,5] refused; [4]; [5] taken.
+    assert [len(r.json()["data"]) for r in fake.requests] == [5, 2, 3, 1, 2, 1, 1]
+    assert worker.counts["retry"] == 0
+    (letter,) = await run.spool.dead_letters("meta")
+    assert letter.message_id == "m-4"
+    assert "Event Timestamp Too Old" in letter.response
+
+
+async def test_meta_dead_letters_all_for_an_error_that_is_not_an_events(run: Run) -> None:
+    fake = FakeMeta(now=run.clock.now, access_token="another-token")  # OAuth error 190
+    worker = await run.start("meta_capi", fake, PIXEL, name="meta")
+    await run.ingest([run.event(1), run.event(2)])
     await eventually(lambda: len(worker.outcomes) == 2, "two outcomes")
-    assert outcomes(worker) == {"m-1": "dead:meta_100_2804003", "m-2": "dead:meta_100_2804003"}
-    assert fake.received == []
+    assert outcomes(worker) == {"m-1": "dead:meta_190", "m-2": "dead:meta_190"}
+    assert len(fake.requests) == 1
 
 
 TIKTOK = {"pixel_code": "C1ABCDEF23GHIJK", "access_token": "tt-test-token"}
@@ -79,16 +102,37 @@ async def test_tiktok_rate_limit_in_a_200_retries_then_delivers(run: Run) -> Non
     assert len(fake.requests) == 2
 
 
-async def test_tiktok_invalid_parameter_dead_letters_the_request(run: Run) -> None:
+async def test_tiktok_invalid_parameter_dead_letters_only_the_event_it_names(run: Run) -> None:
+    # tiktok.md §3: the 40002 message names the event (`Batch.<i>.<path>`). Before, the whole
+    # request was dead; now that one is, and the others go again at once, no attempt counted.
     fake = FakeTikTok()
     fake.answer(
         200,
-        {"code": 40002, "message": "Batch.0.properties.contents.0.content_id: Not a valid string"},
+        {"code": 40002, "message": "Batch.1.properties.contents.0.content_id: Not a valid string"},
     )
+    worker = await run.start("tiktok", fake, TIKTOK)
+    await run.ingest([run.event(1), run.event(2), run.event(3)])
+    await eventually(lambda: len(worker.outcomes) == 3, "three outcomes")
+    assert outcomes(worker) == {
+        "m-1": "delivered:http_200",
+        "m-2": "dead:tiktok_40002",
+        "m-3": "delivered:http_200",
+    }
+    assert [e["event_id"] for e in fake.received] == ["m-1", "m-3"]
+    assert worker.counts["retry"] == 0
+
+
+async def test_tiktok_invalid_parameter_without_an_index_is_isolated_by_halves(
+    run: Run,
+) -> None:
+    fake = FakeTikTok()
+    fake.answer(200, {"code": 40002, "message": "Invalid parameter"})  # [1, 2] refused
+    fake.answer(200, {"code": 40002, "message": "Invalid parameter"})  # [1] refused alone
     worker = await run.start("tiktok", fake, TIKTOK)
     await run.ingest([run.event(1), run.event(2)])
     await eventually(lambda: len(worker.outcomes) == 2, "two outcomes")
-    assert set(outcomes(worker).values()) == {"dead:tiktok_40002"}
+    assert outcomes(worker) == {"m-1": "dead:tiktok_40002", "m-2": "delivered:http_200"}
+    assert [len(r.json()["data"]) for r in fake.requests] == [2, 1, 1]
 
 
 def nested(depth: int) -> dict[str, object]:

@@ -125,7 +125,8 @@ async def test_too_large_and_too_many_are_refused_by_the_fake(
     )
     response = await transport.send(request, 5)
     assert response.status == 413
-    assert destination.classify(request, response, NOW).verdict is Verdict.REJECT
+    # §4: "split the events array and resend": the worker sends halves again.
+    assert destination.classify(request, response, NOW).verdict is Verdict.ISOLATE
 
 
 async def test_a_400_naming_some_events_rejects_those_and_retries_the_rest(
@@ -161,3 +162,18 @@ async def test_per_device_throttling_is_a_429_retried_after_30_seconds(
     assert orjson.loads(response.body)["throttled_devices"] == {"anon-device-1": 31}
     result = destination.classify(request, response, NOW)
     assert (result.verdict, result.retry_after_secs) == (Verdict.RETRY, 30.0)
+
+
+def test_track_events_carry_the_page_context_in_event_properties() -> None:
+    # amplitude.md §6: "`context.page.*` ... → `event_properties`". Before, a track event sent
+    # only its own properties, so where it happened was lost.
+    page = {"url": "https://shop.example/signup", "referrer": "https://google.com/", "title": ""}
+    signed_up = event(event="Signed Up", properties={"plan": "pro"}, context={"page": page})
+    (sent,) = body(amplitude(), signed_up)["events"]
+    assert sent["event_properties"] == {
+        "url": "https://shop.example/signup",
+        "referrer": "https://google.com/",
+        "plan": "pro",
+    }
+    own = event(2, properties={"url": "mine"}, context={"page": page})
+    assert body(amplitude(), own)["events"][0]["event_properties"]["url"] == "mine"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from proxy.events import format_time
 from tests.deliver.harness import eventually, outcomes
 from tests.destinations.worker_run import Run, worker_run
 from tests.fakes.amplitude import FakeAmplitude
@@ -38,12 +39,13 @@ async def run(tmp_path: Path) -> AsyncIterator[Run]:
 
 async def test_mixpanel_strict_failures_dead_letter_those_events_alone(run: Run) -> None:
     fake = FakeMixpanel(now=run.clock.now)
-    await run.ingest([run.event(1), run.event(2, userId="null"), run.event(3)])
+    # Two hours ahead of Mixpanel's clock: more than the hour §3 allows.
+    await run.ingest([run.event(1), run.event(2, age=timedelta(hours=-2)), run.event(3)])
     worker = await run.start("mixpanel", fake, MIXPANEL)
     await eventually(lambda: len(worker.outcomes) == 3, "three outcomes")
     assert outcomes(worker) == {
         "m-1": "delivered:http_400",
-        "m-2": "dead:invalid_properties.distinct_id",
+        "m-2": "dead:invalid_properties.time",
         "m-3": "delivered:http_400",
     }
     (letter,) = await run.spool.dead_letters("mixpanel")
@@ -85,6 +87,25 @@ async def test_amplitude_throttled_device_waits_30_seconds(run: Run) -> None:
     await eventually(lambda: len(worker.outcomes) == 40, "all 40 delivered")
     assert set(outcomes(worker).values()) == {"delivered:http_200"}
     assert (len(fake.requests), len(fake.received)) == (3, 40)
+
+
+async def test_amplitude_413_is_split_and_resent_not_dead(run: Run) -> None:
+    # amplitude.md §4: 413 "Payload too large — split the events array and resend". Before,
+    # the whole request was dead (http_413).
+    fake = FakeAmplitude(now=run.clock.now)
+    too_large = {"code": 413, "error": "Payload too large"}
+    fake.answer(413, too_large)  # [1, 2, 3]
+    fake.answer(413, too_large)  # [1]: too large even alone
+    worker = await run.start("amplitude", fake, {"api_key": "amp-api-key-123"})
+    await run.ingest([run.event(n) for n in (1, 2, 3)])
+    await eventually(lambda: len(worker.outcomes) == 3, "three outcomes")
+    assert outcomes(worker) == {
+        "m-1": "dead:http_413",
+        "m-2": "delivered:http_200",
+        "m-3": "delivered:http_200",
+    }
+    assert [len(r.json()["events"]) for r in fake.requests] == [3, 1, 2]
+    assert worker.counts["retry"] == 0
 
 
 async def test_amplitude_silenced_device_is_dead_and_the_rest_retried(run: Run) -> None:
@@ -149,3 +170,20 @@ async def test_plausible_sends_one_request_per_fresh_event(run: Run) -> None:
     }
     assert len(fake.requests) == 2
     assert fake.problems == []
+
+
+async def test_segment_stores_the_events_time_when_it_is_delivered_4_hours_late(run: Run) -> None:
+    # segment.md §5: Segment applies timestamp = receivedAt - (sentAt - originalTimestamp) at
+    # its own receipt. Before, the client's sentAt was forwarded: an event held back 4 h by an
+    # outage was stored 4 h after it happened.
+    fake = FakeSegmentApi(now=run.clock.now)
+    fake.answer(503)
+    happened = run.clock.utcnow()
+    stamp = format_time(happened)
+    stored = run.event(1, timestamp=stamp, originalTimestamp=stamp, sentAt=stamp, receivedAt=stamp)
+    await run.ingest([stored])
+    worker = await run.start("segment", fake, {"write_key": "seg-write-key"})
+    await eventually(lambda: worker.counts["retry"] == 1, "a retry")
+    run.clock.advance(4 * 3600)
+    await eventually(lambda: outcomes(worker) == {"m-1": "delivered:http_200"}, "delivered")
+    assert fake.timestamps["m-1"] == happened

@@ -128,6 +128,9 @@ def test_classify_table(
     # Some vendors report errors inside a 2xx; their golden case says what success looks like.
     body = success_body(destination.type) if 200 <= status < 300 else b""
     result = destination.classify(request, HttpResponse(status, headers, body), NOW)
+    if destination.type == "webhook" and status in (400, 501):
+        # webhooks.md §4: every non-2xx but 410 is a failure to retry (over days).
+        verdict = Verdict.RETRY
     assert result.verdict is verdict
     assert result.retry_after_secs == retry_after
     assert result.reason

@@ -288,3 +288,20 @@ def test_events_with_different_ads_consent_go_in_separate_requests() -> None:
     no = {"consent": {"categoryPreferences": {"marketing": False}}}
     sent = bodies(ga4().build([track(1, context=yes), track(2, context=no)], NOW))
     assert [body["consent"]["ad_user_data"] for body in sent] == ["GRANTED", "DENIED"]
+
+
+def test_user_location_comes_from_the_iso_codes_geo_enrichment_writes() -> None:
+    # enrich/geo.py writes English names to country/region and the codes to countryCode and
+    # regionCode; before, only the names were read, so user_location was never sent (§3).
+    location = {
+        "city": "Seattle",
+        "country": "United States",
+        "countryCode": "US",
+        "region": "Washington",
+        "regionCode": "US-WA",
+    }
+    (body,) = bodies(ga4().build([track(1, context={"location": location})], NOW))
+    assert body["user_location"] == {"country_id": "US", "city": "Seattle", "region_id": "US-WA"}
+    # A client's own two-letter country still counts.
+    (body,) = bodies(ga4().build([track(2, context={"location": {"country": "no"}})], NOW))
+    assert body["user_location"] == {"country_id": "NO"}

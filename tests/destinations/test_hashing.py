@@ -139,3 +139,22 @@ def test_click_ids_come_from_the_campaign_then_the_page_url_verbatim() -> None:
     assert (
         hashing.click_id(event({"page": {"url": "https://x.example/?xfbclid=1"}}), "fbclid") is None
     )
+
+
+def test_click_ids_kept_in_context_click_ids_come_first() -> None:
+    # The snippet keeps click ids in context.clickIds for the session, ingest stores them there
+    # and stitching attaches them to server events; before, only the campaign and the current
+    # page URL were read, so a ttclid was lost after the landing page.
+    later = {"clickIds": {"ttclid": "E.C.P.kept"}, "page": {"url": "https://shop.example/cart"}}
+    assert hashing.click_id(Event.from_data({"type": "track", "context": later}), "ttclid") == (
+        "E.C.P.kept"
+    )
+    both = {"clickIds": {"fbclid": "Kept"}, "campaign": {"fbclid": "FromCampaign"}}
+    assert hashing.click_id(Event.from_data({"type": "track", "context": both}), "fbclid") == "Kept"
+
+
+def test_a_page_calls_own_url_property_is_read_for_click_ids() -> None:
+    page = Event.from_data(
+        {"type": "page", "properties": {"url": "https://shop.example/?ttclid=E.C.P.zz"}}
+    )
+    assert hashing.click_id(page, "ttclid") == "E.C.P.zz"

@@ -169,12 +169,15 @@ def test_events_older_than_7_days_become_dead_letters_before_meta_sees_them() ->
 @pytest.mark.parametrize(
     ("answer", "verdict", "reason"),
     [
-        (graph_error(100, "too old", 2804003, "Too Old"), Verdict.REJECT, "meta_100_2804003"),
+        # An invalid event fails the request, naming none (§1): the worker isolates it.
+        (graph_error(100, "too old", 2804003, "Too Old"), Verdict.ISOLATE, "meta_100_2804003"),
+        (graph_error(100, "Invalid", 2804001, "Bad"), Verdict.ISOLATE, "meta_100_2804001"),
+        (graph_error(100, "No permission", 33), Verdict.REJECT, "meta_100_33"),
         (graph_error(190, "Invalid OAuth access token"), Verdict.REJECT, "meta_190"),
         (graph_error(17, "User request limit reached"), Verdict.RETRY, "meta_17"),
         (graph_error(80003, "Rate limit"), Verdict.RETRY, "meta_80003"),
         (graph_error(2, "Service temporarily unavailable", status=500), Verdict.RETRY, "meta_2"),
-        (graph_error(100, "Invalid parameter", status=500), Verdict.REJECT, "meta_100"),
+        (graph_error(100, "Invalid parameter", status=500), Verdict.ISOLATE, "meta_100"),
     ],
 )  # fmt: skip
 def test_graph_errors_are_classified_by_code(answer: Any, verdict: Verdict, reason: str) -> None:
@@ -268,3 +271,96 @@ def test_limited_data_use_is_sent_when_configured_and_when_marketing_is_refused(
 def test_bad_data_processing_options_are_config_errors(config: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match="data_processing_options"):
         meta(**config)
+
+
+def test_fbc_and_fbp_carried_in_properties_are_sent() -> None:
+    # meta-capi.md §9: cookie `_fbc`/`_fbp` "(or `context.fbc`/`properties.fbc` in
+    # RudderStack/Segment)". Ingest builds no context.fbc when properties.fbc exists, so before,
+    # both were lost (and left in custom_data of custom events).
+    props = {"fbc": "fb.1.1767000000000.IwAR2F4-dbP0", "fbp": "fb.1.1767000000000.1116446470"}
+    custom = event(event="Quote Requested", properties={**props, "plan": "pro"})
+    (data,) = sent(meta(), custom)
+    assert data["user_data"]["fbc"] == "fb.1.1767000000000.IwAR2F4-dbP0"
+    assert data["user_data"]["fbp"] == "fb.1.1767000000000.1116446470"
+    assert data["custom_data"] == {"plan": "pro"}
+    malformed = event(2, properties={"fbc": "IwAR2F4", "fbp": "fb.1.x.y"})
+    assert not {"fbc", "fbp"} & sent(meta(), malformed)[0]["user_data"].keys()
+
+
+def test_fbc_is_built_from_the_fbclid_kept_in_click_ids_after_the_landing_page() -> None:
+    context = {
+        "ip": "203.0.113.7",
+        "userAgent": UA,
+        "clickIds": {"fbclid": "IwAR2F4-dbP0l7Mn1IawQQ"},
+        "page": {"url": "https://shop.example/checkout/thanks"},
+    }
+    (data,) = sent(meta(), event(context=context))
+    assert data["user_data"]["fbc"] == "fb.1.1767225540000.IwAR2F4-dbP0l7Mn1IawQQ"
+
+
+def test_a_server_side_page_call_keeps_its_url_from_its_properties() -> None:
+    page = Event.from_data(
+        {
+            "type": "page",
+            "messageId": "m-1",
+            "anonymousId": "a-1",
+            "timestamp": "2025-12-31T23:59:00.000Z",
+            "properties": {
+                "url": "https://shop.example/pricing?fbclid=IwAR2",
+                "referrer": "https://google.com/",
+            },
+            "context": {"ip": "203.0.113.7", "userAgent": UA},
+        }
+    )
+    (data,) = sent(meta(), page)
+    assert data["action_source"] == "website"
+    assert data["event_source_url"] == "https://shop.example/pricing?fbclid=IwAR2"
+    assert data["referrer_url"] == "https://google.com/"
+    assert data["user_data"]["fbc"] == "fb.1.1767225540000.IwAR2"
+
+
+BAD_RESERVED = {
+    "contents": [{"sku": "no-id"}, {"id": "p1", "quantity": "2", "delivery_category": "drone"}],
+    "content_ids": ["p1", {"id": "p2"}, 3],
+    "content_type": "bundle",
+    "num_items": "3",
+    "delivery_category": "teleport",
+    "predicted_ltv": "lots",
+    "plan": "pro",
+}
+
+
+async def test_reserved_keys_of_custom_events_are_sent_as_meta_types_them(fake: FakeMeta) -> None:
+    # meta-capi.md §4 types contents, content_ids, content_type, num_items, delivery_category.
+    # Before, a custom event's own values went unchecked into custom_data, and one wrong value
+    # failed the whole request (§1).
+    destination = meta(endpoint=fake.url)
+    (request,) = destination.build([event(event="Quote Requested", properties=BAD_RESERVED)], NOW)
+    (data,) = orjson.loads(request.body)["data"]
+    assert data["custom_data"] == {
+        "contents": [{"id": "p1", "quantity": 2.0}],
+        "content_ids": ["p1", "3"],
+        "plan": "pro",
+    }
+    async with aiohttp.ClientSession() as session:
+        async with session.post(request.url, data=request.body, headers=request.headers) as r:
+            assert r.status == 200, await r.text()
+        # The fake refuses what the adapter used to send.
+        raw = dict(data, custom_data={k: v for k, v in BAD_RESERVED.items() if k != "plan"})
+        body = orjson.dumps({"data": [raw]})
+        async with session.post(request.url, data=body, headers=request.headers) as r:
+            assert r.status == 400
+            assert (await r.json())["error"]["error_subcode"] == 2804001
+
+
+def test_valid_reserved_keys_of_custom_events_are_kept() -> None:
+    props = {
+        "contents": [{"id": "p1", "quantity": 2, "item_price": 5, "delivery_category": "curbside"}],
+        "content_ids": ["p1"],
+        "content_type": "product_group",
+        "num_items": 2,
+        "delivery_category": "home_delivery",
+        "net_revenue": 4.5,
+    }
+    (data,) = sent(meta(), event(event="Quote Requested", properties=props))
+    assert data["custom_data"] == props

@@ -4,6 +4,7 @@ and every golden request accepted by the fake (shared/vendors/mixpanel.md)."""
 from __future__ import annotations
 
 import base64
+import gzip
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,8 +15,9 @@ import pytest
 from proxy.config import ConfigError
 from proxy.deliver.batching import split
 from proxy.deliver.client import HttpTransport
+from proxy.deliver.privacy import apply_ip
 from proxy.destinations import validate
-from proxy.destinations.base import HttpResponse, Verdict
+from proxy.destinations.base import HttpRequest, HttpResponse, Verdict
 from proxy.destinations.mixpanel import Mixpanel, insert_id
 from proxy.events import Event
 from proxy.settings import Settings
@@ -170,14 +172,15 @@ async def test_strict_failures_reject_those_events_alone(
     fake: FakeMixpanel, transport: HttpTransport
 ) -> None:
     destination = mixpanel(endpoint=fake.url)
-    events = [event(1), event(2, userId="undefined"), event(3, timestamp="1970-06-01T00:00:00Z")]
+    too_big = {"note": "x" * 1_000_000}  # §3: < 1 MB (the worker would not send it: too_large)
+    events = [event(1), event(2, properties=too_big), event(3, timestamp="1970-06-01T00:00:00Z")]
     (request,) = destination.build(events, NOW)
     response = await transport.send(request, 5)
     assert response.status == 400
     result = destination.classify(request, response, NOW)
     assert result.verdict is Verdict.DELIVERED
     assert result.rejected == {
-        "m-2": "invalid_properties.distinct_id",
+        "m-2": "invalid_properties",
         "m-3": "invalid_properties.time",
     }
     assert [r["properties"]["$insert_id"] for r in fake.imported] == ["m-1"]
@@ -217,3 +220,92 @@ async def test_test_destination_uses_strict_validation(fake: FakeMixpanel) -> No
     ok, text = await validate.test_destination(Settings(destinations=(ok_settings,)), "golden")
     assert not ok
     assert text.startswith("Refused (invalid_properties.time)")
+
+
+def test_an_event_without_the_users_ip_is_not_geolocated_at_the_relay() -> None:
+    # mixpanel.md §3: without `ip` "the request IP is used; set "ip": "0"/0 to skip
+    # geolocation". Before, ip = "drop" events were placed where the relay runs.
+    location = {"city": "Seattle", "region": "Washington", "countryCode": "US"}
+    context = {"ip": "203.0.113.7", "location": location}
+    dropped = apply_ip(event(1, context=context), "drop")
+    (request,) = mixpanel().build([dropped, event(2, context=context)], NOW)
+    without, kept = (record["properties"] for record in render(request)["json"])
+    assert without["ip"] == "0"
+    assert (without["$city"], without["$region"], without["mp_country_code"]) == (
+        "Seattle",
+        "Washington",
+        "US",
+    )
+    assert kept["ip"] == "203.0.113.7"
+
+
+@pytest.mark.parametrize("user_id", ["0", "null", "undefined", "-1", "true", "False", "[]"])
+async def test_a_user_id_mixpanel_forbids_falls_back_to_the_device_id(
+    fake: FakeMixpanel, transport: HttpTransport, user_id: str
+) -> None:
+    # mixpanel.md §3 lists ids refused as distinct_id; before, such a userId was sent as one and
+    # the event dead-lettered although its anonymousId could carry it.
+    destination = mixpanel(endpoint=fake.url)
+    (request,) = destination.build([event(1, userId=user_id, anonymousId="a1b2c3d4")], NOW)
+    response = await transport.send(request, 5)
+    assert destination.classify(request, response, NOW).verdict is Verdict.DELIVERED
+    assert response.status == 200
+    (record,) = fake.imported
+    assert record["properties"]["distinct_id"] == "$device:a1b2c3d4"
+    assert "$user_id" not in record["properties"]
+
+
+def test_an_event_without_any_id_mixpanel_takes_is_skipped_with_a_reason() -> None:
+    destination = mixpanel()
+    assert destination.skip_reason(event(userId="null", anonymousId="undefined")) == (
+        "invalid_distinct_id"
+    )
+    assert destination.skip_reason(event(userId="u-1", anonymousId="0")) is None
+
+
+async def test_properties_past_the_per_event_limits_are_fitted_not_refused(
+    fake: FakeMixpanel, transport: HttpTransport
+) -> None:
+    # mixpanel.md §3: "< 255 properties; nested objects < 255 keys, depth ≤ 3; arrays < 255
+    # elements". Before, such an event was sent as it was and strict mode refused it.
+    deep = {"a": {"b": {"c": {"d": 1}}}}
+    props = {
+        "deep": deep,
+        "wide": {f"k{i}": i for i in range(300)},
+        "long": list(range(300)),
+        **{f"p{i}": i for i in range(260)},
+    }
+    destination = mixpanel(endpoint=fake.url)
+    (request,) = destination.build([event(properties=props)], NOW)
+    response = await transport.send(request, 5)
+    assert response.status == 200, response.body
+    (record,) = fake.imported
+    sent = record["properties"]
+    assert len(sent) == 254
+    assert sent["deep"] == {"a": {"b": {"c": '{"d":1}'}}}
+    assert len(sent["wide"]) == 254
+    assert sent["long"] == list(range(254))
+    assert (sent["time"], sent["$insert_id"], sent["ip"]) == (1767225540000, "m-1", "0")
+
+
+async def test_the_fake_refuses_what_the_page_says_mixpanel_refuses(
+    fake: FakeMixpanel, transport: HttpTransport
+) -> None:
+    records = [
+        {"event": "E", "properties": {"time": NOW, "distinct_id": "u-1", "$insert_id": f"i{n}",
+                                      "x": value}}
+        for n, value in enumerate(
+            [{"a": {"b": {"c": {"d": 1}}}}, {f"k{i}": i for i in range(255)}, list(range(255))]
+        )
+    ]  # fmt: skip
+    (template,) = mixpanel(endpoint=fake.url).build([event()], NOW)
+    body = gzip.compress(orjson.dumps(records))
+    request = HttpRequest("POST", template.url, template.headers, body, ("a", "b", "c"))
+    response = await transport.send(request, 5)
+    assert response.status == 400
+    failed = orjson.loads(response.body)["failed_records"]
+    assert [(f["index"], f["field"]) for f in failed] == [
+        (0, "properties.x"),
+        (1, "properties.x"),
+        (2, "properties.x"),
+    ]

@@ -14,6 +14,7 @@ import pytest
 from proxy.config import ConfigError
 from proxy.deliver.batching import split
 from proxy.deliver.client import HttpTransport
+from proxy.deliver.privacy import apply_ip
 from proxy.destinations.base import HttpResponse, Verdict
 from proxy.destinations.posthog import PostHog
 from proxy.events import Event
@@ -129,3 +130,18 @@ async def test_a_wrong_key_is_rejected_and_a_503_retried(
     assert destination.classify(request, response, NOW).reason == "http_401"
     unavailable = HttpResponse(503, {}, b"transient sink error")
     assert destination.classify(request, unavailable, NOW).verdict is Verdict.RETRY
+
+
+def test_an_event_without_the_users_ip_is_not_geolocated_at_the_relay() -> None:
+    # posthog.md §3: without $ip PostHog geolocates the request IP (the relay's), "or set
+    # $geoip_disable: true". Before, events under ip = "drop" (or server events with no
+    # stitched IP) were placed where the relay runs.
+    with_ip = event(1)
+    dropped = apply_ip(
+        event(2, context={"ip": "203.0.113.7", "location": {"city": "Oslo"}}), "drop"
+    )
+    kept, without = (item["properties"] for item in batch(posthog(), with_ip, dropped))
+    assert kept["$ip"] == "203.0.113.7"
+    assert "$geoip_disable" not in kept
+    assert "$ip" not in without
+    assert without["$geoip_disable"] is True

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -41,9 +42,11 @@ async def fake() -> AsyncIterator[FakeSegmentApi]:
 
 
 def test_the_body_splices_the_stored_bytes() -> None:
+    # Events without the skew rule's fields (§5) need no change: their stored bytes are sent.
     first, second = event(1), event(2)
     (request,) = segment().build([first, second], NOW)
-    assert request.body == b'{"batch":[' + first.raw + b"," + second.raw + b"]}"
+    envelope = b'{"sentAt":"2026-01-01T00:00:00.000Z","batch":['
+    assert request.body == envelope + first.raw + b"," + second.raw + b"]}"
     assert request.event_ids == ("m-1", "m-2")
     assert request.url == "https://api.segment.io/v1/batch"
     expected = "Basic " + base64.b64encode(b"seg-write-key:").decode()
@@ -101,3 +104,44 @@ def test_rate_limits_wait_for_retry_after() -> None:
     result = destination.classify(request, answer, NOW)
     assert (result.verdict, result.retry_after_secs) == (Verdict.RETRY, 7.0)
     assert orjson.loads(request.body)["batch"][0]["messageId"] == "m-1"
+
+
+STORED = {
+    # As ingest stores an event: the client's clock ran 3 s ahead; timestamp is corrected.
+    "type": "track",
+    "event": "Order Completed",
+    "messageId": "m-late",
+    "anonymousId": "a-1",
+    "originalTimestamp": "2026-01-01T00:00:03.000Z",
+    "sentAt": "2026-01-01T00:00:04.000Z",
+    "receivedAt": "2026-01-01T00:00:01.100Z",
+    "timestamp": "2026-01-01T00:00:00.100Z",
+}
+
+
+def test_segments_skew_rule_gives_back_the_stored_timestamp_when_sent_4_hours_late() -> None:
+    # segment.md §5: Segment sets timestamp = receivedAt - (sentAt - originalTimestamp) at its
+    # own receivedAt. Before, the client's sentAt and originalTimestamp went as they were, so an
+    # event sent 4 h late (outage, retries, replay) was stored 4 h later than it happened.
+    late = NOW + 4 * 3600
+    (request,) = segment().build([Event.from_data(STORED)], late)
+    body = orjson.loads(request.body)
+    (sent,) = body["batch"]
+    assert "sentAt" not in sent
+    assert "receivedAt" not in sent
+    assert sent["originalTimestamp"] == sent["timestamp"] == STORED["timestamp"]
+    assert body["sentAt"] == "2026-01-01T04:00:00.000Z"
+    received = datetime.fromtimestamp(late, UTC)  # Segment receives it as it is sent
+    rule = received - (
+        datetime.fromisoformat(body["sentAt"]) - datetime.fromisoformat(sent["originalTimestamp"])
+    )
+    assert rule == datetime.fromisoformat(STORED["timestamp"])
+    fake = FakeSegmentApi(now=lambda: late)
+    assert fake.stored_time(sent, body["sentAt"]) == datetime.fromisoformat(STORED["timestamp"])
+
+
+def test_size_counts_the_envelope_sent_at() -> None:
+    destination = segment()
+    stored = Event.from_data(STORED)
+    (request,) = destination.build([stored], NOW)
+    assert len(request.body) <= destination.size(stored)

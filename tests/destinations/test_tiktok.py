@@ -120,7 +120,7 @@ def test_age_limit_is_the_conservative_seven_days() -> None:
         (200, {"code": 0, "message": "OK"}, Verdict.DELIVERED, "http_200"),
         (200, {"code": 20001, "message": "Partial success"}, Verdict.DELIVERED, "http_200"),
         (200, {"code": 40001, "message": "No permission"}, Verdict.REJECT, "tiktok_40001"),
-        (200, {"code": 40002, "message": "Batch.0.event"}, Verdict.REJECT, "tiktok_40002"),
+        (200, {"code": 40002, "message": "Batch.0.event"}, Verdict.ISOLATE, "tiktok_40002"),
         (200, {"code": 40100, "message": "Too many requests"}, Verdict.RETRY, "tiktok_40100"),
         (200, {"code": 50000, "message": "System error"}, Verdict.RETRY, "tiktok_50000"),
         (502, b"<html>502 Bad Gateway</html>", Verdict.RETRY, "http_502"),
@@ -171,3 +171,45 @@ async def test_test_destination_sends_with_the_test_event_code(fake: FakeTikTok)
     ok, text = await validate.test_destination(settings, "plain")
     assert not ok
     assert text.startswith("test_event_code:")
+
+
+def test_the_ttclid_kept_in_click_ids_reaches_tiktok_on_later_pages() -> None:
+    # Before, only the campaign and the current page URL were read: a ttclid was lost after the
+    # landing page and on server conversions that stitching gave context.clickIds.
+    context = {
+        "ip": "203.0.113.7",
+        "userAgent": "Mozilla/5.0",
+        "clickIds": {"ttclid": "E.C.P.abc123"},
+        "page": {"url": "https://shop.example/checkout/thanks"},
+    }
+    (data,) = sent(tiktok(), event(context=context))
+    assert data["user"]["ttclid"] == "E.C.P.abc123"
+
+
+def test_a_server_side_page_call_keeps_its_url_from_its_properties() -> None:
+    page = event(
+        type="page",
+        properties={"url": "https://shop.example/p?ttclid=E.C.P.zz", "referrer": "https://g.co/"},
+    )
+    (data,) = sent(tiktok(), page)
+    assert data["page"] == {
+        "url": "https://shop.example/p?ttclid=E.C.P.zz",
+        "referrer": "https://g.co/",
+    }
+    assert data["user"]["ttclid"] == "E.C.P.zz"
+
+
+def test_an_invalid_parameter_names_the_event_at_its_batch_index() -> None:
+    # tiktok.md §3: `Batch.0.properties.contents.0.content_id: Not a valid string`. Before, the
+    # whole request was rejected for the one event it names.
+    destination = tiktok()
+    (request,) = destination.build([event(n) for n in range(5)], NOW)
+    named = {"code": 40002, "message": "Batch.3.properties.contents.0.content_id: Not a string"}
+    result = destination.classify(request, HttpResponse(200, {}, orjson.dumps(named)), NOW)
+    assert (result.verdict, result.rejected) == (Verdict.ISOLATE, {"m-3": "tiktok_40002"})
+    unnamed = {"code": 40002, "message": "data: Length must be between 1 and 1000"}
+    result = destination.classify(request, HttpResponse(200, {}, orjson.dumps(unnamed)), NOW)
+    assert (result.verdict, result.rejected) == (Verdict.ISOLATE, {})
+    beyond = {"code": 40002, "message": "Batch.9.event: Missing data for required field"}
+    result = destination.classify(request, HttpResponse(200, {}, orjson.dumps(beyond)), NOW)
+    assert (result.verdict, result.rejected) == (Verdict.ISOLATE, {})

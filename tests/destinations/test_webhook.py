@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 from proxy.config import ConfigError
+from proxy.destinations.base import HttpRequest, HttpResponse, Verdict
 from proxy.destinations.webhook import batch_id, signature, signing_key
 from proxy.events import Event
 from tests.destinations.cases import Case, adapter, cases
@@ -88,3 +89,32 @@ def test_events_are_a_json_array() -> None:
     )[0]
     assert orjson.loads(request.body) == [{"type": "track", "event": "A", "messageId": "m-1"}]
     assert request.headers["Content-Type"] == "application/json"
+
+
+REQUEST = HttpRequest("POST", "https://hooks.example/in", {}, b"[]", ())
+
+
+@pytest.mark.parametrize(
+    ("status", "verdict", "reason"),
+    [
+        (200, Verdict.DELIVERED, "http_200"),
+        (299, Verdict.DELIVERED, "http_299"),
+        (301, Verdict.RETRY, "http_301"),  # no redirects followed: a failure, retried
+        (400, Verdict.RETRY, "http_400"),
+        (401, Verdict.RETRY, "http_401"),
+        (404, Verdict.RETRY, "http_404"),
+        (501, Verdict.RETRY, "http_501"),
+        (410, Verdict.REJECT, "http_410_gone"),
+    ],
+)
+def test_every_non_2xx_but_410_is_retried(status: int, verdict: Verdict, reason: str) -> None:
+    # webhooks.md §4: "Success = any 2xx. Everything else (including 3xx, ...) is a failure",
+    # retried over days; "410 Gone: disable the endpoint, stop sending".
+    result = adapter("webhook", CONFIG).classify(REQUEST, HttpResponse(status, {}, b""), 0)
+    assert (result.verdict, result.reason) == (verdict, reason)
+
+
+def test_retry_after_is_honoured_on_any_retried_status() -> None:
+    answer = HttpResponse(403, {"Retry-After": "90"}, b"")
+    result = adapter("webhook", CONFIG).classify(REQUEST, answer, 0)
+    assert (result.verdict, result.retry_after_secs) == (Verdict.RETRY, 90.0)

@@ -52,16 +52,16 @@ async def test_a_down_destination_catches_up_and_never_blocks_the_other(tmp_path
 
             # While flaky was failing, steady kept receiving new events.
             later = [track("outage")]
-            flaky.answer(400, {"error": "bad payload"})
+            flaky.answer(410, {"error": "bad payload"})
             assert await send_batch(http, relay.url, later) == 200
             bad_id = str(later[0]["messageId"])
             await eventually(lambda: bad_id in steady.message_ids, 30, "steady receives later")
 
             async def dead_letter_listed() -> bool:
                 out = await asyncio.to_thread(cli, "dead-letters", config=config)
-                return bad_id in out and "dead:http_400" in out
+                return bad_id in out and "dead:http_410_gone" in out
 
-            await eventually(dead_letter_listed, 30, "the 400 is a listed dead letter")
+            await eventually(dead_letter_listed, 30, "the 410 is a listed dead letter")
             assert bad_id not in flaky.message_ids
 
             out = await asyncio.to_thread(cli, "replay", "flaky", config=config)

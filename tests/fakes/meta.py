@@ -129,7 +129,46 @@ def _custom_data_problem(event: dict[str, Any]) -> tuple[int, str, str] | None:
         value, currency = custom.get("value"), custom.get("currency")
         if not isinstance(value, int | float) or not re.fullmatch(r"[A-Z]{3}", str(currency)):
             return 2804001, "Missing value or currency", "Purchase needs value and currency"
-    for content in custom.get("contents", []):
-        if not isinstance(content, dict) or "id" not in content:
+    return _reserved_problem(custom)
+
+
+# §4: "`content_type` | string | `product` or `product_group`"; "`delivery_category` ∈
+# `in_store`, `curbside`, `home_delivery`".
+CONTENT_TYPES = ("product", "product_group")
+DELIVERY_CATEGORIES = ("in_store", "curbside", "home_delivery")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _reserved_problem(custom: dict[str, Any]) -> tuple[int, str, str] | None:
+    """custom_data's typed keys (§4 table); other keys are "custom properties ... allowed"."""
+    contents = custom.get("contents", [])
+    # §4: "`contents` | object[] | `{id (required), quantity, item_price, delivery_category?}`"
+    if not isinstance(contents, list):
+        return 2804001, "Invalid contents", "contents must be an array of objects"
+    for content in contents:
+        if not isinstance(content, dict) or not isinstance(content.get("id"), str | int):
             return 2804001, "Invalid contents", "every contents entry needs an id"
+        if any(k in content and not _number(content[k]) for k in ("quantity", "item_price")):
+            return 2804001, "Invalid contents", "contents quantity / item_price must be numbers"
+        if content.get("delivery_category", "in_store") not in DELIVERY_CATEGORIES:
+            return 2804001, "Invalid contents", "contents delivery_category is not a category"
+    # §4: "`content_ids` | string[] | product ids"
+    ids = custom.get("content_ids", [])
+    if not isinstance(ids, list) or not all(isinstance(found, str) for found in ids):
+        return 2804001, "Invalid content_ids", "content_ids must be an array of strings"
+    if custom.get("content_type", "product") not in CONTENT_TYPES:
+        return 2804001, "Invalid content_type", "content_type must be product or product_group"
+    # §4: "`num_items` | int"
+    if "num_items" in custom and (
+        not isinstance(custom["num_items"], int) or isinstance(custom["num_items"], bool)
+    ):
+        return 2804001, "Invalid num_items", "num_items must be an integer"
+    if custom.get("delivery_category", "in_store") not in DELIVERY_CATEGORIES:
+        return 2804001, "Invalid delivery_category", "delivery_category is not a category"
+    # §4: "`predicted_ltv`, `net_revenue` | float"
+    if any(k in custom and not _number(custom[k]) for k in ("predicted_ltv", "net_revenue")):
+        return 2804001, "Invalid number", "predicted_ltv / net_revenue must be numbers"
     return None

@@ -103,6 +103,9 @@ class FakeMixpanel(FakeVendor):
             return "properties", "'properties' must be an object"
         if len(orjson.dumps(record)) >= 1_000_000 or len(props) >= 255:
             return "properties", "an event must be < 1 MB with < 255 properties"
+        for key, value in props.items():
+            if (problem := nesting_problem(value)) is not None:
+                return f"properties.{key}", problem
         stamp = props.get("time")
         if not isinstance(stamp, int) or isinstance(stamp, bool):
             return "properties.time", "'time' must be an integer (seconds or milliseconds)"
@@ -150,3 +153,16 @@ class FakeMixpanel(FakeVendor):
         if request.query.get("verbose") == "1":
             return answer(200, {"status": 0 if problem else 1, "error": problem})
         return Answer(200, b"0" if problem else b"1", {"Content-Type": "text/plain"})
+
+
+def nesting_problem(value: Any, depth: int = 1) -> str | None:
+    """§3: "nested objects < 255 keys, depth ≤ 3; arrays < 255 elements" (a property whose value
+    is an object or array is at depth 1)."""
+    if not isinstance(value, dict | list):
+        return None
+    if depth > 3:
+        return "nested objects may be at most 3 levels deep"
+    if len(value) >= 255:
+        return "nested objects and arrays must have < 255 keys or elements"
+    children = value.values() if isinstance(value, dict) else value
+    return next((p for child in children if (p := nesting_problem(child, depth + 1))), None)

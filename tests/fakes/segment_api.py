@@ -3,11 +3,16 @@
 `/v1/batch` answers 400 to bad JSON, a body over 500 KB or an event of 32 KB or more (§3), and
 200 to the rest; like Segment it drops invalid events and events past 2500 after the 200 (§3,
 §4), into `dropped`. A wrong write key's answer is not documented: this fake says 401.
+`timestamps` holds the time Segment would store for each received event: its skew rule (§5)
+applied at this fake's receivedAt.
 """
 
 from __future__ import annotations
 
 import base64
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -23,10 +28,14 @@ def failure(status: int, message: str) -> Answer:
 
 
 class FakeSegmentApi(FakeVendor):
-    def __init__(self, write_key: str = "seg-write-key") -> None:
+    def __init__(
+        self, write_key: str = "seg-write-key", now: Callable[[], float] = time.time
+    ) -> None:
         super().__init__({"/v1/batch": self._batch})
         self.write_key = write_key
+        self.now = now
         self.received: list[dict[str, Any]] = []
+        self.timestamps: dict[str, datetime] = {}  # messageId -> the timestamp Segment stores
         self.dropped: list[tuple[Any, str]] = []  # (event, why): after a 200, as Segment does
 
     def _batch(self, request: Recorded) -> Answer:
@@ -47,9 +56,22 @@ class FakeSegmentApi(FakeVendor):
             problem = "more than 2500 events in a batch" if index >= 2500 else check(event)
             if problem is None:
                 self.received.append(event)
+                self.timestamps[event["messageId"]] = self.stored_time(event, body.get("sentAt"))
             else:
                 self.dropped.append((event, problem))
         return Answer(200, b'{"success": true}', {"Content-Type": "application/json"})
+
+    def stored_time(self, event: dict[str, Any], envelope_sent_at: object) -> datetime:
+        """§5: "Clock-skew rule (Segment): `timestamp = receivedAt - (sentAt - originalTimestamp)`";
+        in batches one `sentAt` on the envelope stands for the events' own; `originalTimestamp`
+        is derived "from the sent `timestamp`" when absent. Without both, the sent timestamp (or
+        receipt time) is kept."""
+        received = datetime.fromtimestamp(self.now(), UTC)
+        original = _time(event.get("originalTimestamp")) or _time(event.get("timestamp"))
+        sent = _time(event.get("sentAt")) or _time(envelope_sent_at)
+        if original is not None and sent is not None:
+            return received - (sent - original)
+        return original or received
 
     def _key(self, request: Recorded, body: dict[str, Any]) -> str | None:
         """§2: the Basic username (password empty), else `writeKey` in the body."""
@@ -58,6 +80,16 @@ class FakeSegmentApi(FakeVendor):
             return base64.b64decode(encoded).decode().partition(":")[0]
         key = body.get("writeKey")
         return key if isinstance(key, str) else None
+
+
+def _time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def check(event: Any) -> str | None:
