@@ -3,8 +3,8 @@ so a server event naming only the user can carry it (context stitching).
 
 Pure functions of plain JSON: `capture` takes what a browser event's context says, `merge` folds
 a newer capture into an older profile (associative within MAX_BYTES, so captures can be coalesced
-before they are written), `attach` fills what a server event's context lacks: what the backend
-sent wins.
+before they are written), `merge_within` where a store keeps the bound, `attach` fills what a
+server event's context lacks: what the backend sent wins; consent is what it leaves out last.
 """
 
 from __future__ import annotations
@@ -35,6 +35,11 @@ DEVICE = "deviceId"
 MAX_BYTES = 8192
 HEADROOM = 8  # attach() puts a profile's values 3 levels into an event
 MAX_MERGED_KEYS = 32  # in ga or consent
+# What attach() leaves out of a profile past the bound, first to last: the largest and least
+# needed first. Consent is never left out for the rest: without a refusal, delivery takes the
+# category as unanswered (allowed), and an order goes to a destination the user refused.
+CONSENT = "consent"
+TRIM_ORDER = ("ga", PAGE, FIRST_TOUCH, "location", "userAgent", "campaign", "clickIds")
 
 
 def capture(context: JSON) -> JSON:
@@ -96,20 +101,31 @@ def merge(older: JSON | None, newer: JSON) -> JSON:
 
 
 def merge_within(older: JSON | None, newer: JSON) -> JSON | None:
-    """merge() where a profile is stored: past the bound, `newer` alone; None if even that is
-    past it (or cannot be encoded at all)."""
+    """merge() where a profile is stored: past the bound, `newer` alone, with the older consent
+    answers if they fit with it (a refusal forgotten lets events through to a destination the
+    user refused); None if even `newer` is past it (or cannot be encoded at all)."""
     merged = merge(older, newer)
     if fits(merged):
         return merged
+    if older and older.get(CONSENT):
+        merged = merge({CONSENT: older[CONSENT]}, newer)
+        if fits(merged):
+            return merged
     return newer if fits(newer) else None
+
+
+def coalesce(buffered: JSON | None, capture: JSON) -> JSON | None:
+    """`capture` folded into what a store buffers for a key until its next write, bounded as that
+    write is (a buffer past the bound would be dropped whole there, a refusal in it with the
+    rest); None: the buffer stays as it was."""
+    if buffered is None:
+        return dict(capture)
+    return merge_within(buffered, capture)
 
 
 def attach(context: JSON, profile: JSON) -> None:
     """Fill `context` from `profile` where the server event did not say it itself."""
-    if not fits(profile):  # merged from captures that each fit, yet too much together
-        profile = {key: value for key, value in profile.items() if key not in MERGED}
-        if not fits(profile):
-            return
+    profile = trimmed(profile)
     for key in LAST_TOUCH:
         if key in profile and not context.get(key):
             context[key] = profile[key]
@@ -151,6 +167,31 @@ def combine(profiles: Sequence[JSON], refusals_from: Sequence[JSON] = ()) -> JSO
     if refused:
         combined["consent"] = {**combined.get("consent", {}), **refused}
     return combined
+
+
+def trimmed(profile: JSON) -> JSON:
+    """`profile` within the bound, to attach: past it (stored before the stores bounded it, or
+    too deep), fields are left out in TRIM_ORDER until it fits, consent last; consent past it
+    alone keeps its refusals."""
+    if fits(profile):
+        return profile
+    kept = dict(profile)
+    for key in (*TRIM_ORDER, *(key for key in profile if key not in TRIM_ORDER)):
+        if key in kept and key != CONSENT:
+            del kept[key]
+            if fits(kept):
+                return kept
+    consent = kept.get(CONSENT)
+    if not isinstance(consent, dict):
+        return {}
+    # What delivery filters on (an unanswered category is allowed): the refusals, all that fit.
+    refusals: dict[str, bool] = {}
+    for category, answer in consent.items():
+        if answer is False:
+            refusals[category] = False
+            if not fits({CONSENT: refusals}):
+                del refusals[category]
+    return {CONSENT: refusals} if refusals else {}
 
 
 def keys(event: JSON) -> Iterator[str]:

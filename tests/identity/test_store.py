@@ -113,6 +113,35 @@ def test_a_profile_fed_capture_after_capture_stays_usable() -> None:
     assert context == {"ip": "ip"}
 
 
+def test_attach_trims_a_profile_past_the_bound_and_keeps_its_consent() -> None:
+    # A profile stored before the stores bounded it (on Redis, 9.7 KB after three requests).
+    refused = {"marketing": False, "analytics": True}
+    big = {
+        "consent": {**refused, **{f"vendor_{n}_" + "x" * 80: True for n in range(28)}},
+        "ga": {f"k{n}": "v" * 200 for n in range(30)},
+        "page": {"url": "https://shop.example/?" + "q" * 1000},
+        "ip": "203.0.113.7",
+    }
+    assert not profile.fits(big)
+    context: dict[str, Any] = {}
+    profile.attach(context, big)
+    # Before, ga and consent were both left out: the refusal with them, and the order went to
+    # the marketing destination. Now ga goes first; it fits without it.
+    assert context["consent"]["categoryPreferences"] == big["consent"]
+    assert (context["page"], context["ip"]) == (big["page"], "203.0.113.7")
+    assert "ga" not in context
+
+
+def test_attach_keeps_the_refusals_of_a_consent_past_the_bound_alone() -> None:
+    answers = {f"purpose_{n}_" + "x" * 300: n % 2 == 0 for n in range(32)}
+    big: dict[str, Any] = {"consent": {**answers, "marketing": False}, "ip": "203.0.113.7"}
+    context: dict[str, Any] = {}
+    profile.attach(context, big)
+    kept = context["consent"]["categoryPreferences"]
+    assert kept == {category: False for category, answer in big["consent"].items() if not answer}
+    assert "ip" not in context
+
+
 def test_attach_never_overrides_what_the_backend_sent() -> None:
     remembered = profile.capture(browser("spring", userAgent="UA", fbp="fb.1.1.1"))
     context: dict[str, object] = {"ip": "198.51.100.1"}
