@@ -5,12 +5,12 @@ Layout: one hash per profile key, `<prefix>:profile:<key>` (`relay:profile:a:<an
 with a TTL of identity.ttl_days refreshed by every write. Each top-level profile field is one hash
 field holding its JSON; `ga` and `consent`, which profile.merge merges key by key, are flattened
 into one hash field per sub-key (`ga:client_id`); `~exp` holds the expiry on the callers' clock.
-profile.merge then becomes plain field writes: HSET for what a newer capture replaces, HSETNX
-for the first touch. Each merge is one small Lua script (MERGE, LINK), so it is atomic: two nodes
-writing the same profile at once each land their fields, neither loses the other's, and a
-profile past its `~exp` is dropped before a write, not merged into.
+Each merge is one Lua script (MERGE, LINK) doing profile.merge_within on the hash, with the
+bounds SQLite keeps (MAX_MERGED_KEYS, MAX_BYTES), so it is atomic: two nodes writing the same
+profile at once each land their fields, neither loses the other's, a profile past its `~exp` is
+replaced, not merged into, and none grows past its bound.
 
-Writes are behind, as in SQLite: captures are coalesced per key (merge is associative) and every
+Writes are behind, as in SQLite: captures are coalesced per key (profile.coalesce) and every
 FLUSH_SECS the buffer goes to Redis as one pipeline of MERGE calls. A read takes whatever is
 buffered into the same pipeline ahead of its HGETALLs, and round trips run one at a time, so a
 read sees every write this node made before it, in one round trip; another node's writes once
@@ -27,13 +27,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from string import Template
 from typing import Any, NamedTuple
 
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
-from proxy.identity.profile import FIRST_TOUCH, MERGED, merge
+from proxy.identity.profile import (
+    CONSENT,
+    FIRST_TOUCH,
+    MAX_BYTES,
+    MAX_MERGED_KEYS,
+    MERGED,
+    coalesce,
+    fits,
+)
 from proxy.settings import IdentitySettings
 from proxy.spool.redis_scripts import Script
 from proxy.spool.redis_setup import connect, text
@@ -49,43 +58,185 @@ MAX_PENDING = 5_000  # keys buffered before a flush is forced, bounding memory u
 Row = dict[bytes, bytes]  # a profile's hash as HGETALL answers it
 EXPIRES = "~exp"  # the hash field holding the expiry (epoch s, the callers' clock)
 
-# KEYS[1] the profile. ARGV: now, expires_at, ttl ms, n, then field/value pairs: the first n
-# are kept when the profile has them (first touch), the rest replace.
-MERGE = Script("""
-local key, now = KEYS[1], tonumber(ARGV[1])
-if tonumber(redis.call('HGET', key, '~exp') or '0') <= now then redis.call('DEL', key) end
-local keep_until = 5 + 2 * tonumber(ARGV[4])
-for i = 5, #ARGV - 1, 2 do
-  if i < keep_until then
-    redis.call('HSETNX', key, ARGV[i], ARGV[i + 1])
-  else
-    redis.call('HSET', key, ARGV[i], ARGV[i + 1])
+# What MERGE and LINK share: profile.merge and profile.merge_within on a profile's hash, so a
+# profile on Redis keeps the bounds it keeps on SQLite (MAX_MERGED_KEYS per ga / consent,
+# MAX_BYTES as JSON). The size is counted from the stored values, which are the JSON orjson wrote,
+# and the field names, escaped as orjson escapes them: the profile _decode() makes of the hash,
+# encoded, is that long. (Depth needs no check here: a value comes from a capture that fit.)
+_PROFILE = Template("""
+local MAX_BYTES, MAX_KEYS, EXPIRES = $max_bytes, $max_keys, '$expires'
+local FIRST_TOUCH, CONSENT = '$first_touch', '$consent'
+local GROUPS = {$groups}
+
+-- The live profile in the hash `key` (field -> stored JSON, no ~exp), or nil.
+local function live(key, now)
+  local fields = redis.call('HGETALL', key)
+  local profile, expires = {}, 0
+  for i = 1, #fields, 2 do
+    if fields[i] == EXPIRES then
+      expires = tonumber(fields[i + 1]) or 0
+    else
+      profile[fields[i]] = fields[i + 1]
+    end
   end
+  if expires > now then return profile end
+  return nil
 end
-redis.call('HSET', key, '~exp', ARGV[2])
-redis.call('PEXPIRE', key, ARGV[3])
+
+-- 'ga', 'client_id' for 'ga:client_id' (one key of a merged object); nil for a field of its own.
+local function member(field)
+  local colon = string.find(field, ':', 1, true)
+  if colon and colon < #field and GROUPS[string.sub(field, 1, colon - 1)] then
+    return string.sub(field, 1, colon - 1), string.sub(field, colon + 1)
+  end
+  return nil
+end
+
+-- The bytes of `text` as a JSON string, as orjson writes it.
+local function quoted(text)
+  local n = #text + 2
+  for i = 1, #text do
+    local byte = string.byte(text, i)
+    if byte == 34 or byte == 92 or byte == 8 or byte == 9 or byte == 10 or byte == 12
+      or byte == 13 then
+      n = n + 1
+    elseif byte < 32 then
+      n = n + 5
+    end
+  end
+  return n
+end
+
+-- len(orjson.dumps(profile)) of the profile _decode() makes of these fields.
+local function size(profile)
+  local total, members, groups = 2, 0, {}
+  for field, value in pairs(profile) do
+    local group, sub = member(field)
+    if group then
+      local counted = groups[group] or {0, 0}
+      counted[1] = counted[1] + quoted(sub) + 1 + #value
+      counted[2] = counted[2] + 1
+      groups[group] = counted
+    else
+      total = total + quoted(field) + 1 + #value
+      members = members + 1
+    end
+  end
+  for group, counted in pairs(groups) do
+    total = total + quoted(group) + 3 + counted[1] + counted[2] - 1
+    members = members + 1
+  end
+  if members > 1 then total = total + members - 1 end
+  return total
+end
+
+-- profile.merge(older, newer): newer's fields replace older's, older's first touch stays,
+-- ga / consent merged key by key unless that makes more than MAX_KEYS: then newer's alone.
+local function merge(older, newer)
+  local counts = {}
+  for field in pairs(older) do
+    local group = member(field)
+    if group then
+      counts[group] = counts[group] or {0, 0, 0}
+      counts[group][1] = counts[group][1] + 1
+    end
+  end
+  for field in pairs(newer) do
+    local group = member(field)
+    if group and counts[group] then
+      counts[group][2] = counts[group][2] + 1
+      if older[field] == nil then counts[group][3] = counts[group][3] + 1 end
+    end
+  end
+  local merged = {}
+  for field, value in pairs(older) do
+    local group = member(field)
+    local count = group and counts[group]
+    if not (count and count[2] > 0 and count[1] + count[3] > MAX_KEYS) then
+      merged[field] = value
+    end
+  end
+  for field, value in pairs(newer) do
+    if field ~= FIRST_TOUCH or older[FIRST_TOUCH] == nil then merged[field] = value end
+  end
+  return merged
+end
+
+-- profile.merge_within(older, newer): merged; past the bound, newer with older's consent
+-- answers, or newer alone; nil if even that is past it.
+local function within(older, newer)
+  local merged = merge(older or {}, newer)
+  if size(merged) <= MAX_BYTES then return merged end
+  if older ~= nil then
+    local answers = {}
+    for field, value in pairs(older) do
+      if member(field) == CONSENT then answers[field] = value end
+    end
+    if next(answers) ~= nil then
+      merged = merge(answers, newer)
+      if size(merged) <= MAX_BYTES then return merged end
+    end
+  end
+  if size(newer) <= MAX_BYTES then return newer end
+  return nil
+end
+
+-- Make the hash `key` hold `profile` (it held `older`, or nil: nothing live), with its expiry.
+local function write(key, older, profile, expires_at, ttl_ms)
+  if older == nil then
+    redis.call('DEL', key)
+    older = {}
+  end
+  for field in pairs(older) do
+    if profile[field] == nil then redis.call('HDEL', key, field) end
+  end
+  for field, value in pairs(profile) do
+    if older[field] ~= value then redis.call('HSET', key, field, value) end
+  end
+  redis.call('HSET', key, EXPIRES, expires_at)
+  redis.call('PEXPIRE', key, ttl_ms)
+end
+""").substitute(
+    max_bytes=MAX_BYTES,
+    max_keys=MAX_MERGED_KEYS,
+    first_touch=FIRST_TOUCH,
+    consent=CONSENT,
+    expires=EXPIRES,
+    groups=", ".join(f"{group} = true" for group in MERGED),
+)
+
+# KEYS[1] the profile. ARGV: now, expires_at, ttl ms, then the field/value pairs of a capture
+# (coalesced) that is within the bound by itself.
+MERGE = Script(
+    _PROFILE
+    + """
+local key, now = KEYS[1], tonumber(ARGV[1])
+local newer = {}
+for i = 4, #ARGV - 1, 2 do newer[ARGV[i]] = ARGV[i + 1] end
+local older = live(key, now)
+local profile = within(older, newer)
+if profile == nil then return 0 end
+write(key, older, profile, ARGV[2], ARGV[3])
 return 1
-""")
+"""
+)
 
 # KEYS[1] the source profile, KEYS[2] the target. ARGV: now, expires_at, ttl ms.
-# merge(target, source): the source's fields replace the target's, the target's first touch stays.
-LINK = Script("""
+# merge_within(target, source): the source's fields replace the target's, the target's first
+# touch stays.
+LINK = Script(
+    _PROFILE
+    + """
 local source, target, now = KEYS[1], KEYS[2], tonumber(ARGV[1])
-if tonumber(redis.call('HGET', source, '~exp') or '0') <= now then return 0 end
-if tonumber(redis.call('HGET', target, '~exp') or '0') <= now then redis.call('DEL', target) end
-local fields = redis.call('HGETALL', source)
-for i = 1, #fields, 2 do
-  local field = fields[i]
-  if field == 'firstTouch' then
-    redis.call('HSETNX', target, field, fields[i + 1])
-  elseif field ~= '~exp' then
-    redis.call('HSET', target, field, fields[i + 1])
-  end
-end
-redis.call('HSET', target, '~exp', ARGV[2])
-redis.call('PEXPIRE', target, ARGV[3])
+local newer = live(source, now)
+if newer == nil then return 0 end
+local older = live(target, now)
+local profile = within(older, newer)
+if profile == nil then return 0 end
+write(target, older, profile, ARGV[2], ARGV[3])
 return 1
-""")
+"""
+)
 
 
 class Captures(NamedTuple):
@@ -136,7 +287,9 @@ class RedisIdentityStore:
             return
         for key in keys:
             pending = self._pending.get(key)
-            self._pending[key] = (merge(pending[0] if pending else None, capture), expires_at)
+            coalesced = coalesce(pending[0] if pending else None, capture)
+            if coalesced is not None:
+                self._pending[key] = (coalesced, expires_at)
         if self._buffered() >= MAX_PENDING:
             self._flush()
         elif self._flush_at is None:
@@ -233,6 +386,13 @@ class RedisIdentityStore:
             for op in ops:
                 if isinstance(op, Captures):
                     for key, (delta, expires_at) in op.pending.items():
+                        if not fits(delta):  # what SQLite does not store either
+                            if attempt == 0:
+                                log.warning(
+                                    "A profile past its bound was not stored.",
+                                    extra={"kind": key[:2]},
+                                )
+                            continue
                         args = self._merge_args(delta, op.now, expires_at)
                         _ = pipe.evalsha(MERGE.sha, 1, self._prefix + key, *args)
                 else:
@@ -259,17 +419,14 @@ class RedisIdentityStore:
         return results
 
     def _merge_args(self, delta: JSON, now: float, expires_at: float) -> list[Any]:
-        kept: list[Any] = []
-        replaced: list[Any] = []
+        args: list[Any] = [repr(now), repr(expires_at), self._ttl_ms]
         for field, value in delta.items():
             if field in MERGED and isinstance(value, dict):
                 for sub, sub_value in value.items():
-                    replaced += (f"{field}:{sub}", orjson.dumps(sub_value))
-            elif field == FIRST_TOUCH:
-                kept += (field, orjson.dumps(value))
+                    args += (f"{field}:{sub}", orjson.dumps(sub_value))
             else:
-                replaced += (field, orjson.dumps(value))
-        return [repr(now), repr(expires_at), self._ttl_ms, len(kept) // 2, *kept, *replaced]
+                args += (field, orjson.dumps(value))
+        return args
 
     def _failed(self, error: BaseException) -> None:
         if not isinstance(error, RedisError | OSError):

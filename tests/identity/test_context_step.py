@@ -8,9 +8,12 @@ from typing import Any
 
 import pytest
 
+from proxy.identity import profile
+from proxy.identity.redis import RedisIdentityStore
 from proxy.identity.sqlite import SqliteIdentityStore
 from proxy.ingest.stitch import Stitcher
 from proxy.settings import IdentitySettings, PrivacySettings, Secret, SourceKind, SourceSettings
+from tests.redis_server import RedisServer
 
 NOW = 1_767_225_600.0
 BACKEND = SourceSettings("backend", SourceKind.SERVER, Secret("sk_test_0123456789"))
@@ -189,3 +192,36 @@ async def test_a_batch_envelopes_device_id_finds_the_profile(tmp_path: Path) -> 
     store = await server_apply(tmp_path, seeded, [order], envelope)
     await store.close()
     assert order["context"]["campaign"] == {"name": "spring"}
+
+
+async def test_on_redis_a_refusal_among_many_vendor_purposes_reaches_the_backends_order(
+    redis_server: RedisServer,
+) -> None:
+    """The reviewer's run: three page views, each with a consent platform's 30 vendor purposes
+    and the marketing refusal; then the backend's order for the user."""
+    store = RedisIdentityStore.open(redis_server.url(), IdentitySettings())
+    try:
+        stitcher = Stitcher(store, PrivacySettings())
+        for r in range(3):
+            answers = {"marketing": False, "analytics": True}
+            answers.update({f"vendor_{r}_{i}_" + "x" * 80: True for i in range(30)})
+            page = {
+                "anonymousId": "a-big",
+                "userId": "u-big",
+                "context": {"consent": {"categoryPreferences": answers}, "ga": {"client_id": "5"}},
+            }
+            step = await stitcher.step(BROWSER, {}, [page], NOW + r)
+            step.apply(page)
+            step.finish()
+            await store.load([], NOW + r)  # flushed, as FLUSH_SECS would
+        order: dict[str, Any] = {"type": "track", "userId": "u-big", "context": {}}
+        step = await stitcher.step(BACKEND, {}, [order], NOW + 3)
+        step.apply(order)
+        # Before, the profile grew to 97 fields (9.7 KB) and attach() left out ga and consent:
+        # the order carried no refusal and went to the marketing destination.
+        assert order["context"]["consent"]["categoryPreferences"]["marketing"] is False
+        assert order["context"]["ga"] == {"client_id": "5"}
+        with redis_server.client() as client:
+            assert len(client.hkeys("relay:profile:u:u-big")) <= 2 * profile.MAX_MERGED_KEYS + 4
+    finally:
+        await store.close()

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from proxy.identity import profile
@@ -206,6 +207,95 @@ async def test_expired_profiles_are_not_found_nor_merged_into(reopen: OpenStore)
     assert found == profile.capture(browser("summer"))  # no fbp, first touch anew
 
 
+def growing(n: int) -> list[dict[str, Any]]:
+    """Captures a profile grows past its bounds from, in three ways: ga / consent keys past
+    MAX_MERGED_KEYS (a consent platform's vendor purposes), and bytes past MAX_BYTES."""
+    vendors = {f"vendor_{n}_{i}_" + "x" * 80: True for i in range(30)}
+    return [
+        profile.capture(
+            {
+                "consent": {"categoryPreferences": {"marketing": False, **vendors}},
+                "ga": {"client_id": "5.5"},
+            }
+        ),
+        profile.capture({"ga": {f"k{n}_{i}": "v" * 900 for i in range(4)}, "ip": f"ip{n}"}),
+        profile.capture({"campaign": {"name": f"c{n}", "term": "t" * 2000}, "fbp": f"fb.{n}"}),
+    ]
+
+
+async def test_a_profile_keeps_its_bounds_capture_after_capture(reopen: OpenStore) -> None:
+    store = await reopen()
+    expected: dict[str, Any] | None = None
+    found: dict[str, Any] = {}
+    for n in range(4):
+        for m, captured in enumerate(growing(n)):
+            store.remember(["u:user"], captured, NOW + n)
+            await store.load([f"a:{n}.{m}"], NOW + n)  # written now (a read of a key not cached)
+            found = (await store.load(["u:user"], NOW + n))["u:user"]
+            expected = profile.merge_within(expected, captured) or expected
+            # Before, Redis merged sub-key by sub-key without a bound (97 fields, 9.7 KB after
+            # three requests); the SQLite cache merged without the bound its file keeps.
+            assert found == expected
+            assert profile.fits(found)
+            assert len(found.get("consent", ())) <= profile.MAX_MERGED_KEYS
+            assert len(found.get("ga", ())) <= profile.MAX_MERGED_KEYS
+            # Past the bound the newer capture is kept, with the refusal the user gave before.
+            assert found["consent"]["marketing"] is False
+            assert all(found[key] == captured[key] for key in profile.LAST_TOUCH if key in captured)
+    await close(store)
+    again = await reopen(cache_entries=0)  # what is stored is what was answered
+    assert (await again.load(["u:user"], NOW + 3))["u:user"] == found
+
+
+async def test_a_profile_past_the_bound_keeps_the_older_consent(reopen: OpenStore) -> None:
+    store = await reopen()
+    answers = profile.capture({"consent": {"categoryPreferences": {"marketing": False}}})
+    big = {"ga": {f"k{i}": "v" * 1000 for i in range(5)}}
+    for n, captured in enumerate([answers, profile.capture(big), profile.capture(big)]):
+        store.remember(["u:user"], {**captured, "ip": f"ip{n}"}, NOW)
+        await store.load([f"a:other{n}"], NOW)  # flushed one by one (a read of a key not cached)
+    other = profile.capture({"ga": {f"j{i}": "v" * 1000 for i in range(5)}, "ip": "ip3"})
+    store.remember(["u:user"], other, NOW)
+    found = (await store.load(["u:user"], NOW))["u:user"]
+    assert found == {**other, "consent": {"marketing": False}}
+
+
+@pytest.mark.parametrize("union", [profile.MAX_MERGED_KEYS, profile.MAX_MERGED_KEYS + 1])
+async def test_ga_and_consent_merge_up_to_max_merged_keys(reopen: OpenStore, union: int) -> None:
+    store = await reopen()
+    older = {"ga": {f"k{i}": i for i in range(20)}, "consent": {f"c{i}": True for i in range(20)}}
+    # 10 of the older keys again, and new ones up to `union` together.
+    newer = {
+        "ga": {f"k{i}": -i for i in range(10, union)},
+        "consent": {f"c{i}": False for i in range(10, union)},
+    }
+    store.remember(["u:user"], older, NOW)
+    await store.load(["a:other"], NOW)
+    store.remember(["u:user"], newer, NOW)
+    found = (await store.load(["u:user"], NOW))["u:user"]
+    assert found == profile.merge_within(older, newer)
+    # Up to the bound, merged; past it, the newer ones alone.
+    assert len(found["ga"]) == len(found["consent"]) == (union if union <= 32 else union - 10)
+
+
+async def test_a_link_keeps_the_bounds(reopen: OpenStore) -> None:
+    store = await reopen()
+    anonymous = profile.capture({"ga": {f"a{i}": "v" * 200 for i in range(20)}, "ip": "ip"})
+    user = profile.capture({"ga": {f"u{i}": "v" * 200 for i in range(20)}, "fbp": "fb.1"})
+    big = profile.capture({"campaign": {"name": "c", "term": "t" * 3000}, "ip": "ip"})
+    store.remember(["a:one"], anonymous, NOW)
+    store.remember(["u:user"], user, NOW)
+    store.link("a:one", "u:user", NOW)  # 40 ga keys together: the anonymous ga alone
+    expected = profile.merge_within(user, anonymous)
+    assert expected is not None
+    assert (await store.load(["u:user"], NOW))["u:user"] == expected
+    assert len(expected["ga"]) == 20
+    store.remember(["a:two"], big, NOW + 1)
+    store.link("a:two", "u:user", NOW + 1)  # past MAX_BYTES together: the newer alone
+    assert (await store.load(["u:user"], NOW + 1))["u:user"] == big
+    assert profile.merge_within(expected, big) == big
+
+
 # --- SQLite only ---------------------------------------------------------------------------------
 
 
@@ -360,3 +450,44 @@ async def test_a_hung_redis_bounds_what_is_buffered(
     with redis_server.client() as client:
         assert len(client.keys("relay:profile:*")) == 20
     assert any("dropped" in record.message for record in caplog.records)
+
+
+# Names a browser may send as ga / consent keys, each escaped its own way by the encoder.
+NAMES = ("plain", 'quo"te', "back\\slash", "new\nline", "tab\t", "bell\x07", "del\x7f", "é", "😀")
+
+
+def at_the_bound(older: dict[str, Any], newer: dict[str, Any], size: int) -> dict[str, Any]:
+    """`newer` with a ga key padded so that `older` merged with it is `size` bytes as JSON."""
+    unpadded = {**newer, "ga": {**newer.get("ga", {}), "pad": ""}}
+    length = size - len(orjson.dumps(profile.merge(older, unpadded)))
+    return {**newer, "ga": {**newer.get("ga", {}), "pad": "x" * length}}
+
+
+@pytest.mark.parametrize("past", [0, 1])
+@pytest.mark.parametrize("case", ["merged", "with_the_older_consent"])
+async def test_redis_bounds_a_profile_as_profile_merge_within_does(
+    redis_server: RedisServer, past: int, case: str
+) -> None:
+    older: dict[str, Any] = {
+        "consent": {f"c_{name}": n % 2 == 0 for n, name in enumerate(NAMES)},
+        "ga": {name: {"n": n, "f": 1.5} for n, name in enumerate(NAMES)},
+        "ip": "203.0.113.7",
+        "firstTouch": {"campaign": {"name": "spring"}},
+    }
+    newer: dict[str, Any] = {"campaign": {"name": "summer"}, "ga": {"colon:in:it": "é"}}
+    if case == "merged":  # the merge is the bound, or one byte past it: then older consent, newer
+        newer = at_the_bound(older, newer, profile.MAX_BYTES + past)
+    else:  # the merge is well past; older consent with newer is the bound, or one byte past it
+        newer = at_the_bound({"consent": older["consent"]}, newer, profile.MAX_BYTES + past)
+    expected = profile.merge_within(older, newer)
+    assert expected is not None
+    assert ("ip" in expected) is (case == "merged" and past == 0)
+    assert ("consent" in expected) is (case == "merged" or past == 0)
+    store = RedisIdentityStore.open(redis_server.url(), IdentitySettings())
+    try:
+        store.remember(["u:user"], older, NOW)
+        await store.load([], NOW)
+        store.remember(["u:user"], newer, NOW)
+        assert (await store.load(["u:user"], NOW))["u:user"] == expected
+    finally:
+        await store.close()
