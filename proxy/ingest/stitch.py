@@ -147,7 +147,10 @@ class ContextStep:
         # a later withdrawal of consent could be merged before an earlier grant).
         for key in keys:
             earlier = self._captured.get(key)
-            self._captured[key] = captured if earlier is None else profile.merge(earlier, captured)
+            if earlier is None:
+                self._captured[key] = captured
+            else:  # bounded as the store's write is: past it, the store drops the whole buffer
+                self._captured[key] = profile.coalesce(earlier, captured) or earlier
 
 
 def _lent(event: JSON, envelope_context: JSON | None) -> JSON:

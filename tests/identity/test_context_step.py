@@ -225,3 +225,22 @@ async def test_on_redis_a_refusal_among_many_vendor_purposes_reaches_the_backend
             assert len(client.hkeys("relay:profile:u:u-big")) <= 2 * profile.MAX_MERGED_KEYS + 4
     finally:
         await store.close()
+
+
+async def test_a_browser_batch_past_the_bound_keeps_its_refusal(tmp_path: Path) -> None:
+    store = await SqliteIdentityStore.open(str(tmp_path / "spool.sqlite3"), IdentitySettings())
+    try:
+        refusal = {"anonymousId": "a1", "context": {"consent": event(False)["context"]["consent"]}}
+        # Each fits alone; merged unbounded they pass the bound, and the store then dropped the
+        # whole request's capture, the refusal with it.
+        pages = [refusal] + [
+            {"anonymousId": "a1", "context": {"ga": {f"k{n}": "v" * 300}}} for n in range(31)
+        ]
+        step = await Stitcher(store, PrivacySettings()).step(BROWSER, {}, pages, NOW)
+        for page in pages:
+            step.apply(page)
+        step.finish()
+        found = await store.load(["a:a1"], NOW)
+        assert found["a:a1"]["consent"] == {"ads": False}
+    finally:
+        await store.close()
