@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -67,6 +67,13 @@ class GA4(Destination[GA4Config]):
     # client to group; its byte cap keeps every request under GA4's 130 kB.
     limits = BatchLimits(max_events=20 * MAX_EVENTS, max_bytes=130_000, max_age_secs=72 * 3600)
     config_type = GA4Config
+    revenue_events = frozenset({"purchase", "refund"})  # §9: the e-commerce events with revenue
+
+    def default_names(self) -> Mapping[str, str]:
+        return EVENT_NAMES
+
+    def name_form(self) -> Callable[[str], str | None]:
+        return event_name  # §4: GA4's charset and length; `1purchase!` arrives as `purchase`
 
     def skip_reason(self, event: Event) -> str | None:
         # screen_view is app-only; identify has no event and `events` is required (§3, §9).
