@@ -115,15 +115,19 @@ class Destination(Generic[ConfigT]):
         return {}
 
     def name_form(self) -> Callable[[str], str | None] | None:
-        """What the vendor makes of a name sent on as is (GA4 keeps its charset); None: nothing."""
+        """What the vendor makes of a name sent on as is (GA4 keeps its charset), as a function
+        that answers None when only separators would change; None: the vendor keeps names."""
         return None
 
     def server_only_names(self, server_only: Callable[[str], bool]) -> ReservedNames:
         """What a browser may not send because of this destination: the vendor names server-only
         events become here (defaults and `event_names`), with `revenue_events`."""
-        form = self.name_form() or _as_it_is
-        renames = {ours: form(theirs) for ours, theirs in self.settings.event_names.items()}
-        names = {ours: form(theirs) for ours, theirs in self.default_names().items()} | renames
+        form = self.name_form() or _unchanged
+        renames = {
+            ours: form(theirs) or theirs for ours, theirs in self.settings.event_names.items()
+        }
+        names = {ours: form(theirs) or theirs for ours, theirs in self.default_names().items()}
+        names |= renames
         vendor = {theirs for ours, theirs in names.items() if theirs and server_only(ours)}
         vendor |= self.revenue_events
         return ReservedNames(
@@ -158,5 +162,5 @@ class Destination(Generic[ConfigT]):
         return f"{type(self).__name__}(name={self.name!r})"
 
 
-def _as_it_is(name: str) -> str | None:
-    return name
+def _unchanged(name: str) -> str | None:
+    return None

@@ -123,7 +123,8 @@ class ServerOnly:
         # One regex compiled at start, so a request pays one match however many patterns there are.
         self._pattern = re.compile("|".join(wildcards)) if wildcards else None
         # How a destination turns a name it passes through into its own (GA4 drops what its
-        # charset lacks): the name as that vendor will see it is checked too.
+        # charset lacks): the name as that vendor will see it is checked too. A form answers
+        # None when it changes no more than separators, which the key ignores anyway.
         self._clean_names = tuple(dict.fromkeys(clean_names))
         # Page / screen names a destination's `event_names` maps to a server-only vendor event.
         self.renamed = frozenset(renamed)
