@@ -67,6 +67,13 @@ class Event:
         return value if isinstance(value, str) else None
 
     @property
+    def from_server(self) -> bool:
+        """Whether a server source (secret key) sent it: `_relay.kind`, which only ingest sets.
+        Revenue fields go to vendors only for these; a browser's key is public."""
+        relay = self.data.get("_relay")
+        return isinstance(relay, dict) and relay.get("kind") == "server"
+
+    @property
     def user_id(self) -> str | None:
         return _str_or_none(self.data.get("userId"))
 

@@ -240,7 +240,8 @@ kind = "server"                    # a secret key (HTTP Basic), may send server-
 write_key = "${BACKEND_WRITE_KEY}"
 
 [policy]
-server_only_events = ["Order Completed", "Order Refunded"]   # refused from browser keys
+server_only_events = ["Order Completed", "Order Refunded"]   # refused from browser keys,
+# in any spelling and under each destination's name for them (GA4 purchase, Meta Purchase ...)
 
 # Destinations: the table name is the destination's name, `type` its vendor. Every destination
 # also takes events / exclude_events (names or patterns), types, event_names (our name -> the

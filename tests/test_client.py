@@ -81,7 +81,7 @@ async def test_every_call_arrives_once_with_its_own_id_and_time(relay: RelayServ
     assert [e["type"] for e in spooled] == ["track", "identify", "page", "group", "alias"]
     assert len({e["messageId"] for e in spooled}) == 5
     assert all(e["context"]["library"]["name"] == "proxy.client" for e in spooled)
-    assert all(e["_relay"] == {"source": "backend"} for e in spooled)
+    assert all(e["_relay"] == {"source": "backend", "kind": "server"} for e in spooled)
     track, identify, page, group, alias = spooled
     assert (track["event"], track["userId"], track["properties"]["revenue"]) == (
         "Order Completed",

@@ -130,8 +130,9 @@ class Amplitude(BatchApi[AmplitudeConfig]):
             if campaign := analytics.pick(event, analytics.UTM):
                 out["user_properties"] = campaign  # attribution, as a plain $set (§2, §6)
         revenue = ecommerce.number(props.get("revenue"))
-        if revenue is not None and event.type is EventType.TRACK:
-            # §2: revenue fields; refunds are negative.
+        if revenue is not None and event.type is EventType.TRACK and event.from_server:
+            # §2: revenue fields; refunds are negative. Only a server's: any browser may send
+            # `revenue` with any event, and Amplitude would count it as income.
             out["revenue"] = -abs(revenue) if event.name == "Order Refunded" else revenue
             if currency := ecommerce.currency(props):
                 out["currency"] = currency

@@ -7,7 +7,7 @@ A destination does no I/O and never sleeps. The delivery worker batches events t
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Generic, TypeVar
@@ -86,6 +86,15 @@ def classify_status(response: HttpResponse, now: float) -> Result:
     return Result(Verdict.REJECT, reason)
 
 
+@dataclass(frozen=True, slots=True)
+class ReservedNames:
+    """Names a browser source may not send, because of what one destination makes of them."""
+
+    vendor: set[str]  # the vendor's names for server-only events, and its own revenue events
+    track: set[str]  # our track event names this destination sends as one of those
+    pages: set[str]  # page / screen names its `event_names` renames to one of those
+
+
 ConfigT = TypeVar("ConfigT")
 
 
@@ -101,6 +110,36 @@ class Destination(Generic[ConfigT]):
         self.settings = settings
         self.name = settings.name
         self.config: ConfigT = settings.config
+
+    # The vendor's own purchase and refund events: a browser source may not send these names
+    # (proxy.ingest.auth.ServerOnly), whatever the policy calls its server-only events.
+    revenue_events: ClassVar[frozenset[str]] = frozenset()
+
+    def default_names(self) -> Mapping[str, str]:
+        """Our track event name -> the vendor's, for the names this adapter renames by default."""
+        return {}
+
+    def name_form(self) -> Callable[[str], str | None] | None:
+        """What the vendor makes of a name sent on as is (GA4 keeps its charset), as a function
+        that answers None when only separators would change; None: the vendor keeps names."""
+        return None
+
+    def server_only_names(self, server_only: Callable[[str], bool]) -> ReservedNames:
+        """What a browser may not send because of this destination: the vendor names server-only
+        events become here (defaults and `event_names`), with `revenue_events`."""
+        form = self.name_form() or _unchanged
+        renames = {
+            ours: form(theirs) or theirs for ours, theirs in self.settings.event_names.items()
+        }
+        names = {ours: form(theirs) or theirs for ours, theirs in self.default_names().items()}
+        names |= renames
+        vendor = {theirs for ours, theirs in names.items() if theirs and server_only(ours)}
+        vendor |= self.revenue_events
+        return ReservedNames(
+            vendor=vendor,
+            track={ours for ours, theirs in names.items() if theirs in vendor},
+            pages={ours for ours, theirs in renames.items() if theirs in vendor},
+        )
 
     def vendor_name(self, event: Event, default: str | None) -> str | None:
         """The vendor's name for the event: the user's `event_names` map first, then `default`."""
@@ -126,3 +165,7 @@ class Destination(Generic[ConfigT]):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+def _unchanged(name: str) -> str | None:
+    return None

@@ -5,7 +5,7 @@ standard event names from a per-vendor map, for page and track calls only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar, Protocol, TypeVar
 
 import orjson
@@ -31,6 +31,9 @@ class ConversionsApi(Destination[ConfigT]):
     def __init__(self, settings: DestinationSettings) -> None:
         super().__init__(settings)
         self._overhead = len(self._body([]))
+
+    def default_names(self) -> Mapping[str, str]:
+        return self.event_names
 
     def skip_reason(self, event: Event) -> str | None:
         if event.type not in (EventType.TRACK, EventType.PAGE):

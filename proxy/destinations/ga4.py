@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -22,6 +22,7 @@ from proxy.destinations.base import BatchLimits, Destination, HttpRequest
 from proxy.destinations.ga4_names import (
     EVENT_NAMES,
     ITEM_EVENTS,
+    MAX_NAME_CHARS,
     PAGE_KEYS,
     PII_TRAITS,
     campaign_details,
@@ -67,6 +68,13 @@ class GA4(Destination[GA4Config]):
     # client to group; its byte cap keeps every request under GA4's 130 kB.
     limits = BatchLimits(max_events=20 * MAX_EVENTS, max_bytes=130_000, max_age_secs=72 * 3600)
     config_type = GA4Config
+    revenue_events = frozenset({"purchase", "refund"})  # §9: the e-commerce events with revenue
+
+    def default_names(self) -> Mapping[str, str]:
+        return EVENT_NAMES
+
+    def name_form(self) -> Callable[[str], str | None]:
+        return reshaped_name
 
     def skip_reason(self, event: Event) -> str | None:
         # screen_view is app-only; identify has no event and `events` is required (§3, §9).
@@ -203,6 +211,14 @@ def commerce(props: JSON, name: str) -> JSON:
     items = [found for product in products if (found := item(product)) is not None]
     out["items"] = items or None
     return out
+
+
+def reshaped_name(name: str) -> str | None:
+    """GA4's name for an event sent as it is, when it is more than `name` with other separators
+    (§4: `1purchase!` arrives as `purchase`); None otherwise, cheaply for the usual name."""
+    if len(name) <= MAX_NAME_CHARS and name.isascii() and name[:1].isalpha():
+        return None  # only separators change: nothing is dropped or cut
+    return event_name(name)
 
 
 def client_id(event: Event) -> str:

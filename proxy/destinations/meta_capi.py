@@ -111,6 +111,7 @@ class MetaCapi(ConversionsApi[MetaCapiConfig]):
     limits = BatchLimits(max_events=1000, max_bytes=2_000_000, max_age_secs=7 * DAY - HOUR)
     config_type = MetaCapiConfig
     event_names = EVENT_NAMES
+    revenue_events = frozenset({"Purchase"})  # §4: the event whose value is revenue
 
     def skip_reason(self, event: Event) -> str | None:
         # identify only feeds user_data of later events (§9); one invalid event fails the batch.

@@ -68,6 +68,8 @@ class TikTok(ConversionsApi[TikTokConfig]):
     limits = BatchLimits(max_events=1000, max_bytes=2_000_000, max_age_secs=7 * DAY - HOUR)
     config_type = TikTokConfig
     event_names = EVENT_NAMES
+    # §4: implementations send an order as any of these; each carries the order's value.
+    revenue_events = frozenset({"CompletePayment", "PlaceAnOrder", "Purchase"})
 
     def classify(self, request: HttpRequest, response: HttpResponse, now: float) -> Result:
         try:

@@ -4,9 +4,10 @@ functions of (event, request facts, settings) so each stage can be timed on its 
 What a stored event carries besides the client's message: `messageId` (kept, else `relay-<uuid4>`;
 numeric ids become strings), `receivedAt` (relay clock), `timestamp` (skew-corrected, always
 ISO-8601 UTC with ms), `originalTimestamp` (the client's timestamp as sent), `sentAt` (the
-event's or the batch envelope's), `_relay: {"source": "<source name>"}` (set by the relay only; a
-client's `_relay` is overwritten), and no `writeKey`. Enrichment adds to `context` (see
-proxy/enrich), and for browser sources `context.device.id` (the device cookie) and `context.fbp`.
+event's or the batch envelope's), `_relay: {"source": "<source name>", "kind": "<its kind>"}`
+(set by the relay only; a client's `_relay` is overwritten), and no `writeKey`. Enrichment adds to
+`context` (see proxy/enrich), and for browser sources `context.device.id` (the device cookie) and
+`context.fbp`.
 """
 
 from __future__ import annotations
@@ -180,7 +181,8 @@ def normalise(event: JSON, event_type: str, envelope: Envelope, facts: RequestFa
         event["sentAt"] = sent_at
     event["receivedAt"] = facts.received_at_iso
     event["timestamp"] = corrected_timestamp(event, sent_at, facts)
-    event[RELAY_FIELD] = {"source": facts.source.name}
+    # The kind tells adapters a server's event (revenue fields) from a browser's.
+    event[RELAY_FIELD] = {"source": facts.source.name, "kind": facts.source.kind.value}
 
 
 def corrected_timestamp(event: JSON, sent_at: str | None, facts: RequestFacts) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy.clock import Clock
+from proxy.destinations import REGISTRY
 from proxy.events import format_time
 from proxy.identity.cookies import (
     FBP_COOKIE,
@@ -76,7 +77,11 @@ class SegmentApi:
         self.clock = clock
         self.sources = Sources(settings.sources)
         self.cors = Cors(settings.sources)
-        self.server_only = ServerOnly(settings.policy.server_only_events)
+        # The vendor names too: a browser sending `purchase` would reach GA4 as a purchase.
+        destinations = [REGISTRY[found.type](found) for found in settings.destinations]
+        self.server_only = ServerOnly.for_destinations(
+            settings.policy.server_only_events, destinations
+        )
         server = settings.server
         self.event_limit = min(server.max_event_bytes, server.max_body_bytes)
         self.cookie_checks = {server.device_cookie: is_device_value, FBP_COOKIE: is_fbp_value}

@@ -32,6 +32,7 @@ def event(n: int = 1, **fields: Any) -> Event:
         "anonymousId": "anon-device-1",
         "properties": {"order_id": f"o-{n}", "revenue": 30, "currency": "eur"},
         "timestamp": "2025-12-31T23:59:00.000Z",
+        "_relay": {"source": "backend", "kind": "server"},
         **fields,
     }
     return Event.from_data(data)
@@ -85,6 +86,15 @@ def test_revenue_is_top_level_and_negative_for_refunds() -> None:
     assert (completed["revenue"], completed["currency"]) == (30, "EUR")
     assert refunded["revenue"] == -30
     assert "revenue" not in body(amplitude(), event(3, properties={"price": 9}))["events"][0]
+
+
+@pytest.mark.parametrize("relay", [{"source": "web", "kind": "browser"}, {"source": "web"}, None])
+def test_revenue_only_from_server_sources(relay: dict[str, str] | None) -> None:
+    # A browser's key is public: `revenue` on its events stays a property, not income (§2).
+    (sent,) = body(amplitude(), event(1, event="Random Thing", _relay=relay))["events"]
+    assert "revenue" not in sent
+    assert "currency" not in sent
+    assert sent["event_properties"]["revenue"] == 30
 
 
 def test_limits_count_and_bytes() -> None:

@@ -8,6 +8,7 @@ import pytest
 from proxy.ingest.auth import ServerOnly
 from proxy.settings import PolicySettings
 from tests.conftest import SERVER_KEY, WEB_ORIGIN, RelayFactory, RelayServer, SettingsFactory
+from tests.destinations.cases import adapter
 from tests.ingest.client import post, track
 
 PREFLIGHT = {
@@ -118,10 +119,35 @@ async def test_server_only_event_in_a_browser_batch_is_refused_alone(
 
 
 def test_server_only_matcher() -> None:
-    matches = ServerOnly(["Order Completed", "Refund*", "Sub?cription [SR]enewed"])
+    matches = ServerOnly(["Order Completed", "Refund*", "Sub?cription [SR]enewed", "Order *"])
     assert matches("Order Completed")
     assert matches("Refund Issued")
     assert matches("Subscription Renewed")
-    assert not matches("order completed")  # names are case-sensitive, as vendors treat them
-    assert not matches("Order Completed Twice")
+    # Case, separators and invisible characters do not make another event of it.
+    assert matches("order completed")
+    assert matches("ORDER_COMPLETED\u200b")
+    assert matches("OrderCompleted")
+    assert matches("subscription-renewed")
+    assert matches("order_refunded")
+    assert not matches("Completed Order")
     assert not matches("A Refund")
+    # A space in a pattern is still a word break: `Order *` is not `Orders Viewed`.
+    assert not matches("Orders Viewed")
+
+
+def test_server_only_adds_what_configured_destinations_call_the_events() -> None:
+    ga4 = adapter("ga4", {"measurement_id": "G-ABC123XYZ", "api_secret": "s", "event_names": {
+        "Thanks": "purchase", "Cart Viewed": "cart"}})  # fmt: skip
+    tiktok = adapter("tiktok", {"pixel_code": "C1", "access_token": "t"})
+    amplitude = adapter("amplitude", {"api_key": "k", "event_names": {"Order Refunded": "Refund"}})
+    matches = ServerOnly.for_destinations(
+        ["Order Completed", "Order Refunded"], [ga4, tiktok, amplitude]
+    )
+    assert [name for name in ("purchase", "refund", "Thanks", "cart") if matches(name)] == [
+        "purchase", "refund", "Thanks"
+    ]  # fmt: skip
+    found = ["CompletePayment", "PlaceAnOrder", "Purchase", "Order Placed", "Refund", "Subscribe"]
+    assert [name for name in found if matches(name)] == found[:5]
+    # Pages too: `event_names` renames a page of that name to the vendor's purchase or refund.
+    assert matches.renamed == {"Thanks", "Order Refunded"}
+    assert matches("9 purchase!")  # GA4 would send it as purchase (ga4.md §4)

@@ -34,7 +34,7 @@ async def test_stored_event_end_to_end(
         timestamp="2026-01-01T00:09:58.000Z",
         sentAt="2026-01-01T00:10:00.000Z",
         userId=42,
-        _relay={"source": "spoofed"},
+        _relay={"source": "spoofed", "kind": "server"},
     )
     assert (await post(http, f"{relay.url}/v1/track", event)).status == 200
     [stored] = await relay.spooled()
@@ -44,7 +44,7 @@ async def test_stored_event_end_to_end(
     assert stored["sentAt"] == "2026-01-01T00:10:00.000Z"
     assert stored["messageId"] == "msg-1"
     assert stored["userId"] == "42"
-    assert stored["_relay"] == {"source": "web"}
+    assert stored["_relay"] == {"source": "web", "kind": "browser"}
     assert stored["properties"] == {"sku": "p1"}
 
 

@@ -32,7 +32,7 @@ async def test_single_event_routes(
     assert (answer.status, answer.json) == (200, {"success": True})
     [stored] = await relay.spooled()
     assert stored["type"] == kind
-    assert stored["_relay"] == {"source": "web"}
+    assert stored["_relay"] == {"source": "web", "kind": "browser"}
 
 
 @pytest.mark.parametrize("route", ["batch", "b", "import"])
@@ -77,7 +77,7 @@ async def test_basic_auth_with_and_without_colon(
     answer = await post(http, f"{relay.url}/v1/track", track(), key=None, headers=headers)
     assert answer.status == 200
     [stored] = await relay.spooled()
-    assert stored["_relay"] == {"source": "backend"}
+    assert stored["_relay"] == {"source": "backend", "kind": "server"}
 
 
 async def test_write_key_in_body_is_used_and_not_stored(
@@ -94,7 +94,7 @@ async def test_write_key_on_batch_envelope(relay: RelayServer, http: aiohttp.Cli
     answer = await post(http, f"{relay.url}/v1/batch", body, key=None)
     assert answer.status == 200
     [stored] = await relay.spooled()
-    assert stored["_relay"] == {"source": "backend"}
+    assert stored["_relay"] == {"source": "backend", "kind": "server"}
 
 
 async def test_bearer_with_write_key_in_body(

@@ -28,5 +28,5 @@ async def test_analytics_python_sends_through_the_relay(relay: RelayServer) -> N
     track, identify = await relay.spooled()
     assert (track["type"], track["event"], track["userId"]) == ("track", "Order Completed", "u1")
     assert track["context"]["library"]["name"] == "analytics-python"
-    assert track["_relay"] == {"source": "backend"}
+    assert track["_relay"] == {"source": "backend", "kind": "server"}
     assert identify["traits"] == {"email": "a@example.com"}
