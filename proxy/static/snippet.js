@@ -152,7 +152,8 @@
   const body = (events) => JSON.stringify({ writeKey: key, batch: events, sentAt: new Date().toISOString() });
 
   // Resolves true when the events are settled (accepted, or refused for good: a 4xx other than
-  // 408/429 would fail forever), false when they must wait (and until is set).
+  // 408/429 would fail forever, and the developer is told why), false when they must wait (and
+  // until is set).
   const post = (events, keepalive) => {
     const data = body(events);
     const size = new Blob([data]).size;
@@ -168,6 +169,8 @@
         (r) => {
           const s = r.status;
           if (s == 408 || s == 429 || s > 499) return wait(r.headers.get("Retry-After"));
+          if (s > 399)
+            r.text().then((why) => console.warn("analytics: events not sent:", s, why), () => {});
           failures = until = 0;
           return 1;
         },
