@@ -42,13 +42,15 @@
   const LEASE_MS = 6e4;
   const LEASE_GRACE_MS = 1e4; // far longer than a write takes to reach another tab
 
-  // Storage that never throws: blocked, full or sandboxed storage just forgets. No name: the names.
+  // Storage that never throws: blocked, full or sandboxed storage just forgets (a write then
+  // answers undefined, else 1). No name: the names.
   const store = (area, name, value) => {
     try {
       const s = w[area];
       if (!name) return Object.keys(s);
       if (value === undefined) return JSON.parse(s.getItem(name));
       value === null ? s.removeItem(name) : s.setItem(name, JSON.stringify(value));
+      return 1;
     } catch (e) {}
   };
   const local = (name, value) => store("localStorage", name, value);
@@ -201,7 +203,7 @@
       .filter((e) => !seen[e.messageId] && (seen[e.messageId] = 1) && Date.parse(e.timestamp) > now() - QUEUE_MAX_AGE_MS)
       .sort((a, b) => Date.parse(a.timestamp) - Date.parse(b.timestamp)));
     while (q.length > QUEUE_MAX_EVENTS || JSON.stringify(q).length > QUEUE_MAX_CHARS) q.shift();
-    local(qid, q.length ? { x: (lease = gone ? 0 : now() + LEASE_MS), q } : null);
+    return local(qid, q.length ? { x: (lease = gone ? 0 : now() + LEASE_MS), q } : null);
   };
   // A key given up or past its lease and grace: its page writes it no more, and its last write has
   // had the grace to reach this tab, so the copy read here is whole.
@@ -211,8 +213,8 @@
       const v = local(k) || {};
       return !(v.x > now() - LEASE_GRACE_MS) && (events = events.concat(v.q || v));
     });
-    save(events); // before the keys go: cut off here, the events are sent twice, not lost
-    taken.forEach((k) => local(k, null));
+    // The keys go once their events are saved: cut off between, the events are sent twice.
+    save(events) && taken.forEach((k) => local(k, null));
   };
 
   // One page at a time takes queues over: Web Locks where available (released when the tab

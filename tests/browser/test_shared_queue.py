@@ -2,7 +2,7 @@
 processes saving through a 503 storm lose no event (each page writes only a queue of its own: a
 tab sees another process's writes late, so two tabs writing one key erased each other's events); a
 full queue drops its oldest events by timestamp; an earlier snippet's single queue is taken over
-and sent."""
+and sent, and stays where it is while the taker cannot save it."""
 
 from __future__ import annotations
 
@@ -177,3 +177,45 @@ async def test_a_full_queue_drops_its_oldest_events_first_and_an_earlier_snippet
     counts = Counter(message_ids(shop.events()))
     assert {m: n for m, n in counts.items() if n != 1} == {}
     assert "seed-0" not in counts, events
+
+
+# Storage that refuses the page's own queue keys (as a full one would): counted, with what it held.
+REFUSE_PAGE_QUEUES = """(() => {
+  window.refused = [];
+  const setItem = Storage.prototype.setItem;
+  Storage.prototype.setItem = function (name, value) {
+    if (name.startsWith("_fpq") && name.length > 4) {
+      window.refused.push(value);
+      throw new DOMException("full", "QuotaExceededError");
+    }
+    return setItem.call(this, name, value);
+  };
+})();"""
+
+
+async def test_a_queue_taken_over_stays_until_the_taker_has_saved_it(
+    shop: Shop, context: BrowserContext
+) -> None:
+    page = await context.new_page()
+    await context.route(EVENT_ROUTE, lambda route: route.abort("connectionrefused"))
+    await page.goto(shop.origin + "/no-snippet-here")
+    await page.evaluate(SEED_LEGACY_QUEUE, [QUEUE_KEY, 20])
+    await page.add_init_script(REFUSE_PAGE_QUEUES)
+    await page.goto(shop.page_url)
+    await loaded(page)
+
+    # The page took the earlier queue over, but could not save it: the earlier key stays.
+    async def refused_takeovers() -> int:
+        count: int = await page.evaluate("() => refused.filter((v) => v.includes('seed-')).length")
+        return count
+
+    await poll(refused_takeovers, lambda n: n >= 1, 10, "a refused takeover")
+    legacy = f"() => JSON.parse(localStorage.getItem('{QUEUE_KEY}') || '[]').length"
+    assert await page.evaluate(legacy) == 20
+
+    # The relay is back on the next page: the events arrive (the storage still refusing).
+    await page.goto(shop.other + "/bye")
+    await context.unroute(EVENT_ROUTE)
+    await page.goto(shop.page_url)
+    wanted = {f"seed-{i}" for i in range(20)}
+    await shop.wait_events(lambda found: wanted <= set(message_ids(found)), 15)
