@@ -195,7 +195,9 @@
   // Newest kept, duplicates (same messageId) merged, the sent and the old dropped, the oldest
   // (by timestamp) first out when over the caps.
   const save = (events, sent = []) => {
-    if (now() > lease) (qid = QUEUE + uuid()), (queue = []); // the old key is for others now
+    // Past its lease the key is written no more: a new one. The old key is taken over by the first
+    // page to drain after the grace: this one at the latest (a drain is due then).
+    if (now() > lease) (qid = QUEUE + uuid()), (queue = []), setTimeout(drain, LEASE_GRACE_MS + 9);
     const seen = {};
     sent.forEach((e) => (seen[e.messageId] = 1));
     const q = (queue = queue
@@ -222,15 +224,12 @@
   // later, so a tab claims that lock, waits, and goes on only if its claim is still the one there;
   // and it waits under a Web Lock too, for the last holder's writes to arrive.
   const me = uuid();
-  const mine = () => (local(LOCK) || {}).v == me;
   const settle = () => new Promise((done) => setTimeout(done, LOCK_SETTLE_MS));
   const exclusive = (work) => {
     if (nav.locks) return nav.locks.request(LOCK, { ifAvailable: true }, (lock) => lock && settle().then(work));
     if ((local(LOCK) || {}).x > now()) return;
-    local(LOCK, { v: me, x: now() + 3e4 });
-    return settle()
-      .then(() => mine() && work())
-      .finally(() => mine() && local(LOCK, null));
+    local(LOCK, { v: me, x: now() + 2e3 }); // a takeover is done by then: left to expire
+    return settle().then(() => (local(LOCK) || {}).v == me && work());
   };
 
   const later = () => setTimeout(drain, until - now() + 9);

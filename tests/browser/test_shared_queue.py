@@ -219,3 +219,34 @@ async def test_a_queue_taken_over_stays_until_the_taker_has_saved_it(
     await page.goto(shop.page_url)
     wanted = {f"seed-{i}" for i in range(20)}
     await shop.wait_events(lambda found: wanted <= set(message_ids(found)), 15)
+
+
+async def test_a_queue_whose_lease_ends_in_a_long_pause_is_still_resent(
+    shop: Shop, context: BrowserContext
+) -> None:
+    # A fake clock for the page: Retry-After 65 s outlasts the queue's lease (60 s after its last
+    # write), so the resend after the pause finds the key no more its own and starts a new one;
+    # the old key can be taken over only after the grace, by a drain of its own.
+    await context.clock.install()
+    page = await context.new_page()
+    refused: list[str] = []
+
+    async def full_once(route: Route) -> None:
+        if refused:
+            await route.fallback()
+            return
+        refused.append(route.request.url)
+        headers = {"Retry-After": "65", "Content-Type": "application/json"}
+        await route.fulfill(status=503, headers=headers, body='{"code":"spool_full"}')
+
+    await context.route(EVENT_ROUTE, full_once)
+    await page.goto(shop.page_url)
+
+    async def a_second_later() -> list[dict[str, Any]]:
+        await page.clock.run_for(1000)
+        return shop.events()
+
+    events = await poll(a_second_later, lambda found: len(found) >= 1, 30, "events")
+    assert len(refused) == 1
+    assert [e["type"] for e in events] == ["page"]
+    await poll(lambda: queued(page), lambda q: q == [], 5, "queue after the resend")
