@@ -39,7 +39,7 @@
   const BATCH_WAIT_MS = 20; // long enough to catch calls made together, short enough to feel live
   const DRAIN_EVENTS = 50;
   const LOCK_SETTLE_MS = 99;
-  const LEASE_MS = 6e4;
+  const LEASE_MS = 9e4; // more than the longest backoff: a page retrying keeps its key
   const LEASE_GRACE_MS = 1e4; // far longer than a write takes to reach another tab
 
   // Storage that never throws: blocked, full or sandboxed storage just forgets (a write then
@@ -205,7 +205,8 @@
       .filter((e) => !seen[e.messageId] && (seen[e.messageId] = 1) && Date.parse(e.timestamp) > now() - QUEUE_MAX_AGE_MS)
       .sort((a, b) => Date.parse(a.timestamp) - Date.parse(b.timestamp)));
     while (q.length > QUEUE_MAX_EVENTS || JSON.stringify(q).length > QUEUE_MAX_CHARS) q.shift();
-    return local(qid, q.length ? { x: (lease = gone ? 0 : now() + LEASE_MS), q } : null);
+    lease = gone ? 0 : now() + LEASE_MS;
+    return local(qid, q.length ? { x: lease, q } : null);
   };
   // A key given up or past its lease and grace: its page writes it no more, and its last write has
   // had the grace to reach this tab, so the copy read here is whole.

@@ -224,9 +224,9 @@ async def test_a_queue_taken_over_stays_until_the_taker_has_saved_it(
 async def test_a_queue_whose_lease_ends_in_a_long_pause_is_still_resent(
     shop: Shop, context: BrowserContext
 ) -> None:
-    # A fake clock for the page: Retry-After 65 s outlasts the queue's lease (60 s after its last
+    # A fake clock for the page: Retry-After 95 s outlasts the queue's lease (90 s after its last
     # write), so the resend after the pause finds the key no more its own and starts a new one;
-    # the old key can be taken over only after the grace, by a drain of its own.
+    # the old key can be taken over only after the grace (10 s), by a drain of its own.
     await context.clock.install()
     page = await context.new_page()
     refused: list[str] = []
@@ -236,7 +236,7 @@ async def test_a_queue_whose_lease_ends_in_a_long_pause_is_still_resent(
             await route.fallback()
             return
         refused.append(route.request.url)
-        headers = {"Retry-After": "65", "Content-Type": "application/json"}
+        headers = {"Retry-After": "95", "Content-Type": "application/json"}
         await route.fulfill(status=503, headers=headers, body='{"code":"spool_full"}')
 
     await context.route(EVENT_ROUTE, full_once)
