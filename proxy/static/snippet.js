@@ -8,7 +8,8 @@
  * Delivery: events close together go out in one text/plain POST (a "simple" request: no CORS
  * preflight), with fetch keepalive while the in-flight keepalive bytes stay under the browser's
  * 64 KB budget, and with sendBeacon when the page is hidden or unloading. What cannot be sent
- * now waits in a bounded localStorage queue, resent (same messageIds) by one tab at a time.
+ * now waits in a bounded localStorage queue of the page's own, resent (same messageIds) by that page,
+ * or by the next page once its page is gone.
  */
 ((w, d) => {
   const stub = w.analytics;
@@ -23,7 +24,7 @@
   const USER = "_fpu";
   const TRAITS = "_fpt";
   const CONSENT = "_fpc";
-  const QUEUE = "_fpq";
+  const QUEUE = "_fpq"; // + the page's id; alone, the one queue of earlier snippets
   const LOCK = "_fpl";
   const PAUSE = "_fpw";
   const CLICKS = "_fpk";
@@ -38,13 +39,18 @@
   const BATCH_WAIT_MS = 20; // long enough to catch calls made together, short enough to feel live
   const DRAIN_EVENTS = 50;
   const LOCK_SETTLE_MS = 99;
+  const LEASE_MS = 9e4; // more than the longest backoff: a page retrying keeps its key
+  const LEASE_GRACE_MS = 1e4; // far longer than a write takes to reach another tab
 
-  // Storage that never throws: blocked, full or sandboxed storage just forgets.
+  // Storage that never throws: blocked, full or sandboxed storage just forgets (a write then
+  // answers undefined, else 1). No name: the names.
   const store = (area, name, value) => {
     try {
       const s = w[area];
+      if (!name) return Object.keys(s);
       if (value === undefined) return JSON.parse(s.getItem(name));
       value === null ? s.removeItem(name) : s.setItem(name, JSON.stringify(value));
+      return 1;
     } catch (e) {}
   };
   const local = (name, value) => store("localStorage", name, value);
@@ -63,16 +69,11 @@
   };
   const cookie = (name) => (jar().match("(?:^|; )" + name + "=([^;]*)") || [])[1];
 
-  const uuid = () => {
-    try {
-      return crypto.randomUUID();
-    } catch (e) {
-      // randomUUID needs a secure context; getRandomValues does not.
-      return "10000000-1000-4000-8000-100000000000".replace(/[018]/g, (c) =>
-        (c ^ (crypto.getRandomValues(new Uint8Array(1))[0] & (15 >> (c / 4)))).toString(16),
-      );
-    }
-  };
+  // A random (v4) UUID: randomUUID would need a secure context; getRandomValues does not.
+  const uuid = () =>
+    "10000000-1000-4000-8000-100000000000".replace(/[018]/g, (c) =>
+      (c ^ (crypto.getRandomValues(new Uint8Array(1))[0] & (15 >> (c / 4)))).toString(16),
+    );
 
   let anon;
   let user = local(USER);
@@ -152,7 +153,8 @@
   const body = (events) => JSON.stringify({ writeKey: key, batch: events, sentAt: new Date().toISOString() });
 
   // Resolves true when the events are settled (accepted, or refused for good: a 4xx other than
-  // 408/429 would fail forever), false when they must wait (and until is set).
+  // 408/429 would fail forever, and the developer is told why), false when they must wait (and
+  // until is set).
   const post = (events, keepalive) => {
     const data = body(events);
     const size = new Blob([data]).size;
@@ -168,6 +170,8 @@
         (r) => {
           const s = r.status;
           if (s == 408 || s == 429 || s > 499) return wait(r.headers.get("Retry-After"));
+          if (s > 399)
+            r.text().then((why) => console.warn("analytics: events not sent:", s, why), () => {});
           failures = until = 0;
           return 1;
         },
@@ -178,46 +182,70 @@
       .finally(() => keepalive && (inflight -= size));
   };
 
-  // The bounded localStorage queue: newest kept, duplicates (same messageId) merged, old dropped.
-  const save = (events) => {
+  // The bounded localStorage queues. A save is read-modify-write, and a tab in another process
+  // sees a write late (even under a lock): two tabs saving to one key erased each other's events.
+  // So each page writes only a key of its own (QUEUE + a random id), and only until LEASE_MS after
+  // its last write; at pagehide it gives the key up. A key given up, or LEASE_GRACE_MS past its
+  // lease (its page died, or sat idle), is taken over by the next page that drains: merged into
+  // that page's own key, one page at a time. A page that finds its lease over starts a new key.
+  let qid;
+  let lease = 0;
+  let queue = []; // what the page's key holds: the page is its one writer
+  const queues = () => (local() || []).filter((k) => !k.indexOf(QUEUE));
+  // Newest kept, duplicates (same messageId) merged, the sent and the old dropped, the oldest
+  // (by timestamp) first out when over the caps.
+  const save = (events, sent = []) => {
+    // Past its lease the key is written no more: a new one. The old key is taken over by the first
+    // page to drain after the grace: this one at the latest (a drain is due then).
+    if (now() > lease) (qid = QUEUE + uuid()), (queue = []), setTimeout(drain, LEASE_GRACE_MS + 9);
     const seen = {};
-    const q = (local(QUEUE) || [])
+    sent.forEach((e) => (seen[e.messageId] = 1));
+    const q = (queue = queue
       .concat(events)
-      .filter((e) => !seen[e.messageId] && (seen[e.messageId] = 1) && Date.parse(e.timestamp) > now() - QUEUE_MAX_AGE_MS);
+      .filter((e) => !seen[e.messageId] && (seen[e.messageId] = 1) && Date.parse(e.timestamp) > now() - QUEUE_MAX_AGE_MS)
+      .sort((a, b) => Date.parse(a.timestamp) - Date.parse(b.timestamp)));
     while (q.length > QUEUE_MAX_EVENTS || JSON.stringify(q).length > QUEUE_MAX_CHARS) q.shift();
-    local(QUEUE, q);
+    lease = gone ? 0 : now() + LEASE_MS;
+    return local(qid, q.length ? { x: lease, q } : null);
   };
-  const forget = (events) => {
-    const sent = {};
-    events.forEach((e) => (sent[e.messageId] = 1));
-    local(QUEUE, (local(QUEUE) || []).filter((e) => !sent[e.messageId]));
+  // A key given up or past its lease and grace: its page writes it no more, and its last write has
+  // had the grace to reach this tab, so the copy read here is whole.
+  const adopt = () => {
+    let events = [];
+    const taken = queues().filter((k) => {
+      const v = local(k) || {};
+      return !(v.x > now() - LEASE_GRACE_MS) && (events = events.concat(v.q || v));
+    });
+    // The keys go once their events are saved: cut off between, the events are sent twice.
+    save(events) && taken.forEach((k) => local(k, null));
   };
 
-  // One tab at a time resends the queue: Web Locks where available (released when the tab
+  // One page at a time takes queues over: Web Locks where available (released when the tab
   // dies), else a localStorage lock that expires. Tabs in other processes see a write a moment
-  // later, so a tab claims that lock, waits, and goes on only if its claim is still the one there.
+  // later, so a tab claims that lock, waits, and goes on only if its claim is still the one there;
+  // and it waits under a Web Lock too, for the last holder's writes to arrive.
   const me = uuid();
-  const mine = () => (local(LOCK) || {}).v == me;
+  const settle = () => new Promise((done) => setTimeout(done, LOCK_SETTLE_MS));
   const exclusive = (work) => {
-    if (nav.locks) return nav.locks.request(LOCK, { ifAvailable: true }, (lock) => lock && work());
-    const held = local(LOCK);
-    if (held && held.x > now() && held.v != me) return;
-    local(LOCK, { v: me, x: now() + 3e4 });
-    return new Promise((settle) => setTimeout(settle, LOCK_SETTLE_MS))
-      .then(() => mine() && work())
-      .finally(() => mine() && local(LOCK, null));
+    if (nav.locks) return nav.locks.request(LOCK, { ifAvailable: true }, (lock) => lock && settle().then(work));
+    if ((local(LOCK) || {}).x > now()) return;
+    local(LOCK, { v: me, x: now() + 2e3 }); // a takeover is done by then: left to expire
+    return settle().then(() => (local(LOCK) || {}).v == me && work());
   };
 
   const later = () => setTimeout(drain, until - now() + 9);
   // Not keepalive: a drain cut off by an unload leaves its events queued for the next page.
   const drain = () => {
-    if (draining || now() < until || !(local(QUEUE) || []).length) return;
+    if (draining || now() < until || !queues().length) return;
     draining = 1;
     const step = () => {
-      const part = (local(QUEUE) || []).slice(0, DRAIN_EVENTS);
-      return part.length && post(part).then((ok) => ok && (forget(part), step()));
+      const part = queue.slice(0, DRAIN_EVENTS);
+      return part.length && post(part).then((ok) => ok && (save([], part), step()));
     };
-    Promise.resolve(exclusive(step)).finally(() => (draining = 0));
+    // save() first: the page sends from memory only the queue of a key still its own.
+    Promise.resolve(exclusive(adopt))
+      .then(() => step(save([])))
+      .finally(() => (draining = 0));
   };
 
   const send = (events, unloading) => {
@@ -267,7 +295,7 @@
   // the tab too, and while the page lives its answer is read (a beacon's is not: a 503 lost the
   // events). pagehide is the unload: the beacon.
   d.addEventListener("visibilitychange", () => d.visibilityState == "hidden" && flush());
-  w.addEventListener("pagehide", () => flush((gone = 1)));
+  w.addEventListener("pagehide", () => save([], flush((gone = 1)))); // and the page's queue given up
   w.addEventListener("pageshow", () => (gone = 0)); // back from the back/forward cache
   w.addEventListener("online", drain);
 

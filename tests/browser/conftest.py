@@ -35,7 +35,9 @@ ARGS = [
     "--no-first-run",
     "--disable-sync",
 ]
-QUEUE_KEY = "_fpq"  # the snippet's localStorage queue
+# The snippet's localStorage queues: one per page, `_fpq<page id>` = {"x": lease end, "q": events},
+# and `_fpq` alone, the one queue (an array) of earlier snippet versions.
+QUEUE_KEY = "_fpq"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
@@ -166,9 +168,14 @@ async def loaded(page: Page) -> None:
 
 
 async def queued(page: Page) -> list[dict[str, Any]]:
-    """The events waiting in the snippet's localStorage queue."""
+    """The events waiting in the snippet's localStorage queues (every page's), oldest first."""
     events: list[dict[str, Any]] = await page.evaluate(
-        f"() => JSON.parse(localStorage.getItem('{QUEUE_KEY}') || '[]')"
+        """(prefix) => Object.keys(localStorage)
+            .filter((name) => name.startsWith(prefix))
+            .map((name) => JSON.parse(localStorage.getItem(name)))
+            .flatMap((value) => value.q || value)
+            .sort((a, b) => Date.parse(a.timestamp) - Date.parse(b.timestamp))""",
+        QUEUE_KEY,
     )
     return events
 

@@ -1,15 +1,17 @@
 """When the relay cannot take events they wait in localStorage and arrive later, each exactly once
 with its messageId: after an outage on the next page load, after a 503's Retry-After on the same
-page, from one tab only when two open at once; a 400 (bad input) is dropped, not kept forever."""
+page, from one tab only when two open at once; a 400 (bad input) is dropped, not kept forever, and
+the console says why."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 
 import pytest
-from playwright.async_api import BrowserContext, Page, Route
+from playwright.async_api import BrowserContext, ConsoleMessage, Page, Route
 
 from tests.browser.conftest import PREFIX, Shop, loaded, message_ids, poll, queued
 
@@ -109,6 +111,36 @@ async def test_a_400_drops_the_events_instead_of_keeping_them(
     await fire(page, 1, "After The 400")
     events = await shop.wait_events(lambda found: len(found) >= 1)
     assert [e.get("event") for e in events] == ["After The 400"]
+
+
+async def test_a_batch_the_relay_refuses_for_good_says_why_in_the_console(
+    shop: Shop, context: BrowserContext
+) -> None:
+    page = await context.new_page()
+    warnings: list[str] = []
+
+    def warned(message: ConsoleMessage) -> None:
+        if message.type == "warning":
+            warnings.append(message.text)
+
+    page.on("console", warned)
+
+    async def wrong_key(route: Route) -> None:
+        # The real relay refuses it: 401 with its JSON code and message.
+        body = json.loads(route.request.post_data or "{}")
+        await route.continue_(post_data=json.dumps({**body, "writeKey": "pk_unknown"}))
+
+    await page.route(EVENT_ROUTE, wrong_key)
+    await page.goto(shop.page_url)
+
+    async def read() -> list[str]:
+        return list(warnings)
+
+    [warning] = await poll(read, lambda found: len(found) >= 1, 10, "console warnings")
+    assert "401" in warning, warning
+    assert "unknown_write_key" in warning, warning
+    assert "the write key is not known" in warning, warning
+    assert await queued(page) == []  # refused for good: dropped, not kept
 
 
 @pytest.mark.parametrize("lock", ["web_locks", "storage_lock"])
