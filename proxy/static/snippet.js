@@ -28,6 +28,7 @@
   const LOCK = "_fpl";
   const PAUSE = "_fpw";
   const CLICKS = "_fpk";
+  const HASH = "_fph";
   const CLICK_IDS = "gclid gbraid wbraid fbclid msclkid ttclid li_fat_id twclid".split(" ");
   const DAY_MS = 864e5;
   // The queue must never crowd the host page out of its own storage (5 MB per origin).
@@ -77,6 +78,7 @@
 
   let anon;
   let user = local(USER);
+  let hash = local(HASH); // the site's HMAC of the userId, when the relay verifies users
   // A script-set cookie is capped at 7 days by Safari; rewriting it on every visit keeps it alive
   // for regular visitors, and localStorage keeps the id where cookies are cleared.
   const remember = (id) => {
@@ -91,7 +93,7 @@
 
   // Click ids are read on landing and kept for the session: a blocker may strip them later, and
   // the landing URL is gone after the first navigation.
-  const clicks = store("sessionStorage", CLICKS) || {};
+  let clicks = store("sessionStorage", CLICKS) || {};
   const params = new URLSearchParams(loc.search);
   CLICK_IDS.forEach((name) => {
     const value = params.get(name);
@@ -126,6 +128,7 @@
     if (cookie("_fbp")) c.fbp = cookie("_fbp");
     if (cookie("_fbc")) c.fbc = cookie("_fbc");
     if (consent) c.consent = { categoryPreferences: consent };
+    if (hash) c.userHash = hash; // the relay checks it and takes it out
     // Global Privacy Control: the relay opts the event out of the categories its config names.
     if (nav.globalPrivacyControl) c.globalPrivacyControl = true;
     return c;
@@ -220,18 +223,14 @@
     save(events) && taken.forEach((k) => local(k, null));
   };
 
-  // One page at a time takes queues over: Web Locks where available (released when the tab
-  // dies), else a localStorage lock that expires. Tabs in other processes see a write a moment
-  // later, so a tab claims that lock, waits, and goes on only if its claim is still the one there;
-  // and it waits under a Web Lock too, for the last holder's writes to arrive.
-  const me = uuid();
-  const settle = () => new Promise((done) => setTimeout(done, LOCK_SETTLE_MS));
-  const exclusive = (work) => {
-    if (nav.locks) return nav.locks.request(LOCK, { ifAvailable: true }, (lock) => lock && settle().then(work));
-    if ((local(LOCK) || {}).x > now()) return;
-    local(LOCK, { v: me, x: now() + 2e3 }); // a takeover is done by then: left to expire
-    return settle().then(() => (local(LOCK) || {}).v == me && work());
-  };
+  // One page at a time takes queues over, under a Web Lock (released when the tab dies), after
+  // waiting for the last holder's writes to reach this tab. The lock only spares duplicates (two
+  // pages taking one queue over both send it; the relay answers a repeated messageId and keeps
+  // one), so a browser without Web Locks (before 2022) goes without.
+  const exclusive = (work) =>
+    nav.locks
+      ? nav.locks.request(LOCK, { ifAvailable: true }, (lock) => lock && new Promise((done) => setTimeout(done, LOCK_SETTLE_MS)).then(work))
+      : work();
 
   const later = () => setTimeout(drain, until - now() + 9);
   // Not keepalive: a drain cut off by an unload leaves its events queued for the next page.
@@ -319,7 +318,7 @@
     },
     identify(id, traits, options) {
       if (id && typeof id == "object") (options = traits), (traits = id), (id = user);
-      if (id) local(USER, (user = "" + id));
+      if (id) local(USER, (user = "" + id)), local(HASH, (hash = (options || {}).userHash || null));
       traits = Object.assign(local(TRAITS) || {}, traits);
       local(TRAITS, traits);
       enqueue("identify", { traits }, options);
@@ -331,8 +330,10 @@
       enqueue("alias", { userId: "" + to, previousId: "" + (from || user || anon) }, options);
     },
     reset() {
-      [USER, TRAITS, ANON].forEach((name) => local(name, null));
-      user = undefined;
+      [USER, TRAITS, ANON, HASH].forEach((name) => local(name, null));
+      user = hash = undefined;
+      // The next user on this tab must not inherit this one's ad clicks.
+      store("sessionStorage", CLICKS, (clicks = {}));
       setCookie(ANON + "=;path=/;max-age=0");
       remember(uuid());
     },

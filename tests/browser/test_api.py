@@ -4,10 +4,11 @@ on every later event, options.integrations, and ready()."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
-from playwright.async_api import BrowserContext
+from playwright.async_api import BrowserContext, Request
 
 from tests.browser.conftest import Shop, loaded
 
@@ -63,3 +64,53 @@ async def test_the_api_as_analytics_js_users_know_it(shop: Shop, context: Browse
     assert reset["anonymousId"] != view["anonymousId"]
     assert reset["context"]["consent"] == consent  # a reset forgets the user, not the choice
     assert len({e["messageId"] for e in events}) == len(events)
+
+
+async def test_reset_forgets_the_last_users_ad_clicks(shop: Shop, context: BrowserContext) -> None:
+    page = await context.new_page()
+    await page.goto(shop.page_url + "?gclid=G-ALICE")
+    await loaded(page)
+    await page.evaluate("""() => { analytics.identify("alice"); analytics.reset(); }""")
+    await shop.wait_events(lambda found: any(e.get("userId") == "alice" for e in found))
+    await page.goto(shop.page_url)  # the landing URL is gone: only the tab's memory has the gclid
+    await loaded(page)
+    await page.evaluate("""() => { analytics.identify("bob"); analytics.track("Bob Buys"); }""")
+    events = await shop.wait_events(lambda found: any(e.get("event") == "Bob Buys" for e in found))
+    by_user = {e.get("userId"): e for e in events if e["type"] == "identify"}
+    assert by_user["alice"]["context"]["clickIds"] == {"gclid": "G-ALICE"}
+    # Before, Bob's events (and the backend's revenue for Bob) carried Alice's gclid.
+    assert "clickIds" not in by_user["bob"]["context"]
+    (bob,) = [e for e in events if e.get("event") == "Bob Buys"]
+    assert "clickIds" not in bob["context"]
+
+
+async def test_the_users_hash_goes_with_every_event_until_reset(
+    shop: Shop, context: BrowserContext
+) -> None:
+    sent: list[dict[str, Any]] = []
+
+    def record(request: Request) -> None:
+        if request.url.endswith("/e") and request.post_data:
+            sent.extend(json.loads(request.post_data)["batch"])
+
+    context.on("request", record)
+    page = await context.new_page()
+    await page.goto(shop.page_url)
+    await loaded(page)
+    await page.evaluate("""() => analytics.identify("u-7", {}, {userHash: "h-7"})""")
+    await shop.wait_events(lambda found: any(e["type"] == "identify" for e in found))
+    await page.reload()  # kept for the next pages, as the user is
+    await loaded(page)
+    await page.evaluate(
+        """() => {
+          analytics.track("Signed In Page");
+          analytics.reset();
+          analytics.track("Signed Out");
+        }"""
+    )
+    await shop.wait_events(lambda found: any(e.get("event") == "Signed Out" for e in found))
+    hashes = {e.get("event") or e["type"]: e["context"].get("userHash") for e in sent}
+    assert hashes["identify"] == hashes["Signed In Page"] == "h-7"
+    assert hashes["Signed Out"] is None
+    # The relay takes it out: no destination sees it.
+    assert all("userHash" not in e["context"] for e in shop.events())
