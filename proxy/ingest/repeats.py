@@ -28,40 +28,35 @@ class RecentIds:
     def new_only(
         self, source: str, events: list[bytes], message_ids: list[str | None]
     ) -> tuple[list[bytes], list[str | None]]:
-        """The events (with their ids) whose messageId this source has not sent lately, nor
-        earlier in this request; their ids are now taken. `release()` them if the commit fails."""
+        """The events (with their ids) whose messageId this source has not had committed lately,
+        nor sent earlier in this request. `remember()` them once they are committed: a copy that
+        arrives while the first is still being committed is spooled too (a duplicate the vendors
+        dedup), never acknowledged on the strength of a commit that may yet fail."""
         if not self._limit:
             return events, message_ids
         seen = self._seen
         keys = [hash((source, message_id)) for message_id in message_ids]
         if seen.isdisjoint(keys) and len(set(keys)) == len(keys) and None not in message_ids:
-            self._remember(keys)  # the usual case, in C: nothing repeated
-            return events, message_ids
+            return events, message_ids  # the usual case, in C: nothing repeated
         kept: list[bytes] = []
         kept_ids: list[str | None] = []
-        new_keys = []
+        here: set[int] = set()
         for event, message_id, key in zip(events, message_ids, keys, strict=True):
             if message_id is not None:
-                if key in seen:
+                if key in seen or key in here:
                     continue
-                seen.add(key)  # a second copy later in this request is a repeat too
-                new_keys.append(key)
+                here.add(key)  # a second copy in this request is committed with the first
             kept.append(event)
             kept_ids.append(message_id)
-        self._remember(new_keys)
         return kept, kept_ids
 
-    def _remember(self, keys: list[int]) -> None:
+    def remember(self, source: str, message_ids: Sequence[str | None]) -> None:
+        """Ids whose events are now committed."""
+        if not self._limit:
+            return
+        keys = [hash((source, message_id)) for message_id in message_ids if message_id is not None]
         seen, order = self._seen, self._order
         seen.update(keys)
         order.extend(keys)
         while len(order) > self._limit:
             seen.discard(order.popleft())
-
-    def release(self, source: str, message_ids: Sequence[str | None]) -> None:
-        """Forget ids whose events were not committed: the client sends them again."""
-        for message_id in message_ids:
-            if message_id is not None:
-                # Left in the order: popping it later finds nothing, or a later copy's key,
-                # which is then forgotten a little early.
-                self._seen.discard(hash((source, message_id)))

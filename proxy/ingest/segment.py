@@ -46,7 +46,7 @@ from proxy.keys import ENRICHER, INGEST_COUNTS, METRICS, RATE_LIMITS, SPOOL, STI
 from proxy.logs import with_request_id
 from proxy.metrics import record_ingest
 from proxy.settings import Settings, SourceKind, SourceSettings
-from proxy.spool.base import Spool, SpoolFull, SpoolUnavailable
+from proxy.spool.base import SpoolFull, SpoolUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,8 @@ class SegmentApi:
             request.app[METRICS].repeated.inc(len(taken.accepted) - len(events))
         # The durable commit: the answer says yes only after this returns.
         try:
-            await self._commit(request.app[SPOOL], source, events, message_ids)
+            if events:  # none when every event was a repeat
+                await request.app[SPOOL].append(events, message_ids)
         except SpoolFull:
             raise IngestError(
                 503,
@@ -130,6 +131,7 @@ class SegmentApi:
                 "the relay cannot store events right now; retry later",
                 retry_after_secs=self.settings.spool.retry_after_secs,
             ) from None
+        self.repeats.remember(source, message_ids)  # committed: a copy from now on is a repeat
         if taken.rejected:
             response = json_response(
                 {"success": True, "accepted": len(taken.accepted), "rejected": taken.rejected}
@@ -144,16 +146,6 @@ class SegmentApi:
             )
             set_device_cookie(response, server.device_cookie, device.renewal, secure)
         return response
-
-    async def _commit(
-        self, spool: Spool, source: str, events: list[bytes], message_ids: list[str | None]
-    ) -> None:
-        try:
-            if events:  # none when every event was a repeat
-                await spool.append(events, message_ids)
-        except BaseException:
-            self.repeats.release(source, message_ids)  # not kept: the client sends them again
-            raise
 
     async def _take(self, request: web.Request, route_type: str | None) -> Taken:
         """Read, authenticate and process the request's events, up to the bytes to spool."""

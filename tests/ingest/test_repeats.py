@@ -3,6 +3,7 @@ resending what a page unload cut off) is answered 200 and not spooled a second t
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aiohttp
@@ -12,7 +13,7 @@ from proxy.config import ConfigError, load_settings
 from proxy.ingest.repeats import RecentIds
 from proxy.keys import METRICS, SPOOL
 from proxy.settings import ServerSettings
-from proxy.spool.base import SpoolUnavailable
+from proxy.spool.base import SpoolFull, SpoolUnavailable
 from tests.conftest import SERVER_KEY, WEB_ORIGIN, RelayFactory, RelayServer, SettingsFactory
 from tests.ingest.client import post, track
 from tests.test_config import MINIMAL
@@ -85,11 +86,38 @@ async def test_the_window_is_bounded_and_can_be_turned_off(
     assert [event["messageId"] for event in await relay.spooled()] == spooled
 
 
+async def test_a_copy_that_arrives_while_the_first_is_committed_is_not_acknowledged_on_it(
+    relay: RelayServer, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = relay.app[SPOOL]
+    append = spool.append
+    committing, fail = asyncio.Event(), asyncio.Event()
+
+    async def fails_after_a_while(*args: object) -> None:
+        monkeypatch.setattr(spool, "append", append)
+        committing.set()
+        await fail.wait()
+        raise SpoolFull()
+
+    monkeypatch.setattr(spool, "append", fails_after_a_while)
+    first = asyncio.create_task(
+        post(http, f"{relay.url}/v1/t", track(messageId="m-1"), headers=BROWSER)
+    )
+    await committing.wait()
+    # The snippet's next page resending what the last one sent as it unloaded.
+    second = await post(http, f"{relay.url}/v1/t", track(messageId="m-1"), headers=BROWSER)
+    fail.set()
+    assert ((await first).status, second.status) == (503, 200)
+    # Before, the copy was answered 200 on the strength of the first's commit, which failed.
+    assert [event["messageId"] for event in await relay.spooled()] == ["m-1"]
+
+
 def test_memory_stays_bounded_under_endless_new_ids() -> None:
     recent = RecentIds(1000)
     for start in range(0, 100_000, 100):
         ids: list[str | None] = [f"m-{n}" for n in range(start, start + 100)]
-        recent.new_only("web", [b"{}"] * 100, ids)
+        assert recent.new_only("web", [b"{}"] * 100, ids) == ([b"{}"] * 100, ids)
+        recent.remember("web", ids)
     assert len(recent._seen) == len(recent._order) == 1000
     assert recent.new_only("web", [b"{}"], ["m-99999"]) == ([], [])  # the newest are kept
 
