@@ -25,15 +25,16 @@ class UserCheck:
         self._key = secret.value.encode() if secret is not None else None
 
     def verified(self, context: dict[str, Any], user: object) -> bool:
-        """Whether a browser event may speak for its userId (always, without a secret). Takes
-        the hash out of `context` either way."""
+        """Whether the event may speak for its userId (always, without a secret; the caller asks
+        only for browser events). Takes the hash out of `context` either way."""
         claimed = context.pop(USER_HASH, None)
         if self._key is None:
             return True
         if not isinstance(user, str) or not user or not isinstance(claimed, str):
             return False
         expected = hmac.new(self._key, user.encode(), hashlib.sha256).hexdigest()
-        return hmac.compare_digest(expected, claimed.strip().lower())
+        # As bytes: compare_digest refuses a str with non-ASCII characters (a TypeError, a 503).
+        return hmac.compare_digest(expected.encode(), claimed.strip().lower().encode())
 
 
 def user_hash(secret: str, user_id: str) -> str:

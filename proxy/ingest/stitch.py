@@ -94,9 +94,9 @@ class ContextStep:
         apply_gpc(context, self._gpc, stitcher.privacy)
         keys = tuple(profile.keys(event))
         anonymous, user = event.get("anonymousId"), event.get("userId")
-        speaks_for_user = True
-        if self._browser and not stitcher.users.verified(context, user):
-            speaks_for_user = False  # its captures go under its device and anonymousId only
+        # Out of every event's context (a backend may pass on the page's), checked for a browser's.
+        speaks_for_user = stitcher.users.verified(context, user) or not self._browser
+        if not speaks_for_user:  # its captures go under its device and anonymousId only
             keys = tuple(key for key in keys if not key.startswith("u:"))
         if self._browser:
             # A batch's events mostly share one context (one page, one browser): the same context
@@ -124,7 +124,9 @@ class ContextStep:
             lent = self._profiles.get(f"a:{anonymous}")
             if lent is not None:  # the events after it in this batch see the link too
                 linked = f"u:{user}"
-                self._profiles[linked] = profile.merge(self._profiles.get(linked), lent)
+                # Combined as _found() would: a refusal the user's profile holds still wins.
+                known = [found for found in (self._profiles.get(linked), lent) if found]
+                self._profiles[linked] = profile.combine(known)
 
     def _found(self, keys: tuple[str, ...]) -> JSON | None:
         """What the profiles `keys` name lend a server event (None: no profile)."""

@@ -244,3 +244,14 @@ async def test_a_browser_batch_past_the_bound_keeps_its_refusal(tmp_path: Path) 
         assert found["a:a1"]["consent"] == {"ads": False}
     finally:
         await store.close()
+
+
+async def test_a_batchs_identify_keeps_the_users_refusal_for_the_events_after_it(
+    tmp_path: Path,
+) -> None:
+    identify: dict[str, Any] = {"type": "identify", "anonymousId": "a1", "userId": "u1"}
+    order: dict[str, Any] = {"type": "track", "userId": "u1"}
+    seeded = {"u:u1": {"consent": {"ads": False}}, "a:a1": {"consent": {"ads": True}}}
+    store = await server_apply(tmp_path, seeded, [identify, order])
+    await store.close()
+    assert categories(order) == {"ads": False}

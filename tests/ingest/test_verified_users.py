@@ -77,3 +77,21 @@ def test_the_secret_must_be_long_enough_to_search_offline(tmp_path: Path) -> Non
         load_settings(config, {"HASH_SECRET": "s" * 31})
     settings = load_settings(config, {"HASH_SECRET": SECRET})
     assert settings.identity.user_hash_secret == Secret(SECRET)
+
+
+async def test_any_hash_is_taken_out_and_none_fails_the_request(
+    relay_factory: RelayFactory, settings_factory: SettingsFactory, http: aiohttp.ClientSession
+) -> None:
+    identity = IdentitySettings(user_hash_secret=Secret(SECRET))
+    relay = await relay_factory(settings_factory(identity=identity))
+    # Non-ASCII made the comparison raise: the whole batch was answered 503 internal_error.
+    odd = identify("anon-8", "user-8", "spring", userHash="é" * 64)
+    answer = await post(http, f"{relay.url}/v1/batch", {"batch": [odd]}, headers=BROWSER)
+    assert answer.status == 200
+    # A backend passing on the page's context: the hash is taken out of its events too.
+    passed_on = {**order("user-8"), "context": {"userHash": user_hash(SECRET, "user-8")}}
+    assert (await post(http, f"{relay.url}/v1/track", passed_on, key=SERVER_KEY)).status == 200
+    spooled = {event["messageId"]: event for event in await relay.spooled()}
+    assert "userHash" not in spooled["m-anon-8"]["context"]
+    assert "userHash" not in spooled["o-user-8"]["context"]
+    assert "campaign" not in spooled["o-user-8"]["context"]  # the odd hash verified nothing
