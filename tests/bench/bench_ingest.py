@@ -45,11 +45,19 @@ app.router.add_get("/healthz", lambda r: web.Response(text="ok"))
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 """
 
+# Every request's messageIds are new (REQUEST_MARK becomes a counter): the relay answers a
+# repeated messageId without spooling it, so one fixed body would measure no commits at all.
+REQUEST_MARK = "__REQ__"
 LUA = """
 wrk.method = "POST"
-wrk.body = [[{body}]]
 wrk.headers["Content-Type"] = "{content_type}"
 {auth}
+local template = [[{body}]]
+local sent = 0
+request = function()
+  sent = sent + 1
+  return wrk.format(nil, nil, nil, (string.gsub(template, "{mark}", tostring(sent))))
+end
 """
 # A returning browser: it sends back the device cookie the relay set on its first visit (a
 # visitor's first event costs a Set-Cookie more).
@@ -62,7 +70,7 @@ def track_event(n: int) -> dict[str, object]:
         "type": "track",
         "event": "Product Added",
         "anonymousId": "a1b2c3d4-0000-4000-8000-000000000001",
-        "messageId": f"bench-{n}-6f1c8c3e-3d4f-4b1a-9c1e-2f3a4b5c6d7e",
+        "messageId": f"bench-{REQUEST_MARK}-{n}-6f1c8c3e-3d4f-4b1a-9c1e-2f3a4b5c6d7e",
         "properties": {
             "product_id": "p-507f1f77bcf86cd799439011",
             "sku": "G-32",
@@ -216,8 +224,10 @@ def main() -> None:
         {"batch": [track_event(n) for n in range(100)], "writeKey": WRITE_KEY}
     ).decode()
     print(f"single event body: {len(single)} bytes; batch body: {len(batch)} bytes")
-    single_lua = LUA.format(body=single, content_type="text/plain", auth=RETURNING)
-    batch_lua = LUA.format(body=batch, content_type="application/json", auth="")
+    single_lua = LUA.format(
+        body=single, content_type="text/plain", auth=RETURNING, mark=REQUEST_MARK
+    )
+    batch_lua = LUA.format(body=batch, content_type="application/json", auth="", mark=REQUEST_MARK)
 
     # Free ports, not fixed ones: a server already on a fixed port would answer /healthz and
     # be measured in place of ours.

@@ -32,7 +32,7 @@ import orjson
 from proxy.spool.redis import RedisSpool
 from tests.bench.bench_delivery import RECEIVER, SECRET, count
 from tests.bench.bench_delivery import fill as fill_sqlite
-from tests.bench.bench_ingest import LUA, WRITE_KEY, track_event, wait_ready
+from tests.bench.bench_ingest import LUA, REQUEST_MARK, WRITE_KEY, track_event, wait_ready
 from tests.redis_server import RedisServer
 from tests.relay_process import REPO, free_port
 
@@ -106,7 +106,8 @@ def ingest_run(
     """events/s summed over `nodes` ingest nodes under one load, and the non-2xx answers."""
     redis.flushall()
     batch = {"batch": [track_event(n) for n in range(PER_REQUEST)], "writeKey": WRITE_KEY}
-    lua = LUA.format(body=orjson.dumps(batch).decode(), content_type="application/json", auth="")
+    body = orjson.dumps(batch).decode()
+    lua = LUA.format(body=body, content_type="application/json", auth="", mark=REQUEST_MARK)
     procs, urls = [], []
     try:
         for n in range(nodes):
@@ -133,7 +134,8 @@ def ingest_run(
 def sqlite_ingest_run(folder: Path, seconds: int, synchronous: str) -> tuple[float, int]:
     """events/s of one SQLite node (`--role all`, no destination) under the same load."""
     batch = {"batch": [track_event(n) for n in range(PER_REQUEST)], "writeKey": WRITE_KEY}
-    lua = LUA.format(body=orjson.dumps(batch).decode(), content_type="application/json", auth="")
+    body = orjson.dumps(batch).decode()
+    lua = LUA.format(body=body, content_type="application/json", auth="", mark=REQUEST_MARK)
     config, port = node_config(folder / "sqlite-ingest", "", "sqlite", synchronous, None, 4)
     proc = start_node(config, "all", config.parent / "relay.log")
     try:
