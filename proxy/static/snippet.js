@@ -40,7 +40,7 @@
   const BATCH_WAIT_MS = 20; // long enough to catch calls made together, short enough to feel live
   const DRAIN_EVENTS = 50;
   const LOCK_SETTLE_MS = 99;
-  const LEASE_MS = 9e4; // more than the longest backoff: a page retrying keeps its key
+  const LEASE_MS = 9e4; // more than the longest backoff (a longer Retry-After: duplicates only)
   const LEASE_GRACE_MS = 1e4; // far longer than a write takes to reach another tab
 
   // Storage that never throws: blocked, full or sandboxed storage just forgets (a write then
@@ -234,8 +234,9 @@
 
   const later = () => setTimeout(drain, until - now() + 9);
   // Not keepalive: a drain cut off by an unload leaves its events queued for the next page.
+  // During a pause it only takes queues over: page views then leave no key each behind.
   const drain = () => {
-    if (draining || now() < until || !queues().length) return;
+    if (draining || !queues().length) return;
     draining = 1;
     const step = () => {
       const part = queue.slice(0, DRAIN_EVENTS);
@@ -243,7 +244,7 @@
     };
     // save() first: the page sends from memory only the queue of a key still its own.
     Promise.resolve(exclusive(adopt))
-      .then(() => step(save([])))
+      .then(() => now() < until || step(save([])))
       .finally(() => (draining = 0));
   };
 
@@ -318,7 +319,8 @@
     },
     identify(id, traits, options) {
       if (id && typeof id == "object") (options = traits), (traits = id), (id = user);
-      if (id) local(USER, (user = "" + id)), local(HASH, (hash = (options || {}).userHash || null));
+      // The hash goes with its user: kept for the same user (or identify(traits)), else replaced.
+      if (id) local(HASH, (hash = (options || {}).userHash || (id == user && hash) || null)), local(USER, (user = "" + id));
       traits = Object.assign(local(TRAITS) || {}, traits);
       local(TRAITS, traits);
       enqueue("identify", { traits }, options);
@@ -346,5 +348,5 @@
   };
   w.analytics = api;
   stub.forEach((call) => api[call[0]] && api[call[0]].apply(api, call.slice(1)));
-  later(); // the queue left by earlier pages, now or when the pause ends
+  drain(), later(); // the queues left by earlier pages: taken over now, sent now or when the pause ends
 })(window, document);

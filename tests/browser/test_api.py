@@ -104,13 +104,18 @@ async def test_the_users_hash_goes_with_every_event_until_reset(
     await page.evaluate(
         """() => {
           analytics.track("Signed In Page");
+          analytics.identify({plan: "pro"});
+          analytics.track("Traits Added");
+          analytics.identify("u-8");
+          analytics.track("Another User");
           analytics.reset();
           analytics.track("Signed Out");
         }"""
     )
     await shop.wait_events(lambda found: any(e.get("event") == "Signed Out" for e in found))
-    hashes = {e.get("event") or e["type"]: e["context"].get("userHash") for e in sent}
-    assert hashes["identify"] == hashes["Signed In Page"] == "h-7"
+    hashes = {e.get("event") or e.get("userId"): e["context"].get("userHash") for e in sent}
+    assert hashes["u-7"] == hashes["Signed In Page"] == hashes["Traits Added"] == "h-7"
+    assert hashes["Another User"] is None  # not u-8's
     assert hashes["Signed Out"] is None
     # The relay takes it out: no destination sees it.
     assert all("userHash" not in e["context"] for e in shop.events())

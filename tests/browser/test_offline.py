@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 from playwright.async_api import BrowserContext, ConsoleMessage, Page, Route
 
-from tests.browser.conftest import PREFIX, Shop, loaded, message_ids, poll, queued
+from tests.browser.conftest import PREFIX, QUEUE_KEY, Shop, loaded, message_ids, poll, queued
 
 pytestmark = pytest.mark.browser
 
@@ -172,3 +172,28 @@ async def test_two_tabs_opening_at_once_resend_the_queue_once(
     await poll(lambda: queued(first), lambda q: q == [], 5, "queue after the resend")
     counts = Counter(message_ids(events))
     assert [m for m in waiting if counts[m] != 1] == []
+
+
+async def test_page_views_during_a_long_pause_leave_no_queue_each_behind(
+    shop: Shop, context: BrowserContext
+) -> None:
+    page = await context.new_page()
+
+    async def paused(route: Route) -> None:
+        headers = {"Retry-After": "600", "Content-Type": "application/json"}
+        await route.fulfill(status=503, headers=headers, body='{"code":"spool_full"}')
+
+    await page.route(EVENT_ROUTE, paused)
+    await page.goto(shop.page_url)
+    await wait_queued(page, 1)
+    for view in range(1, 6):
+        await page.goto(f"{shop.page_url}?view={view}")
+        await wait_queued(page, view + 1)
+    keys = await page.evaluate(
+        "(prefix) => Object.keys(localStorage).filter((name) => name.startsWith(prefix))",
+        QUEUE_KEY,
+    )
+    # Before, each view gave up a key of its own and none was taken over until the pause ended:
+    # storage grew with page views, past the queue's caps in total.
+    assert len(keys) <= 2, keys
+    assert len(await queued(page)) == 6
