@@ -2,9 +2,10 @@
 not spooled (and delivered) a second time.
 
 Copies come from clients that could not know the first one arrived: an SDK that retries a batch
-whose answer was lost, and the browser snippet, which keeps what it sent while a page unloads
-(a beacon's answer, or a fetch's cut off by the navigation, is never read) and sends it again
-from the next page. Segment drops repeated messageIds the same way.
+whose answer was lost, and the browser snippet, whose tabs may resend one queue at once. Segment
+drops repeated messageIds the same way. A copy that arrives while the first is being committed
+waits for that commit, and is answered 503 if it failed: an answer never rests on a commit that
+did not happen.
 
 Kept per source (a browser cannot suppress a backend event by sending its messageId first) and
 by hash, the last `limit` of them: memory stays bounded (about 100 bytes an id) at the cost of a
@@ -15,8 +16,25 @@ resend.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
-from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Claim:
+    """One request's events, less the repeats: the ids it now commits (other copies wait on
+    `done`), and the commits of copies it left to others."""
+
+    events: list[bytes]
+    message_ids: list[str | None]
+    keys: list[int] = field(default_factory=list)
+    done: asyncio.Future[bool] | None = None
+    waiting: list[asyncio.Future[bool]] = field(default_factory=list)
+
+    async def others_committed(self) -> bool:
+        """Whether the copies this request left to other requests were committed."""
+        return all(await asyncio.gather(*self.waiting)) if self.waiting else True
 
 
 class RecentIds:
@@ -24,39 +42,55 @@ class RecentIds:
         self._limit = limit
         self._seen: set[int] = set()
         self._order: deque[int] = deque()  # oldest first (a dict's first key costs a scan)
+        self._committing: dict[int, asyncio.Future[bool]] = {}
 
-    def new_only(
-        self, source: str, events: list[bytes], message_ids: list[str | None]
-    ) -> tuple[list[bytes], list[str | None]]:
-        """The events (with their ids) whose messageId this source has not had committed lately,
-        nor sent earlier in this request. `remember()` them once they are committed: a copy that
-        arrives while the first is still being committed is spooled too (a duplicate the vendors
-        dedup), never acknowledged on the strength of a commit that may yet fail."""
+    def claim(self, source: str, events: list[bytes], message_ids: list[str | None]) -> Claim:
+        """The events whose messageId this source has not had committed lately, nor has in a
+        commit under way, nor sent earlier in this request. `settle()` the claim after its
+        commit, whatever happened."""
         if not self._limit:
-            return events, message_ids
-        seen = self._seen
+            return Claim(events, message_ids)
+        seen, committing = self._seen, self._committing
         keys = [hash((source, message_id)) for message_id in message_ids]
-        if seen.isdisjoint(keys) and len(set(keys)) == len(keys) and None not in message_ids:
-            return events, message_ids  # the usual case, in C: nothing repeated
-        kept: list[bytes] = []
-        kept_ids: list[str | None] = []
-        here: set[int] = set()
-        for event, message_id, key in zip(events, message_ids, keys, strict=True):
-            if message_id is not None:
-                if key in seen or key in here:
-                    continue
-                here.add(key)  # a second copy in this request is committed with the first
-            kept.append(event)
-            kept_ids.append(message_id)
-        return kept, kept_ids
+        if (
+            seen.isdisjoint(keys)
+            and committing.keys().isdisjoint(keys)
+            and len(set(keys)) == len(keys)
+            and None not in message_ids
+        ):
+            claim = Claim(events, message_ids, keys)  # the usual case, in C: nothing repeated
+        else:
+            claim = Claim([], [])
+            waiting: dict[int, asyncio.Future[bool]] = {}
+            here: set[int] = set()
+            for event, message_id, key in zip(events, message_ids, keys, strict=True):
+                if message_id is not None:
+                    if key in seen or key in here:  # (a second copy in this request)
+                        continue
+                    if key in committing:
+                        waiting[id(committing[key])] = committing[key]
+                        continue
+                    here.add(key)
+                    claim.keys.append(key)
+                claim.events.append(event)
+                claim.message_ids.append(message_id)
+            claim.waiting = list(waiting.values())
+        if claim.keys:
+            claim.done = asyncio.get_running_loop().create_future()
+            for key in claim.keys:
+                committing[key] = claim.done
+        return claim
 
-    def remember(self, source: str, message_ids: Sequence[str | None]) -> None:
-        """Ids whose events are now committed."""
-        if not self._limit:
+    def settle(self, claim: Claim, committed: bool) -> None:
+        """After the claim's commit: its ids are repeats from now on if it was committed."""
+        if claim.done is None:
             return
-        keys = [hash((source, message_id)) for message_id in message_ids if message_id is not None]
-        seen, order = self._seen, self._order
-        seen.update(keys)
-        order.extend(keys)
-        while len(order) > self._limit:
-            seen.discard(order.popleft())
+        for key in claim.keys:
+            if self._committing.get(key) is claim.done:
+                del self._committing[key]
+        claim.done.set_result(committed)
+        if committed:
+            self._seen.update(claim.keys)
+            self._order.extend(claim.keys)
+            while len(self._order) > self._limit:
+                self._seen.discard(self._order.popleft())

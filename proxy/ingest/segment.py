@@ -41,12 +41,12 @@ from proxy.ingest.common import (
 )
 from proxy.ingest.cors import Cors
 from proxy.ingest.pipeline import NO_ENVELOPE, Envelope, Rejection, RequestFacts, process
-from proxy.ingest.repeats import RecentIds
+from proxy.ingest.repeats import Claim, RecentIds
 from proxy.keys import ENRICHER, INGEST_COUNTS, METRICS, RATE_LIMITS, SPOOL, STITCHER
 from proxy.logs import with_request_id
 from proxy.metrics import record_ingest
 from proxy.settings import Settings, SourceKind, SourceSettings
-from proxy.spool.base import SpoolFull, SpoolUnavailable
+from proxy.spool.base import Spool, SpoolFull, SpoolUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -108,14 +108,12 @@ class SegmentApi:
         # 64 requests' worth of them (some 300,000 objects) made the heap larger and colder,
         # and cost the batch benchmark ~10% of its throughput.
         taken = await self._take(request, route_type)
-        source = taken.source
-        events, message_ids = self.repeats.new_only(source, taken.accepted, taken.message_ids)
-        if len(events) < len(taken.accepted):
-            request.app[METRICS].repeated.inc(len(taken.accepted) - len(events))
+        claim = self.repeats.claim(taken.source, taken.accepted, taken.message_ids)
+        if len(claim.events) < len(taken.accepted):
+            request.app[METRICS].repeated.inc(len(taken.accepted) - len(claim.events))
         # The durable commit: the answer says yes only after this returns.
         try:
-            if events:  # none when every event was a repeat
-                await request.app[SPOOL].append(events, message_ids)
+            await self._commit(request.app[SPOOL], claim)
         except SpoolFull:
             raise IngestError(
                 503,
@@ -131,7 +129,13 @@ class SegmentApi:
                 "the relay cannot store events right now; retry later",
                 retry_after_secs=self.settings.spool.retry_after_secs,
             ) from None
-        self.repeats.remember(source, message_ids)  # committed: a copy from now on is a repeat
+        if not await claim.others_committed():  # a copy of ours, in a commit that failed
+            raise IngestError(
+                503,
+                "spool_unavailable",
+                "the relay could not store these events; retry",
+                retry_after_secs=self.settings.spool.retry_after_secs,
+            )
         if taken.rejected:
             response = json_response(
                 {"success": True, "accepted": len(taken.accepted), "rejected": taken.rejected}
@@ -146,6 +150,15 @@ class SegmentApi:
             )
             set_device_cookie(response, server.device_cookie, device.renewal, secure)
         return response
+
+    async def _commit(self, spool: Spool, claim: Claim) -> None:
+        committed = False
+        try:
+            if claim.events:  # none when every event was a repeat
+                await spool.append(claim.events, claim.message_ids)
+            committed = True
+        finally:  # whatever happened, the copies waiting on this commit are told
+            self.repeats.settle(claim, committed)
 
     async def _take(self, request: web.Request, route_type: str | None) -> Taken:
         """Read, authenticate and process the request's events, up to the bytes to spool."""
