@@ -58,6 +58,7 @@ class Segment(BatchApi[SegmentConfig]):
         raw = event.raw
         if not any(key in raw for key in CLOCK_KEYS):
             # Segment takes `timestamp` as originalTimestamp (§5): the stored bytes already work.
+            # (Ingest gives every event receivedAt, so what it stored is re-encoded below.)
             return raw
         data = dict(event.data)
         data.pop("sentAt", None)  # the client's send time: the envelope's is ours

@@ -379,7 +379,7 @@ class RedisIdentityStore:
 
     async def _execute(self, ops: list[Captures | Link], keys: list[str]) -> list[Any]:
         """One pipeline; again once after loading the scripts if Redis forgot them (a restart:
-        what did run runs twice, which HSET, HSETNX and PEXPIRE make harmless)."""
+        what did run runs twice: merging a capture or a link again leaves a profile as it was)."""
         results: list[Any] = []
         for attempt in range(2):
             pipe = self._client.pipeline(transaction=False)

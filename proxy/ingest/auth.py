@@ -182,6 +182,7 @@ class RenamesEvents(Protocol):
 
 # Separators and punctuation: a run of them is one word break (`Order_Completed`, `a-b`).
 ASCII_BREAKS = re.compile(r"[^0-9a-z]+")
+CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")  # a word break in `OrderCompleted`
 # Invisible in a name, so never a word break either: format characters (zero-width space and
 # joiners, soft hyphen, bidi controls) and combining marks NFKC could not compose into a letter.
 INVISIBLE = frozenset({"Cf", "Mn", "Me"})
@@ -196,12 +197,15 @@ LOOK_ALIKES = str.maketrans(
 )
 
 
-def spaced_key(name: str) -> str:
-    """The name as lower-case words split by single spaces: NFKC (full-width letters, NBSP and
-    ligatures become plain ones), case folded, invisible characters dropped, and every run of
-    characters that are not letters or digits one space. ASCII names take a one-regex path."""
+def spaced_key(name: str, camel: bool = True) -> str:
+    """The name as lower-case words split by single spaces: camelCase split (`OrderCompleted` is
+    `order completed`, as a pattern sees it), NFKC (full-width letters, NBSP and ligatures
+    become plain ones), case folded, invisible characters dropped, and every run of characters
+    that are not letters or digits one space. ASCII names take a two-regex path."""
     if name.isascii():
-        return ASCII_BREAKS.sub(" ", name.lower()).strip()
+        return ASCII_BREAKS.sub(" ", (CAMEL.sub(" ", name) if camel else name).lower()).strip()
+    if camel:  # after the format characters (a zero-width space) that would hide the break
+        name = CAMEL.sub(" ", "".join(c for c in name if unicodedata.category(c) != "Cf"))
     folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
     folded = folded.translate(LOOK_ALIKES)
     chars = [
@@ -234,7 +238,8 @@ def pattern_key(pattern: str) -> str:
         if index % 2:
             out.append(part.casefold())  # a wildcard; a bracket set matches folded letters
         else:
-            out.append(spaced_key(f"x{part}x")[1:-1])  # the x's keep a break at either end
+            # The x's keep a break at either end (split first: "xOrder" is no camel break).
+            out.append(spaced_key(f"x{CAMEL.sub(' ', part)}x", camel=False)[1:-1])
     return "".join(out).strip()
 
 

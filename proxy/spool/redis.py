@@ -118,6 +118,8 @@ class RedisSpool:
                 tail = await tail_id(client, keys)
                 await warn_about_other_groups(client, keys, destinations)
         except BaseException:
+            if name is not None:  # held already: the next start need not wait its lease out
+                await name.release()
             await client.aclose()
             raise
         return cls(

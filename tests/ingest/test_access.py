@@ -133,6 +133,12 @@ def test_server_only_matcher() -> None:
     assert not matches("A Refund")
     # A space in a pattern is still a word break: `Order *` is not `Orders Viewed`.
     assert not matches("Orders Viewed")
+    # ...and a camelCase break is one too, also behind a zero-width space (before, a name only a
+    # pattern refuses passed as `OrderShipped` or `Order\u200bShipped`).
+    only_patterns = ServerOnly(["Order *"])
+    assert only_patterns("OrderShipped")
+    assert only_patterns("Order\u200bShipped")
+    assert not only_patterns("OrdersViewed")
 
 
 def test_server_only_adds_what_configured_destinations_call_the_events() -> None:
