@@ -23,14 +23,19 @@ from dataclasses import dataclass, field
 
 @dataclass(slots=True)
 class Claim:
-    """One request's events, less the repeats: the ids it now commits (other copies wait on
-    `done`), and the commits of copies it left to others."""
+    """One request's events, less the repeats: the ids it now commits (a copy that comes
+    meanwhile waits on `done`, made only then), and the commits of copies it left to others."""
 
     events: list[bytes]
     message_ids: list[str | None]
     keys: list[int] = field(default_factory=list)
     done: asyncio.Future[bool] | None = None
     waiting: list[asyncio.Future[bool]] = field(default_factory=list)
+
+    def awaited(self) -> asyncio.Future[bool]:
+        if self.done is None:
+            self.done = asyncio.get_running_loop().create_future()
+        return self.done
 
     async def others_committed(self) -> bool:
         """Whether the copies this request left to other requests were committed."""
@@ -42,7 +47,7 @@ class RecentIds:
         self._limit = limit
         self._seen: set[int] = set()
         self._order: deque[int] = deque()  # oldest first (a dict's first key costs a scan)
-        self._committing: dict[int, asyncio.Future[bool]] = {}
+        self._committing: dict[int, Claim] = {}
 
     def claim(self, source: str, events: list[bytes], message_ids: list[str | None]) -> Claim:
         """The events whose messageId this source has not had committed lately, nor has in a
@@ -68,27 +73,25 @@ class RecentIds:
                     if key in seen or key in here:  # (a second copy in this request)
                         continue
                     if key in committing:
-                        waiting[id(committing[key])] = committing[key]
+                        owner = committing[key]
+                        waiting[id(owner)] = owner.awaited()
                         continue
                     here.add(key)
                     claim.keys.append(key)
                 claim.events.append(event)
                 claim.message_ids.append(message_id)
             claim.waiting = list(waiting.values())
-        if claim.keys:
-            claim.done = asyncio.get_running_loop().create_future()
-            for key in claim.keys:
-                committing[key] = claim.done
+        committing.update(dict.fromkeys(claim.keys, claim))
         return claim
 
     def settle(self, claim: Claim, committed: bool) -> None:
         """After the claim's commit: its ids are repeats from now on if it was committed."""
-        if claim.done is None:
-            return
+        committing = self._committing
         for key in claim.keys:
-            if self._committing.get(key) is claim.done:
-                del self._committing[key]
-        claim.done.set_result(committed)
+            if committing.get(key) is claim:
+                del committing[key]
+        if claim.done is not None:
+            claim.done.set_result(committed)
         if committed:
             self._seen.update(claim.keys)
             self._order.extend(claim.keys)
