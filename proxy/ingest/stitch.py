@@ -24,6 +24,8 @@ from proxy.keys import SETTINGS, STITCHER
 from proxy.settings import PrivacySettings, SourceKind, SourceSettings, SpoolBackend
 
 JSON = dict[str, Any]
+RECAPTURE_SECS = 60.0
+MAX_CAPTURED_KEYS = 100_000  # about 150 bytes each
 
 
 class Stitcher:
@@ -36,6 +38,32 @@ class Stitcher:
         self.privacy = privacy
         self.redactor = Redactor(privacy)
         self.users = users or UserCheck(None)
+        # Per store key, the context (by hash) last captured under it and when: a page sending
+        # event after event sends one context, and capturing it again would leave each profile
+        # as it was (a third of a browser request's stitching). Again after RECAPTURE_SECS, so
+        # the profile's TTL is still renewed while the browser is active.
+        self.captured: dict[str, tuple[int, float]] = {}
+
+    def already_captured(self, keys: tuple[str, ...], seen: bytes, now: float) -> bool:
+        """Whether `seen` is what each of `keys` last captured, lately; if not, it is now."""
+        mark = hash(seen)
+        captured = self.captured
+        for key in keys:
+            last = captured.get(key)
+            if last is None or last[0] != mark or now - last[1] >= RECAPTURE_SECS:
+                break
+        else:
+            return True
+        if len(captured) >= MAX_CAPTURED_KEYS:
+            captured.clear()  # a bound on memory: the cost is one capture again per key
+        for key in keys:
+            captured[key] = (mark, now)
+        return False
+
+    def forget_captures(self, keys: Sequence[str]) -> None:
+        """A write other than a browser capture changed these keys' profiles."""
+        for key in keys:
+            self.captured.pop(key, None)
 
     async def step(
         self,
@@ -105,7 +133,8 @@ class ContextStep:
             seen = _as_json(context)
             run = None if seen is None else (keys, seen)
             if keys and (run is None or run != self._last):
-                self._remember(keys, profile.capture(context))
+                if seen is None or not stitcher.already_captured(keys, seen, self._now):
+                    self._remember(keys, profile.capture(context))
                 self._last = run
         else:
             # A consent answer a backend sends (a consent-management platform's callback) is
@@ -118,9 +147,11 @@ class ContextStep:
                 profile.attach(context, found)
             if own and keys:
                 self._remember(keys, {"consent": own})
+                stitcher.forget_captures(keys)
         if event.get("type") == "identify" and anonymous and user and speaks_for_user:
             self.finish()  # the link must see the captures of the events before it
             stitcher.store.link(f"a:{anonymous}", f"u:{user}", self._now)
+            stitcher.forget_captures((f"u:{user}",))
             lent = self._profiles.get(f"a:{anonymous}")
             if lent is not None:  # the events after it in this batch see the link too
                 linked = f"u:{user}"

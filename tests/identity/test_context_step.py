@@ -11,7 +11,7 @@ import pytest
 from proxy.identity import profile
 from proxy.identity.redis import RedisIdentityStore
 from proxy.identity.sqlite import SqliteIdentityStore
-from proxy.ingest.stitch import Stitcher
+from proxy.ingest.stitch import RECAPTURE_SECS, Stitcher
 from proxy.settings import IdentitySettings, PrivacySettings, Secret, SourceKind, SourceSettings
 from tests.redis_server import RedisServer
 
@@ -255,3 +255,47 @@ async def test_a_batchs_identify_keeps_the_users_refusal_for_the_events_after_it
     store = await server_apply(tmp_path, seeded, [identify, order])
     await store.close()
     assert categories(order) == {"ads": False}
+
+
+async def test_a_context_captured_lately_is_not_captured_again_by_the_next_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await SqliteIdentityStore.open(str(tmp_path / "spool.sqlite3"), IdentitySettings())
+    remember = store.remember
+    written: list[tuple[str, ...]] = []
+
+    def counted(keys: Any, capture: Any, now: float) -> None:
+        written.append(tuple(keys))
+        remember(keys, capture, now)
+
+    monkeypatch.setattr(store, "remember", counted)
+    stitcher = Stitcher(store, PrivacySettings())
+
+    async def request(context: dict[str, Any], now: float, **ids: str) -> None:
+        page = {"type": "track", "anonymousId": "a1", **ids, "context": dict(context)}
+        step = await stitcher.step(BROWSER, {}, [page], now)
+        step.apply(page)
+        step.finish()
+
+    spring = {"campaign": {"name": "spring"}}
+    try:
+        await request(spring, NOW)
+        await request(spring, NOW + 1)  # the same page's next event: nothing new to capture
+        assert written == [("a:a1",)]
+        await request({"campaign": {"name": "summer"}}, NOW + 2)
+        await request(spring, NOW + 3)  # back to the first: captured again, it is newer
+        assert len(written) == 3
+        await request(spring, NOW + 3 + RECAPTURE_SECS)  # the TTL is still renewed
+        assert len(written) == 4
+        # A write the tracker did not see (here a link) makes the next capture count again.
+        await request(spring, NOW + 70, userId="u1")
+        identify = {"type": "identify", "anonymousId": "a1", "userId": "u1", "context": {}}
+        step = await stitcher.step(BACKEND, {}, [identify], NOW + 71)
+        step.apply(identify)
+        step.finish()
+        await request(spring, NOW + 72, userId="u1")
+        assert written[-1] == ("u:u1",)
+        found = await store.load(["a:a1"], NOW + 72)
+        assert found["a:a1"]["campaign"] == {"name": "spring"}
+    finally:
+        await store.close()
