@@ -32,7 +32,11 @@ class Stitcher:
     """What every request's step shares: the store and the compiled privacy rules."""
 
     def __init__(
-        self, store: IdentityStore, privacy: PrivacySettings, users: UserCheck | None = None
+        self,
+        store: IdentityStore,
+        privacy: PrivacySettings,
+        users: UserCheck | None = None,
+        recapture_secs: float = RECAPTURE_SECS,
     ) -> None:
         self.store = store
         self.privacy = privacy
@@ -43,6 +47,7 @@ class Stitcher:
         # as it was (a third of a browser request's stitching). Again after RECAPTURE_SECS, so
         # the profile's TTL is still renewed while the browser is active.
         self.captured: dict[str, tuple[int, float]] = {}
+        self.recapture_secs = recapture_secs
 
     def already_captured(self, keys: tuple[str, ...], seen: bytes, now: float) -> bool:
         """Whether `seen` is what each of `keys` last captured, lately; if not, it is now."""
@@ -50,7 +55,7 @@ class Stitcher:
         captured = self.captured
         for key in keys:
             last = captured.get(key)
-            if last is None or last[0] != mark or now - last[1] >= RECAPTURE_SECS:
+            if last is None or last[0] != mark or now - last[1] >= self.recapture_secs:
                 break
         else:
             return True
@@ -223,6 +228,8 @@ async def identity_ctx(app: web.Application) -> AsyncIterator[None]:
     else:
         store = await SqliteIdentityStore.open(spool.path, settings.identity)
     users = UserCheck(settings.identity.user_hash_secret)
-    app[STITCHER] = Stitcher(store, settings.privacy, users)
+    # Well inside the TTL, however short it is set: an active browser's profile never expires.
+    recapture_secs = min(RECAPTURE_SECS, settings.identity.ttl_days * 86_400 / 4)
+    app[STITCHER] = Stitcher(store, settings.privacy, users, recapture_secs)
     yield
     await store.close()

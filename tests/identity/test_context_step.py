@@ -12,7 +12,9 @@ from proxy.identity import profile
 from proxy.identity.redis import RedisIdentityStore
 from proxy.identity.sqlite import SqliteIdentityStore
 from proxy.ingest.stitch import RECAPTURE_SECS, Stitcher
+from proxy.keys import STITCHER
 from proxy.settings import IdentitySettings, PrivacySettings, Secret, SourceKind, SourceSettings
+from tests.conftest import RelayFactory, SettingsFactory
 from tests.redis_server import RedisServer
 
 NOW = 1_767_225_600.0
@@ -299,3 +301,14 @@ async def test_a_context_captured_lately_is_not_captured_again_by_the_next_reque
         assert found["a:a1"]["campaign"] == {"name": "spring"}
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(("ttl_days", "recapture_secs"), [(90.0, RECAPTURE_SECS), (0.0001, 2.16)])
+async def test_a_short_ttl_is_renewed_well_before_it_ends(
+    relay_factory: RelayFactory,
+    settings_factory: SettingsFactory,
+    ttl_days: float,
+    recapture_secs: float,
+) -> None:
+    relay = await relay_factory(settings_factory(identity=IdentitySettings(ttl_days=ttl_days)))
+    assert relay.app[STITCHER].recapture_secs == pytest.approx(recapture_secs)
