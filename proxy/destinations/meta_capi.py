@@ -26,6 +26,7 @@ from proxy.destinations.base import (
 )
 from proxy.destinations.conversions import ConversionsApi
 from proxy.destinations.hashing import Pii, hash_pii
+from proxy.enrich.campaign import build_fbc
 from proxy.enrich.consent import granted
 from proxy.events import JSON, Event
 from proxy.settings import Secret
@@ -239,7 +240,7 @@ def fbc(event: Event) -> str | None:
     click = hashing.click_id(event, "fbclid")
     if click is None:
         return None
-    return f"fb.1.{analytics.millis(event.timestamp)}.{click}"
+    return build_fbc(click, analytics.millis(event.timestamp))
 
 
 def cookie(value: object) -> str | None:

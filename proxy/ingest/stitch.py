@@ -98,7 +98,7 @@ class Stitcher:
 
 
 class ContextStep:
-    __slots__ = ("_browser", "_captured", "_gpc", "_last", "_now", "_profiles", "_stitcher")
+    __slots__ = ("_browser", "_captured", "_gpc", "_now", "_profiles", "_stitcher")
 
     def __init__(
         self,
@@ -116,8 +116,6 @@ class ContextStep:
         # What this request's events captured, per key, until finish(): a browser's batch is
         # one user's, so its captures reach the store as one merge per key, not one per event.
         self._captured: dict[str, JSON] = {}
-        # The keys and context (as JSON) of the last capture, or None.
-        self._last: tuple[tuple[str, ...], bytes] | None = None
 
     def apply(self, event: JSON) -> None:
         """Redact, apply GPC, then remember (browser) or attach (server) the context."""
@@ -132,15 +130,12 @@ class ContextStep:
         if not speaks_for_user:  # its captures go under its device and anonymousId only
             keys = tuple(key for key in keys if not key.startswith("u:"))
         if self._browser:
-            # A batch's events mostly share one context (one page, one browser): the same context
+            # A batch's events, and a page's requests, mostly share one context: the same context
             # under the same keys captures the same profile, and merging a capture again leaves
-            # a profile as it was, so only the first of a run is captured.
+            # a profile as it was, so only the first of a run is captured (Stitcher.captured).
             seen = _as_json(context)
-            run = None if seen is None else (keys, seen)
-            if keys and (run is None or run != self._last):
-                if seen is None or not stitcher.already_captured(keys, seen, self._now):
-                    self._remember(keys, profile.capture(context))
-                self._last = run
+            if keys and (seen is None or not stitcher.already_captured(keys, seen, self._now)):
+                self._remember(keys, profile.capture(context))
         else:
             # A consent answer a backend sends (a consent-management platform's callback) is
             # remembered for the user like the snippet's; nothing else of a server event is.
@@ -177,7 +172,6 @@ class ContextStep:
         for key, captured in self._captured.items():
             self._stitcher.store.remember((key,), captured, self._now)
         self._captured.clear()
-        self._last = None
 
     def _remember(self, keys: tuple[str, ...], captured: JSON) -> None:
         # Per key and in event order, as the store merges: merge() is associative, so the store

@@ -303,11 +303,19 @@ async def test_a_bad_chunk_after_the_route_started_reading_is_a_prompt_400(
     connect: Connect, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(common, "BODY_IDLE_SECS", 0.5)  # what the route waits before its 408
+    reading = asyncio.Event()
+    next_chunk = common._next_chunk
+
+    async def signalled(content: Any) -> bytes:
+        reading.set()  # the request is the route's now
+        return await next_chunk(content)
+
+    monkeypatch.setattr(common, "_next_chunk", signalled)
     connection = await connect()
     head = request(POST + "\nTransfer-Encoding: chunked", b'2\r\n{"\r\n')
     connection.writer.write(head)
     await connection.writer.drain()
-    await asyncio.sleep(0.1)  # the route is reading the body now
+    await reading.wait()
     answer = await connection.send(b"zz\r\n{}\r\n0\r\n\r\n")
     assert (answer.status, answer.json["code"]) == (400, "invalid_body")
 
