@@ -116,7 +116,8 @@ async def spool_ctx(app: web.Application) -> AsyncIterator[None]:
     # An ingest-only node joins each destination's group too: a group created later, by the first
     # delivery node, would start at the stream's end and skip what was ingested before it.
     destinations = [destination.name for destination in settings.destinations]
-    app[SPOOL] = await open_spool(settings.spool, app[CLOCK], destinations)
+    window = settings.server.repeat_window_events
+    app[SPOOL] = await open_spool(settings.spool, app[CLOCK], destinations, window)
     yield
     await app[SPOOL].close()
 

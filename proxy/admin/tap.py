@@ -22,14 +22,21 @@ class TappedSpool:
         self.monitor = monitor
 
     async def append(
-        self, events: Sequence[bytes], message_ids: Sequence[str | None] | None = None
-    ) -> None:
+        self,
+        events: Sequence[bytes],
+        message_ids: Sequence[str | None] | None = None,
+        source: str = "",
+    ) -> Sequence[int]:
         try:
-            await self.inner.append(events, message_ids)
+            repeats = await self.inner.append(events, message_ids, source)
         except SpoolUnavailable:
             self.monitor.append_failed()
             raise
+        if repeats:
+            skip = set(repeats)
+            events = [event for index, event in enumerate(events) if index not in skip]
         self.monitor.spooled(events)
+        return repeats
 
     async def claim(self, destination: str, max_events: int, now: float) -> list[Stored]:
         return await self.inner.claim(destination, max_events, now)

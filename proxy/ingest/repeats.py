@@ -9,9 +9,8 @@ did not happen.
 
 Kept per source (a browser cannot suppress a backend event by sending its messageId first) and
 by hash, the last `limit` of them: memory stays bounded (about 100 bytes an id) at the cost of a
-window that is shorter on a busy site. Per process: on a Redis spool, a copy that reaches
-another node goes through, and vendors dedup it by messageId as they do every at-least-once
-resend.
+window that is shorter on a busy site. Per process: on a Redis spool, where a copy may reach
+another node, the spool's append checks the same window for every node (redis_scripts.APPEND).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ answer carries the device cookie (proxy/identity/cookies.py); over-limit request
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -109,11 +110,9 @@ class SegmentApi:
         # and cost the batch benchmark ~10% of its throughput.
         taken = await self._take(request, route_type)
         claim = self.repeats.claim(taken.source, taken.accepted, taken.message_ids)
-        if len(claim.events) < len(taken.accepted):
-            request.app[METRICS].repeated.inc(len(taken.accepted) - len(claim.events))
         # The durable commit: the answer says yes only after this returns.
         try:
-            await self._commit(request.app[SPOOL], claim)
+            kept = await self._commit(request.app[SPOOL], claim, taken.source)
         except SpoolFull:
             raise IngestError(
                 503,
@@ -129,6 +128,8 @@ class SegmentApi:
                 "the relay cannot store events right now; retry later",
                 retry_after_secs=self.settings.spool.retry_after_secs,
             ) from None
+        if kept < len(taken.accepted):
+            request.app[METRICS].repeated.inc(len(taken.accepted) - kept)
         if not await claim.others_committed():  # a copy of ours, in a commit that failed
             raise IngestError(
                 503,
@@ -151,14 +152,18 @@ class SegmentApi:
             set_device_cookie(response, server.device_cookie, device.renewal, secure)
         return response
 
-    async def _commit(self, spool: Spool, claim: Claim) -> None:
+    async def _commit(self, spool: Spool, claim: Claim, source: str) -> int:
+        """Append the claim's events; how many the spool took (a shared spool finds the repeats
+        that other nodes were sent)."""
         committed = False
+        repeats: Sequence[int] = ()
         try:
             if claim.events:  # none when every event was a repeat
-                await spool.append(claim.events, claim.message_ids)
+                repeats = await spool.append(claim.events, claim.message_ids, source)
             committed = True
         finally:  # whatever happened, the copies waiting on this commit are told
             self.repeats.settle(claim, committed)
+        return len(claim.events) - len(repeats)
 
     async def _take(self, request: web.Request, route_type: str | None) -> Taken:
         """Read, authenticate and process the request's events, up to the bytes to spool."""

@@ -10,9 +10,14 @@ from proxy.spool.base import Spool
 
 
 async def open_spool(
-    settings: SpoolSettings, clock: Clock | None = None, destinations: Sequence[str] = ()
+    settings: SpoolSettings,
+    clock: Clock | None = None,
+    destinations: Sequence[str] = (),
+    repeat_window: int = 0,
 ) -> Spool:
-    """`destinations` are those that will deliver from it in this process (none for the CLI)."""
+    """`destinations` are those that will deliver from it in this process (none for the CLI).
+    `repeat_window`: the messageIds a spool shared by several processes checks appends against
+    (`[server] repeat_window_events`); one process checks its own (proxy/ingest/repeats.py)."""
     if settings.backend is SpoolBackend.SQLITE:
         from proxy.spool.sqlite import SqliteSpool
 
@@ -34,4 +39,5 @@ async def open_spool(
         claim_idle_secs=settings.redis_claim_idle_secs,
         timeout_secs=settings.redis_timeout_secs,
         synchronous=settings.synchronous,
+        repeat_window=repeat_window,
     )

@@ -72,12 +72,18 @@ class DeadLetter:
 
 class Spool(Protocol):
     async def append(
-        self, events: Sequence[bytes], message_ids: Sequence[str | None] | None = None
-    ) -> None:
+        self,
+        events: Sequence[bytes],
+        message_ids: Sequence[str | None] | None = None,
+        source: str = "",
+    ) -> Sequence[int]:
         """Commit events durably; returns only once they survive a crash. Raises SpoolFull.
 
         `message_ids`, when given, are the events' messageIds (None where it is not a string),
-        which a backend may keep beside the bodies so that claims need not read them out."""
+        which a backend may keep beside the bodies so that claims need not read them out.
+        Returns the indexes of the events it did not append because `source` had one with the
+        same messageId committed lately: a backend that several ingest processes share (Redis)
+        checks that, as each process checks its own requests (proxy/ingest/repeats.py)."""
 
     async def claim(self, destination: str, max_events: int, now: float) -> list[Stored]:
         """The next events due for `destination`: retries whose time has come, then new ones.

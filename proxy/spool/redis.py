@@ -8,6 +8,7 @@ it holds; what a dead consumer held goes to another after `claim_idle_secs`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -41,6 +42,12 @@ CLEANUP_INTERVAL_SECS = 1.0
 AUTOCLAIM_INTERVAL_SECS = 1.0
 
 
+def repeat_mark(source: str, message_id: str) -> bytes:
+    """What the repeats zset keeps for a source's messageId: 16 bytes, whatever the id's size."""
+    text = f"{source}\x00{message_id}".encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(text, digest_size=16).digest()
+
+
 class RedisSpool:
     """The Spool protocol on Redis Streams. Open with `RedisSpool.open(...)`."""
 
@@ -58,6 +65,7 @@ class RedisSpool:
         tail: str,
         durability_problems: tuple[str, ...],
         name: NameLease | None = None,
+        repeat_window: int = 0,
     ) -> None:
         self.consumer = consumer
         self.durability_problems = durability_problems  # empty when ack means durable
@@ -71,6 +79,7 @@ class RedisSpool:
         self._bytes = size
         self._last_cleanup = 0.0
         self._name = name
+        self._repeat_window = repeat_window
         self._background: Background | None = None
         if groups:
             self._background = Background(
@@ -97,11 +106,13 @@ class RedisSpool:
         timeout_secs: float = 5.0,
         synchronous: str = "full",
         keys: scripts.Keys | None = None,
+        repeat_window: int = 0,
     ) -> RedisSpool:
         """`destinations` get their consumer groups created (at the stream's end) and joined; an
         ingest-only node passes them too, so that a delivery node started later does not skip
         what was ingested before it. The CLI passes none. Raises SpoolUnavailable when Redis
-        cannot be reached."""
+        cannot be reached. `repeat_window`: how many recent messageIds every node's appends are
+        checked against (0: none)."""
         keys = keys or scripts.Keys()
         consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         client = connect(url, timeout_secs)
@@ -134,6 +145,7 @@ class RedisSpool:
             tail=tail,
             durability_problems=problems,
             name=name,
+            repeat_window=repeat_window,
         )
 
     def _group(self, destination: str) -> Group:
@@ -142,32 +154,40 @@ class RedisSpool:
     # -- ingest -----------------------------------------------------------------------------
 
     async def append(
-        self, events: Sequence[bytes], message_ids: Sequence[str | None] | None = None
-    ) -> None:
+        self,
+        events: Sequence[bytes],
+        message_ids: Sequence[str | None] | None = None,
+        source: str = "",
+    ) -> Sequence[int]:
         # message_ids are not kept: a stream entry is read whole, and the worker reads the
         # messageId from the body it decodes anyway for its checks.
         if not events:
-            return
-        if not await self._append(events):
+            return ()
+        ids = message_ids if message_ids is not None else [None] * len(events)
+        marks = [b"" if mid is None else repeat_mark(source, mid) for mid in ids]
+        accepted, repeats = await self._append(events, marks)
+        if not accepted:
             # At the cap, trim what delivery finished since the last cleanup before refusing.
             self._last_cleanup = 0.0
             await self._cleanup()
-            if not await self._append(events):
+            accepted, repeats = await self._append(events, marks)
+            if not accepted:
                 raise SpoolFull(f"spool holds {self._bytes} bytes of {self._max_bytes}")
-        for group in self._groups.values():
-            group.arrived.set()
+        if len(repeats) < len(events):
+            for group in self._groups.values():
+                group.arrived.set()
+        return repeats
 
-    async def _append(self, events: Sequence[bytes]) -> bool:
-        keys = [self._keys.stream, self._keys.bytes, self._keys.appended]
+    async def _append(self, events: Sequence[bytes], marks: list[bytes]) -> tuple[bool, list[int]]:
+        keys = [self._keys.stream, self._keys.bytes, self._keys.appended, self._keys.repeats]
+        args = [self._max_bytes, self._repeat_window, len(events), *marks, *events]
         try:
             with unavailable("append"):
-                accepted, held = await scripts.APPEND(
-                    self._client, keys, [self._max_bytes, *events]
-                )
+                accepted, held, repeats = await scripts.APPEND(self._client, keys, args)
         except OutOfMemoryError as error:
             raise SpoolFull("Redis is at its maxmemory") from error
         self._bytes = int(held)
-        return bool(accepted)
+        return bool(accepted), [int(index) for index in repeats]
 
     def size_bytes(self) -> int:
         """Bytes held, as of this process's last spool call (other nodes change it too)."""

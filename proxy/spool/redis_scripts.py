@@ -36,6 +36,10 @@ class Keys:
         return f"{self.prefix}:appended"  # bytes ever appended: see APPEND
 
     @property
+    def repeats(self) -> str:
+        return f"{self.prefix}:repeats"  # zset: marks of the messageIds appended lately (APPEND)
+
+    @property
     def destinations(self) -> str:
         return f"{self.prefix}:destinations"
 
@@ -123,25 +127,46 @@ local function unpark(id)
 end
 """
 
-# KEYS: stream, bytes, appended. ARGV: max_bytes, body...  ->  {accepted 0|1, bytes held}. The
-# cap check and the XADDs are one step, so appends from many nodes cannot overshoot it together.
+# KEYS: stream, bytes, appended, repeats. ARGV: max_bytes, window, n, n marks, n bodies  ->
+# {accepted 0|1, bytes held, indexes (0-based) of the repeats}. A mark stands for a source's
+# messageId ('' for none); a body whose mark was appended within the last `window` marks is a
+# repeat and is not appended again. The repeat check, the cap check and the XADDs are one step,
+# so nodes appending at once cannot overshoot the cap or both append one event.
 APPEND = Script(
     PRELUDE
     + """
-local appended = KEYS[3]
+local appended, repeats = KEYS[3], KEYS[4]
+local window, n = tonumber(ARGV[2]), tonumber(ARGV[3])
+local skipped, fresh, here = {}, {}, {}
 local incoming = 0
-for i = 2, #ARGV do incoming = incoming + #ARGV[i] end
+for i = 1, n do
+  local mark, body = ARGV[3 + i], ARGV[3 + n + i]
+  if window > 0 and mark ~= '' and (here[mark] or redis.call('ZSCORE', repeats, mark)) then
+    skipped[#skipped + 1] = i - 1
+  else
+    if mark ~= '' then here[mark] = true end
+    fresh[#fresh + 1] = i
+    incoming = incoming + #body
+  end
+end
 local held = held_bytes()
-if held + incoming > tonumber(ARGV[1]) then return {0, held} end
+if incoming > 0 and held + incoming > tonumber(ARGV[1]) then return {0, held, skipped} end
+if #fresh == 0 then return {1, held, skipped} end
 -- Field c: bytes appended up to and including this entry, so cleanup learns the size of a
--- range from its two ends instead of reading every body in it.
+-- range from its two ends instead of reading every body in it. It also orders the marks.
 local total = tonumber(redis.call('GET', appended) or '0')
-for i = 2, #ARGV do
-  total = total + #ARGV[i]
-  redis.call('XADD', stream, '*', 'b', ARGV[i], 'c', string.format('%d', total))
+for _, i in ipairs(fresh) do
+  local mark, body = ARGV[3 + i], ARGV[3 + n + i]
+  total = total + #body
+  redis.call('XADD', stream, '*', 'b', body, 'c', string.format('%d', total))
+  if window > 0 and mark ~= '' then redis.call('ZADD', repeats, total, mark) end
 end
 redis.call('SET', appended, string.format('%d', total))
-return {1, redis.call('INCRBY', bytes, incoming)}
+if window > 0 then
+  local over = redis.call('ZCARD', repeats) - window
+  if over > 0 then redis.call('ZREMRANGEBYRANK', repeats, 0, over - 1) end
+end
+return {1, redis.call('INCRBY', bytes, incoming), skipped}
 """
 )
 

@@ -235,8 +235,12 @@ class SqliteSpool:
     # -- ingest -----------------------------------------------------------------------------
 
     async def append(
-        self, events: Sequence[bytes], message_ids: Sequence[str | None] | None = None
-    ) -> None:
+        self,
+        events: Sequence[bytes],
+        message_ids: Sequence[str | None] | None = None,
+        source: str = "",
+    ) -> Sequence[int]:
+        # One process writes this file: its ingest has checked for repeats (ingest/repeats.py).
         incoming = sum(len(body) for body in events)
         if self._bytes + incoming > self._max_bytes:
             # At the cap, reclaim what delivery finished since the last cleanup before refusing.
@@ -258,6 +262,7 @@ class SqliteSpool:
             raise
         for state in self._progress.values():
             state.arrived.set()
+        return ()
 
     def size_bytes(self) -> int:
         return self._bytes

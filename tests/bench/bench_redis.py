@@ -107,7 +107,17 @@ def ingest_run(
     redis.flushall()
     batch = {"batch": [track_event(n) for n in range(PER_REQUEST)], "writeKey": WRITE_KEY}
     body = orjson.dumps(batch).decode()
-    lua = LUA.format(body=body, content_type="application/json", auth="", mark=REQUEST_MARK)
+    # Each wrk counts its requests from 1: the node's number keeps their messageIds apart, or
+    # the nodes' shared repeat window would take the second node's events for copies.
+    luas = [
+        LUA.format(
+            body=body.replace(REQUEST_MARK, f"node{n}-{REQUEST_MARK}"),
+            content_type="application/json",
+            auth="",
+            mark=REQUEST_MARK,
+        )
+        for n in range(nodes)
+    ]
     procs, urls = [], []
     try:
         for n in range(nodes):
@@ -125,7 +135,9 @@ def ingest_run(
             wait_ready(f"{url}/healthz")
         with ThreadPoolExecutor(nodes) as pool:
             share = CONNECTIONS // nodes
-            runs = list(pool.map(lambda url: wrk_share(url, lua, seconds, share), urls))
+            runs = list(
+                pool.map(lambda url, script: wrk_share(url, script, seconds, share), urls, luas)
+            )
     finally:
         stop_all(procs)
     return sum(rps for rps, _ in runs) * PER_REQUEST, sum(bad for _, bad in runs)

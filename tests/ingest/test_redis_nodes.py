@@ -10,13 +10,14 @@ import logging
 from collections import Counter
 
 import aiohttp
+import orjson
 import pytest
 
 from proxy.identity import redis as identity_redis
 from proxy.ingest.common import IngestError
 from proxy.ingest.limits import LIMITED_BY_IP, LIMITED_BY_SOURCE
 from proxy.ingest.limits_redis import RedisRateLimits
-from proxy.keys import INGEST_COUNTS, RATE_LIMITS
+from proxy.keys import INGEST_COUNTS, METRICS, MONITOR, RATE_LIMITS
 from proxy.settings import LimitSettings, Settings, SpoolBackend
 from tests.conftest import SERVER_KEY, WEB_ORIGIN, RelayFactory, RelayServer, SettingsFactory
 from tests.ingest.client import post, track
@@ -162,3 +163,51 @@ async def test_a_backend_event_on_one_node_carries_the_context_learned_on_anothe
     assert context["ga"] == {"client_id": "123.456"}
     assert context["campaign"] == {"name": "spring"}
     assert context["userAgent"] == "Browser/1.0"
+
+
+# --- repeats -------------------------------------------------------------------------------------
+
+
+async def test_a_copy_sent_to_another_node_is_answered_and_not_spooled_again(
+    relay_factory: RelayFactory,
+    settings_factory: SettingsFactory,
+    redis_server: RedisServer,
+    http: aiohttp.ClientSession,
+) -> None:
+    # The snippet resends from the next page what an unload sent by beacon; behind a load
+    # balancer that copy reaches another node, and GA4 does not dedup by messageId.
+    one, two = await two_nodes(relay_factory, on_redis(settings_factory, redis_server))
+    browser = {"Origin": WEB_ORIGIN}
+    first = await post(http, f"{one.url}/v1/t", track(messageId="m-1"), headers=browser)
+    assert first.status == 200
+    batch = {"batch": [track(messageId="m-1"), track(messageId="m-2")]}
+    again = await post(http, f"{two.url}/v1/batch", batch, headers=browser)
+    assert (again.status, again.json) == (200, {"success": True})
+    backend = await post(http, f"{two.url}/v1/t", track(messageId="m-1"), key=SERVER_KEY)
+    assert backend.status == 200  # another source's m-1 is another event
+    spooled = [(e["_relay"]["source"], e["messageId"]) for e in await one.spooled()]
+    assert spooled == [("web", "m-1"), ("web", "m-2"), ("backend", "m-1")]
+    assert two.app[METRICS].registry.get_sample_value("relay_events_repeated_total") == 1
+    # The admin's live view shows what node two spooled, not the copy it answered.
+    seen = [orjson.loads(event.raw)["messageId"] for event in two.app[MONITOR].events]
+    assert seen == ["m-2", "m-1"]
+
+
+async def test_copies_sent_to_two_nodes_at_once_are_spooled_once(
+    relay_factory: RelayFactory,
+    settings_factory: SettingsFactory,
+    redis_server: RedisServer,
+    http: aiohttp.ClientSession,
+) -> None:
+    one, two = await two_nodes(relay_factory, on_redis(settings_factory, redis_server))
+    browser = {"Origin": WEB_ORIGIN}
+    answers = await asyncio.gather(
+        *(
+            post(http, f"{node.url}/v1/t", track(messageId=f"m-{n}"), headers=browser)
+            for n in range(40)
+            for node in (one, two)
+        )
+    )
+    assert {answer.status for answer in answers} == {200}
+    spooled = [event["messageId"] for event in await one.spooled()]
+    assert sorted(spooled) == sorted(f"m-{n}" for n in range(40))

@@ -4,7 +4,7 @@ resending what a page unload cut off) is answered 200 and not spooled a second t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,13 +99,13 @@ async def test_a_copy_that_arrives_while_the_first_is_committed_waits_for_it(
     append = spool.append
     committing, go_on = asyncio.Event(), asyncio.Event()
 
-    async def slow_first_commit(*args: Any) -> None:
+    async def slow_first_commit(*args: Any) -> Sequence[int]:
         monkeypatch.setattr(spool, "append", append)
         committing.set()
         await go_on.wait()
         if first_commit == "fails":
             raise SpoolFull()
-        await append(*args)
+        return await append(*args)
 
     monkeypatch.setattr(spool, "append", slow_first_commit)
     url = f"{relay.url}/v1/t"

@@ -40,7 +40,7 @@ async def test_full_spool_is_503_with_retry_after(
 async def test_unavailable_spool_is_503(
     relay: RelayServer, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def append(events: Sequence[bytes], message_ids: object = None) -> None:
+    async def append(events: Sequence[bytes], *args: object) -> Sequence[int]:
         raise SpoolUnavailable("redis is away")
 
     monkeypatch.setattr(relay.app[SPOOL], "append", append)
@@ -55,7 +55,7 @@ async def test_a_relay_bug_is_logged_and_answered_503_not_500(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async def append(events: Sequence[bytes], message_ids: object = None) -> None:
+    async def append(events: Sequence[bytes], *args: object) -> Sequence[int]:
         raise RuntimeError("bug")
 
     monkeypatch.setattr(relay.app[SPOOL], "append", append)

@@ -20,7 +20,7 @@ from proxy.clock import ManualClock
 from proxy.config import ConfigError, load_settings
 from proxy.settings import SpoolBackend, SpoolSettings
 from proxy.spool import redis_scripts as scripts
-from proxy.spool.base import Dead, Retry, SpoolUnavailable, Stored
+from proxy.spool.base import Dead, Retry, SpoolFull, SpoolUnavailable, Stored
 from proxy.spool.redis import RedisSpool
 from tests.conftest import SERVER_KEY, RelayFactory, SettingsFactory
 from tests.ingest.client import post, track
@@ -45,14 +45,16 @@ async def node(redis_server: RedisServer, clock: ManualClock) -> AsyncIterator[O
     """`await node(name, destinations=("a",))`: a spool as one relay node opens it."""
     opened: list[RedisSpool] = []
 
-    async def open_node(name: str, destinations: tuple[str, ...] = ("a",)) -> RedisSpool:
+    async def open_node(
+        name: str, destinations: tuple[str, ...] = ("a",), **options: Any
+    ) -> RedisSpool:
         spool = await RedisSpool.open(
             redis_server.url(),
-            max_bytes=10**9,
             destinations=destinations,
             clock=clock,
             consumer=name,
             claim_idle_secs=IDLE_SECS,
+            **{"max_bytes": 10**9, **options},
         )
         opened.append(spool)
         return spool
@@ -215,6 +217,53 @@ async def test_an_append_on_one_node_wakes_workers_on_another(node: OpenNode) ->
     assert not waiter.done()
     await ingest.append([body(1)])
     await asyncio.wait_for(waiter, 5)
+
+
+# --- repeats: one window for every node -----------------------------------------------------------
+
+
+async def repeats(
+    spool: RedisSpool, events: list[bytes], ids: list[str | None], source: str
+) -> list[int]:
+    """Append; the indexes the spool found to be repeats."""
+    return list(await spool.append(events, ids, source))
+
+
+async def test_a_messageid_appended_by_one_node_is_a_repeat_on_another(
+    node: OpenNode, clock: ManualClock
+) -> None:
+    one, two = await node("one", repeat_window=100), await node("two", repeat_window=100)
+    assert await repeats(one, [body(1), body(2)], ["m-1", "m-2"], "web") == []
+    # Repeats of one source, in any position; the same id from another source is its own event;
+    # a copy within one call is a repeat too; an event without a messageId is never one.
+    events = [body(2), body(3), body(1), body(3), body(4)]
+    assert await repeats(two, events, ["m-2", "m-3", "m-1", "m-3", None], "web") == [0, 2, 3]
+    assert await repeats(two, [body(1)], ["m-1"], "backend") == []
+    assert await repeats(two, [body(4)], [None], "web") == []
+    stored = await claim_until(one, 6, clock.now())
+    ids = [orjson.loads(s.raw)["messageId"] for s in stored]
+    assert ids == ["m-1", "m-2", "m-3", "m-4", "m-1", "m-4"]
+
+
+async def test_the_window_keeps_the_last_ids_and_a_refused_append_marks_none(
+    node: OpenNode, redis_server: RedisServer
+) -> None:
+    spool = await node("one", repeat_window=3)
+    for n in range(1, 6):
+        await spool.append([body(n)], [f"m-{n}"], "web")
+    with redis_server.client() as client:
+        assert client.zcard(scripts.Keys().repeats) == 3
+    assert await repeats(spool, [body(1), body(5)], ["m-1", "m-5"], "web") == [1]  # m-1 aged out
+    full = await node("full", max_bytes=1, repeat_window=3)
+    with pytest.raises(SpoolFull):
+        await full.append([body(9)], ["m-9"], "web")
+    assert await repeats(spool, [body(9)], ["m-9"], "web") == []  # the refused copy left no mark
+
+
+async def test_without_a_window_nothing_is_a_repeat(node: OpenNode) -> None:
+    spool = await node("one")  # repeat_window=0, as `[server] repeat_window_events = 0`
+    await spool.append([body(1)], ["m-1"], "web")
+    assert await repeats(spool, [body(1)], ["m-1"], "web") == []
 
 
 @pytest.mark.parametrize("appendfsync", ["always", "everysec"])
