@@ -21,7 +21,6 @@ from proxy.demo import demo_page
 from proxy.enrich import Enricher
 from proxy.ingest.http_errors import add_unrouted
 from proxy.ingest.limits import RateLimits
-from proxy.ingest.limits_redis import shared_limits_ctx
 from proxy.ingest.segment import SegmentApi
 from proxy.ingest.snippet import SnippetRoutes
 from proxy.ingest.stitch import identity_ctx
@@ -38,7 +37,7 @@ from proxy.keys import (
 from proxy.logs import with_request_id
 from proxy.metrics import Metrics
 from proxy.roles import Role, role_problem
-from proxy.settings import Settings
+from proxy.settings import Settings, SpoolBackend
 from proxy.spool import open_spool
 
 HEALTH_BODY = b'{"status":"ok"}'
@@ -109,6 +108,26 @@ async def enrich_ctx(app: web.Application) -> AsyncIterator[None]:
     app[ENRICHER] = Enricher(app[SETTINGS])
     yield
     app[ENRICHER].close()
+
+
+async def shared_limits_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: on a Redis spool, the rate limits move to Redis (the same redis_url)."""
+    settings = app[SETTINGS]
+    if settings.spool.backend is not SpoolBackend.REDIS:
+        yield
+        return
+    # Imported here: the redis client is an extra (`.[redis]`) that a SQLite relay does without.
+    from proxy.ingest.limits_redis import RedisRateLimits
+
+    limits = RedisRateLimits.open(
+        settings.spool.redis_url,
+        settings.limits,
+        app[INGEST_COUNTS],
+        settings.spool.redis_timeout_secs,
+    )
+    app[RATE_LIMITS] = limits
+    yield
+    await limits.close()
 
 
 async def spool_ctx(app: web.Application) -> AsyncIterator[None]:

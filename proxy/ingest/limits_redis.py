@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator
 
-from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from proxy.ingest.limits import LIMITED_BY_IP, LIMITED_BY_SOURCE, RateLimits, ip_key, limited
-from proxy.keys import INGEST_COUNTS, RATE_LIMITS, SETTINGS
-from proxy.settings import LimitSettings, SourceKind, SourceSettings, SpoolBackend
+from proxy.settings import LimitSettings, SourceKind, SourceSettings
 from proxy.spool.redis_scripts import Script
 from proxy.spool.redis_setup import connect
 
@@ -127,20 +124,3 @@ class RedisRateLimits(RateLimits):
 
     async def close(self) -> None:
         await self._client.aclose()
-
-
-async def shared_limits_ctx(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: on a Redis spool, the rate limits move to Redis (the same redis_url)."""
-    settings = app[SETTINGS]
-    if settings.spool.backend is not SpoolBackend.REDIS:
-        yield
-        return
-    limits = RedisRateLimits.open(
-        settings.spool.redis_url,
-        settings.limits,
-        app[INGEST_COUNTS],
-        settings.spool.redis_timeout_secs,
-    )
-    app[RATE_LIMITS] = limits
-    yield
-    await limits.close()

@@ -35,12 +35,22 @@ async def listening_url(log: asyncio.StreamReader) -> str:
     raise AssertionError("the relay exited without logging its URL")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-async def test_serves_then_stops_cleanly_on_a_signal(tmp_path: Path, signum: int) -> None:
+# `scripts/serve` installs the package without its `redis` extra: a SQLite relay needs no client.
+WITHOUT_REDIS = "import sys; sys.modules['redis'] = None  # any import of it fails\n"
+
+
+@pytest.mark.parametrize(
+    ("signum", "prelude"),
+    [(signal.SIGTERM, ""), (signal.SIGINT, ""), (signal.SIGTERM, WITHOUT_REDIS)],
+    ids=["sigterm", "sigint", "without-the-redis-package"],
+)
+async def test_serves_then_stops_cleanly_on_a_signal(
+    tmp_path: Path, signum: int, prelude: str
+) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
-        SCRIPT,
+        prelude + SCRIPT,
         str(tmp_path / "spool.sqlite3"),
         cwd=REPO,
         stderr=asyncio.subprocess.PIPE,
