@@ -136,7 +136,7 @@ async def spool_ctx(app: web.Application) -> AsyncIterator[None]:
     # delivery node, would start at the stream's end and skip what was ingested before it.
     destinations = [destination.name for destination in settings.destinations]
     window = settings.server.repeat_window_events
-    app[SPOOL] = await open_spool(settings.spool, app[CLOCK], destinations, window)
+    app[SPOOL] = await open_spool(settings.spool, app[CLOCK], destinations, window, serving=True)
     yield
     await app[SPOOL].close()
 

@@ -305,7 +305,7 @@ def _dead_letter_report(name: str, letters: list[DeadLetter]) -> str:
     if not letters:
         return f"{name}: no dead letters"
     lines = [f"{name}: {len(letters)} dead letter{'s' if len(letters) != 1 else ''}"]
-    for letter in letters:
+    for letter in sorted(letters, key=lambda letter: letter.failed_at):  # oldest first
         response = " ".join(letter.response.split())
         response = response if len(response) <= 80 else response[:77] + "..."
         lines.append(

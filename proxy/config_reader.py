@@ -260,6 +260,8 @@ def interpolate(value: Any, path: str, env: Mapping[str, str], errors: list[str]
             problems.append(f'"${{{name}}}" is not an environment variable reference')
         elif name not in env:
             problems.append(f"environment variable {name} is not set")
+        elif not env[name]:  # `export X=` or a deploy template that filled in nothing
+            problems.append(f"environment variable {name} is set but empty")
         else:
             return env[name]
         return ""

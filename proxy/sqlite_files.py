@@ -4,10 +4,14 @@ A spool path that points at some other application's database (a typo in the con
 `dead-letters --config` with the wrong file) is refused before anything is written to it:
 without the mark, opening it switched the file to WAL and added the relay's tables beside the
 owner's. A new file gets the mark, and so does a relay file written before there was one.
+
+And which relay serves a spool file: one process at a time (ServingLock).
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 from collections.abc import Set
 from pathlib import Path
@@ -57,3 +61,46 @@ def _claim(
         f"{path} is another application's SQLite database, not the relay's"
         f" (application_id {found}, tables: {held}); point the config at a file of its own"
     )
+
+
+class SpoolInUse(Exception):
+    """Another live process serves this spool file."""
+
+
+class ServingLock:
+    """An exclusive lock on `<spool file>.lock`, held while a relay serves the spool.
+
+    Two relays serving one file (a second start by mistake, a restart that overlaps the old
+    process) would each deliver every event: the second is refused instead. The kernel drops the
+    lock when its process dies, kill -9 included, so a crash leaves nothing to clean up. The CLI
+    (dead-letters, replay) does not take it: it may run beside the relay.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    @classmethod
+    def take(cls, spool: Path) -> ServingLock:
+        path = spool.with_name(spool.name + ".lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 20, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            who = f"process {holder}" if holder.isdigit() else "another process"
+            raise SpoolInUse(
+                f"{spool} is served by {who} already: a SQLite spool is filled and drained by"
+                " one relay (stop that one first, or give this one a spool of its own)"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)  # for the message above, in the next one
+        return cls(fd)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing the descriptor drops the lock
+            self._fd = -1

@@ -14,10 +14,12 @@ async def open_spool(
     clock: Clock | None = None,
     destinations: Sequence[str] = (),
     repeat_window: int = 0,
+    serving: bool = False,
 ) -> Spool:
     """`destinations` are those that will deliver from it in this process (none for the CLI).
     `repeat_window`: the messageIds a spool shared by several processes checks appends against
-    (`[server] repeat_window_events`); one process checks its own (proxy/ingest/repeats.py)."""
+    (`[server] repeat_window_events`); one process checks its own (proxy/ingest/repeats.py).
+    `serving`: opened by the relay that serves it; a SQLite spool refuses a second such one."""
     if settings.backend is SpoolBackend.SQLITE:
         from proxy.spool.sqlite import SqliteSpool
 
@@ -27,6 +29,7 @@ async def open_spool(
             destinations=destinations,
             synchronous=settings.synchronous,
             clock=clock,
+            exclusive=serving,
         )
     from proxy.spool.redis import RedisSpool
 

@@ -32,7 +32,7 @@ from proxy.spool.base import (
     Stored,
     per_destination,
 )
-from proxy.sqlite_files import SPOOL_MARK, connect
+from proxy.sqlite_files import SPOOL_MARK, ServingLock, SpoolInUse, connect
 from proxy.sqlite_writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
@@ -164,6 +164,7 @@ class SqliteSpool:
         self._background: set[asyncio.Future[None]] = set()
         self._behind: set[str] = set()  # destinations whose last claim was full: a backlog
         self._closed = False
+        self._lock: ServingLock | None = None
 
     @classmethod
     async def open(
@@ -174,12 +175,38 @@ class SqliteSpool:
         destinations: Sequence[str] = (),
         synchronous: str = "full",
         clock: Clock | None = None,
+        exclusive: bool = False,
     ) -> SqliteSpool:
         """Open (or create) the spool. `destinations` are the ones delivering from it now: a new
         one starts at the end of the spool; events finished by all of them are deleted. The CLI
-        opens with none, and then never deletes."""
+        opens with none, and then never deletes. `exclusive`: the relay serving it, which no
+        other process may be at the same time (SpoolUnavailable says which one is)."""
         file = Path(path)
         file.parent.mkdir(parents=True, exist_ok=True)
+        lock = None
+        if exclusive:
+            try:
+                lock = ServingLock.take(file)
+            except SpoolInUse as error:
+                raise SpoolUnavailable(str(error)) from None
+        try:
+            spool = await cls._open(file, max_bytes, destinations, synchronous, clock)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        spool._lock = lock
+        return spool
+
+    @classmethod
+    async def _open(
+        cls,
+        file: Path,
+        max_bytes: int,
+        destinations: Sequence[str],
+        synchronous: str,
+        clock: Clock | None,
+    ) -> SqliteSpool:
 
         def setup() -> tuple[
             sqlite3.Connection,
@@ -611,6 +638,8 @@ class SqliteSpool:
         await self._writer.close()
         self._read_pool.shutdown(wait=True)
         self._reader.close()
+        if self._lock is not None:
+            self._lock.release()
 
 
 def _add_message_id_column(conn: sqlite3.Connection) -> None:

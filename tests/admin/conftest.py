@@ -8,6 +8,7 @@ import dataclasses
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -88,6 +89,7 @@ async def admin_factory(
 ) -> AsyncIterator[AdminFactory]:
     vendors: list[FakeVendor] = []
     sessions: list[aiohttp.ClientSession] = []
+    spools: set[Path] = set()
 
     async def start(
         clock: Clock | None = None, hook_path: str = "/in", **overrides: Any
@@ -105,6 +107,13 @@ async def admin_factory(
                                 backoff_base_secs=30.0),
         )  # fmt: skip
         settings = settings_factory(destinations=destinations, **overrides)
+        path = Path(settings.spool.path)
+        if path in spools:  # a second relay in one test: it serves a spool of its own
+            path = path.with_name(f"spool-{len(spools)}.sqlite3")
+            settings = dataclasses.replace(
+                settings, spool=dataclasses.replace(settings.spool, path=str(path))
+            )
+        spools.add(path)
         public = create_app(settings, clock)
         public_server = await aiohttp_server(public, auto_decompress=False)
         admin_server = await aiohttp_server(create_admin_app(public, TOKEN))
