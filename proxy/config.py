@@ -63,7 +63,9 @@ def load_settings(path: str | Path, env: Mapping[str, str] = os.environ) -> Sett
         with path.open("rb") as file:
             raw = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as error:
-        raise ConfigError([f"{path}: cannot read the file ({error.strerror})"]) from error
+        # A relative path is read from the current directory: say which one was tried.
+        tried = "" if path.is_absolute() else f", looked for {path.absolute()}"
+        raise ConfigError([f"{path}: cannot read the file ({error.strerror}{tried})"]) from error
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError([f"{path}: larger than {MAX_CONFIG_BYTES // 1_000_000} MB"])
     try:

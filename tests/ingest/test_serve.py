@@ -35,7 +35,7 @@ async def listening_url(log: asyncio.StreamReader) -> str:
     raise AssertionError("the relay exited without logging its URL")
 
 
-# `scripts/serve` installs the package without its `redis` extra: a SQLite relay needs no client.
+# `pip install .` leaves out the `redis` extra: a SQLite relay must run without that client.
 WITHOUT_REDIS = "import sys; sys.modules['redis'] = None  # any import of it fails\n"
 
 
