@@ -1,7 +1,8 @@
 """The test page at the public root: the snippet installed exactly as README says (a page view on
-load, a button that fires a test event), what is running, a curl command that sends a first event,
-and in the demo the spool path and what the debug destination was sent. Server keys never appear
-(browser keys are public anyway); event bodies appear only in the demo, where they are the user's.
+load, a button that fires a test event) and a curl command that sends a first event; in the demo
+also what is running (sources, destinations, the spool) and what the debug destination was sent.
+Server keys never appear (browser keys are public anyway); a real site's page shows nothing of
+its setup, and event bodies appear only in the demo, where they are the user's.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import orjson
 from aiohttp import web
 
 from proxy.deliver.client import MemoryTransport
+from proxy.identity.cookies import is_https
 from proxy.ingest.snippet import install_tag
 from proxy.keys import SETTINGS, WORKERS
 from proxy.settings import Settings, SourceKind
@@ -30,6 +32,11 @@ and sent a page view. <button id="test-event" type="button">Send a test event</b
 }};</script>"""
 NO_SNIPPET = '<p>Add a browser source (<code>kind = "browser"</code>) to try the snippet here.</p>'
 MAX_BODY_CHARS = 4000
+# The demo's own setup; a real site's test page is public, and which vendors a site uses and
+# where it keeps its events are its own business (the admin page shows them).
+SETUP = """<h2>Sources</h2><ul>{sources}</ul>
+<h2>Destinations</h2><ul>{destinations}</ul>
+<h2>Spool</h2><p>{spool}</p>"""
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Analytics relay</title>
@@ -38,9 +45,7 @@ PAGE = """<!doctype html>
 pre{{background:#f4f4f4;padding:.75rem;overflow-x:auto;white-space:pre-wrap;overflow-wrap:anywhere}}</style></head>
 <body><h1>The relay is running</h1>
 {snippet}
-<h2>Sources</h2><ul>{sources}</ul>
-<h2>Destinations</h2><ul>{destinations}</ul>
-<h2>Spool</h2><p>{spool}</p>
+{setup}
 <h2>Send a first event</h2><pre>{curl}</pre>
 {kept}</body></html>
 """
@@ -52,15 +57,22 @@ async def demo_page(request: web.Request) -> web.Response:
     if not (host.isascii() and host.isprintable()):
         # aiohttp hands bytes that are not UTF-8 on as surrogates, which no page can encode.
         host = f"{settings.server.listen_host}:{settings.server.listen_port}"
-    base = f"{request.scheme}://{host}{settings.server.prefix.rstrip('/')}"
+    server = settings.server
+    https = is_https(request.scheme, request.remote, request.headers, server.trusted_proxies)
+    base = f"{'https' if https else 'http'}://{host}{server.prefix.rstrip('/')}"
     keys = [s.write_key.value for s in settings.sources if s.kind is SourceKind.BROWSER]
-    tag = install_tag(keys[0], settings.server.prefix) if keys else ""
+    tag = install_tag(keys[0], server.prefix) if keys else ""
+    setup = ""
+    if settings.demo:
+        setup = SETUP.format(
+            sources=_items(f"{s.name} ({s.kind})" for s in settings.sources),
+            destinations=_items(f"{d.name} ({d.type})" for d in settings.destinations),
+            spool=escape(_spool(settings)),
+        )
     page = PAGE.format(
         tag=tag,
         snippet=SNIPPET.format(tag=escape(tag)) if keys else NO_SNIPPET,
-        sources=_items(f"{s.name} ({s.kind})" for s in settings.sources),
-        destinations=_items(f"{d.name} ({d.type})" for d in settings.destinations),
-        spool=escape(_spool(settings)),
+        setup=setup,
         curl=escape(curl_command(base, settings)),
         kept=_kept_requests(request.app) if settings.demo else "",
     )
@@ -87,7 +99,7 @@ def curl_command(base_url: str, settings: Settings) -> str:
 
 def _spool(settings: Settings) -> str:
     spool = settings.spool
-    where = f" at {spool.path}" if settings.demo and spool.backend == "sqlite" else ""
+    where = f" at {spool.path}" if spool.backend == "sqlite" else ""
     return f"{spool.backend}{where}"
 
 

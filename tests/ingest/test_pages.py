@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from ipaddress import ip_network
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -58,12 +59,24 @@ async def test_demo_page_with_a_host_that_is_not_utf8(relay_factory: RelayFactor
 async def test_page_outside_the_demo_hides_private_details(
     relay_factory: RelayFactory, settings_factory: SettingsFactory, http: aiohttp.ClientSession
 ) -> None:
-    settings = settings_factory(server=ServerSettings(prefix="/k7q2xz"))
+    debug = DestinationSettings(name="debug-sink", type="debug", config=DebugConfig())
+    prefix = "/k7q2xz"
+    settings = settings_factory(
+        server=ServerSettings(prefix=prefix, trusted_proxies=(ip_network("127.0.0.1/32"),)),
+        destinations=(debug,),
+    )
     relay = await relay_factory(settings)
     async with http.get(f"{relay.url}/") as response:
         page = await response.text()
-    assert "curl" in page
+    assert f"-u {WEB_KEY}:" in page
     assert settings.spool.path not in page
+    # Which vendors a site uses, its source names and its spool are nobody's business.
+    for private in ("debug-sink", "web (browser)", "backend", "sqlite"):
+        assert private not in page
+    # Behind the site's TLS proxy the curl line says https, as the browser reaches the relay.
+    headers = {"Host": "shop.example", "X-Forwarded-Proto": "https"}
+    async with http.get(f"{relay.url}/", headers=headers) as response:
+        assert f"https://shop.example{prefix}/v1/track" in await response.text()
 
 
 async def test_gzip_works_when_aiohttp_decodes_bodies_itself(
