@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from proxy.cli import main, parse_since
+from proxy.clock import ManualClock
 from proxy.config import load_settings
 from proxy.destinations import REGISTRY
 from proxy.spool.base import Dead
@@ -103,7 +104,7 @@ def test_starter_has_an_example_of_every_destination_type() -> None:
     text = starter().text
 
     for type_name in {*REGISTRY, "webhook", "ga4"}:
-        assert re.search(rf'^#? ?type = "{type_name}"$', text, re.MULTILINE), type_name
+        assert re.search(rf'^#? ?type = "{type_name}"( +# .*)?$', text, re.MULTILINE), type_name
 
 
 @pytest.mark.parametrize("type_name", sorted(set(REGISTRY) - {"debug"}))
@@ -173,8 +174,8 @@ def test_check_config_prints_every_error(tmp_path: Path) -> None:
     lines = result.stderr.splitlines()
     assert lines[0] == "relay.toml is not valid (3 errors):"
     assert lines[1:] == [
+        "  admin.token: environment variable NOPE is set but empty",
         '  server.listen: expected "host:port", got "8080"',
-        "  admin.token: is empty",
         '  destinations.debug.timeout_secs: expected a number, got "slow"',
     ]
 
@@ -183,7 +184,9 @@ def test_check_config_missing_file(tmp_path: Path) -> None:
     result = run_cli("check-config", "nope.toml", cwd=tmp_path)
 
     assert result.returncode == 1
-    assert "nope.toml: cannot read the file" in result.stderr
+    # A relative path is taken from where the command runs: the message says which file that is.
+    expected = f"nope.toml: cannot read the file (No such file or directory, looked for {tmp_path}"
+    assert expected in result.stderr
 
 
 def test_serve_refuses_an_invalid_config(tmp_path: Path) -> None:
@@ -244,6 +247,30 @@ def test_dead_letters_and_replay(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
     assert main(["dead-letters", "--config", str(config), "--destination", "debug"]) == 0
     assert capsys.readouterr().out.strip() == "debug: no dead letters"
+
+
+def test_dead_letters_are_listed_oldest_failure_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "relay.toml"
+    config.write_text(MINIMAL, encoding="utf-8")
+
+    async def fill() -> None:
+        clock = ManualClock()
+        spool = await SqliteSpool.open(
+            tmp_path / "var/spool.sqlite3", max_bytes=10**9, destinations=["debug"], clock=clock
+        )
+        await spool.append([orjson.dumps({"messageId": f"m-{n}"}) for n in (1, 2)])
+        first, second = await spool.claim("debug", 10, clock.now())
+        await spool.settle("debug", dead=[Dead(second.id, "dead:http_400", "")])
+        clock.advance(60)  # the earlier event failed later (a retry ran out, say)
+        await spool.settle("debug", dead=[Dead(first.id, "dead:max_attempts", "")])
+        await spool.close()
+
+    asyncio.run(fill())
+    assert main(["dead-letters", "--config", str(config)]) == 0
+    listed = re.findall(r"  (m-\d)  ", capsys.readouterr().out)
+    assert listed == ["m-2", "m-1"]
 
 
 def test_replay_unknown_destination(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -238,7 +238,8 @@ def test_env_reference_in_a_list_and_a_bad_reference_name(tmp_path: Path) -> Non
 def test_empty_secret_variable_is_an_error(tmp_path: Path) -> None:
     errors = errors_of(tmp_path, '[admin]\ntoken = "${TOKEN}"\n', env={"TOKEN": ""})
 
-    assert errors == ["admin.token: is empty"]
+    # Names the variable: `export TOKEN=`, or a deploy template that filled in nothing.
+    assert errors == ["admin.token: environment variable TOKEN is set but empty"]
 
 
 # --- server and admin ------------------------------------------------------------------------
