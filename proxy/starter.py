@@ -123,7 +123,10 @@ def destination_examples() -> str:
 def _example(type_name: str, config_type: type[Any], live: bool) -> str:
     """An example table built from the adapter's config fields, so it never drifts from them."""
     comment = "" if live else "# "
-    lines = [f"{comment}[destinations.{type_name}]", f'{comment}type = "{type_name}"']
+    kind = f'type = "{type_name}"'
+    if type_name in _NOTES:
+        kind = f"{kind:<46} # {_NOTES[type_name]}"
+    lines = [f"{comment}[destinations.{type_name}]", comment + kind]
     hints = get_type_hints(config_type)
     for field in dataclasses.fields(config_type):
         if not field.init:
@@ -158,10 +161,22 @@ _SAMPLES: dict[str, Any] = {
 }
 
 
+# Where one vendor's setting means something else than another's of the same name.
+_TYPE_SAMPLES: dict[tuple[str, str], Any] = {
+    ("plausible", "host"): "https://plausible.shop.example",  # a self-hosted Plausible
+}
+# What the "optional" marks cannot say.
+_NOTES = {
+    "mixpanel": "api_secret, or service_account_user + service_account_secret: one is required",
+}
+
+
 def _sample(type_name: str, field: dataclasses.Field[Any], hint: Any) -> str:
     names = {arg for arg in get_args(hint) if arg is not type(None)} | {hint}
     if Secret in names:
         return json.dumps("${" + f"{type_name}_{field.name}".upper() + "}")
+    if (type_name, field.name) in _TYPE_SAMPLES:
+        return _toml(_TYPE_SAMPLES[type_name, field.name])
     if field.name in _SAMPLES:
         return _toml(_SAMPLES[field.name])
     if field.default is not dataclasses.MISSING and field.default is not None:
