@@ -42,6 +42,7 @@ from proxy.ingest.common import (
 )
 from proxy.ingest.cors import Cors
 from proxy.ingest.pipeline import NO_ENVELOPE, Envelope, Rejection, RequestFacts, process
+from proxy.ingest.refusals import BODY_BYTES, Refusals, refused
 from proxy.ingest.repeats import Claim, RecentIds
 from proxy.keys import ENRICHER, INGEST_COUNTS, METRICS, RATE_LIMITS, SPOOL, STITCHER
 from proxy.logs import with_request_id
@@ -87,6 +88,7 @@ class SegmentApi:
         self.event_limit = min(server.max_event_bytes, server.max_body_bytes)
         self.cookie_checks = {server.device_cookie: is_device_value, FBP_COOKIE: is_fbp_value}
         self.repeats = RecentIds(server.repeat_window_events)
+        self.refusals = Refusals()
 
     def routes(self, prefix: str) -> list[web.RouteDef]:
         """POST and OPTIONS (CORS preflight) for every route, under `prefix`."""
@@ -168,20 +170,23 @@ class SegmentApi:
     async def _take(self, request: web.Request, route_type: str | None) -> Taken:
         """Read, authenticate and process the request's events, up to the bytes to spool."""
         server = self.settings.server
+        app = request.app
+        enricher = app[ENRICHER]
+        headers = request.headers
+        # Forwarding headers count only from trusted proxies.
+        ip = enricher.client_ip(request.remote, headers) if request.remote is not None else None
+        now = self.clock.utcnow()
+        self.refusals.gate(request, ip, now.timestamp())  # before the body costs anything to read
         check_content_type(request)
         limit = server.max_body_bytes if route_type is None else self.event_limit
-        data = decode_object(await read_body(request, limit))
-        headers = request.headers
+        body = await read_body(request, limit)
+        request[BODY_BYTES] = len(body)
+        data = decode_object(body)
         origin = headers.get("Origin")
         source = self.sources.authenticate(
             headers.get("Authorization"), data.get("writeKey"), origin
         )
         events, envelope = unpack_batch(data) if route_type is None else ([data], NO_ENVELOPE)
-        app = request.app
-        enricher = app[ENRICHER]
-        # Forwarding headers count only from trusted proxies.
-        ip = enricher.client_ip(request.remote, headers) if request.remote is not None else None
-        now = self.clock.utcnow()
         await app[RATE_LIMITS].charge(source, ip, len(events), now.timestamp())
         browser = source.kind is SourceKind.BROWSER
         # Issue 6: privacy rules and context stitching (proxy/ingest/stitch.py).
@@ -243,6 +248,9 @@ class SegmentApi:
     def _finish(self, request: web.Request, response: web.StreamResponse, secs: float) -> None:
         self.cors.grant(request, response)
         record_ingest(request.app[METRICS], response, secs)
+        if refused(response.status) and request.remote is not None:
+            ip = request.app[ENRICHER].client_ip(request.remote, request.headers)
+            self.refusals.charge(ip, request, self.clock.now())
 
     def _cookies(self, header: str | None) -> dict[str, str]:
         """The two cookies ingest reads: the relay's device id and Meta's `_fbp`."""

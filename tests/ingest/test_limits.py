@@ -4,9 +4,11 @@ every event route, and bot-flagged events counted apart while still accepted."""
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections import Counter
 
 import aiohttp
+import orjson
 import pytest
 
 from proxy.clock import ManualClock
@@ -17,11 +19,12 @@ from proxy.ingest.limits import (
     RateLimits,
     TokenBuckets,
 )
+from proxy.ingest.refusals import REFUSED_BYTES_BURST, REFUSED_BYTES_PER_SEC, REQUEST_BYTES
 from proxy.ingest.segment import BATCH_ROUTES, SINGLE_ROUTES
 from proxy.keys import INGEST_COUNTS
 from proxy.settings import LimitSettings, Secret, ServerSettings, SourceKind, SourceSettings
-from tests.conftest import SERVER_KEY, WEB_ORIGIN, RelayFactory, SettingsFactory
-from tests.ingest.client import post, track
+from tests.conftest import SERVER_KEY, WEB_KEY, WEB_ORIGIN, RelayFactory, SettingsFactory
+from tests.ingest.client import Answer, post, track
 
 WEB = SourceSettings("web", SourceKind.BROWSER, Secret("pk"), (WEB_ORIGIN,))
 BACKEND = SourceSettings("backend", SourceKind.SERVER, Secret("sk"))
@@ -211,3 +214,50 @@ async def test_bot_events_are_counted_apart_and_still_accepted(
     events = await relay.spooled()
     assert [event["context"].get("botReason") for event in events] == ["http_client"] * 3 + [None]
     assert relay.app[INGEST_COUNTS][BOT_EVENTS] == 3
+
+
+# --- refused work ----------------------------------------------------------------------------
+
+
+async def test_an_address_whose_bodies_are_refused_is_answered_before_its_next_is_read(
+    relay_factory: RelayFactory, settings_factory: SettingsFactory, http: aiohttp.ClientSession
+) -> None:
+    # A 7 KB gzip body of 5 MB of tiny JSON objects took a third of a second of the event loop to
+    # parse before its unknown write key was refused, and nothing limited how often.
+    clock = ManualClock()
+    settings = settings_factory(
+        server=ServerSettings(trusted_proxies=(ipaddress.ip_network("127.0.0.1/32"),))
+    )
+    relay = await relay_factory(settings, clock)
+    url = f"{relay.url}/v1/batch"
+    bomb = b'{"writeKey":"nope","batch":[' + b",".join([b'{"a":1}'] * 600_000) + b"]}"
+    attacker, neighbour = {"X-Forwarded-For": "203.0.113.9"}, {"X-Forwarded-For": "203.0.113.10"}
+
+    async def send(body: bytes, headers: dict[str, str], key: str | None = None) -> Answer:
+        return await post(http, url, body, key=key, headers=headers, gzipped=True)
+
+    cost = len(bomb) + REQUEST_BYTES
+    free = math.ceil(REFUSED_BYTES_BURST / cost)  # refusals until the burst is spent
+    statuses = [(await send(bomb, attacker)).status for _ in range(free + 1)]
+    assert statuses == [401] * free + [429]
+    gated = await send(bomb, attacker)
+    assert (gated.status, gated.json["code"]) == (429, "rate_limited")
+    assert "refused requests from this address" in gated.json["message"]
+    # Another address, and a good request from it, are not affected.
+    batch = orjson.dumps({"batch": [track(messageId="m-1")]})
+    assert (await send(batch, neighbour, key=WEB_KEY)).status == 200
+    debt = free * cost - REFUSED_BYTES_BURST
+    assert gated.headers["Retry-After"] == str(math.ceil(debt / REFUSED_BYTES_PER_SEC))
+    clock.advance(debt / REFUSED_BYTES_PER_SEC + 0.01)  # paid back: one more body is read
+    assert (await send(bomb, attacker)).status == 401
+    assert (await send(bomb, attacker)).status == 429
+
+
+async def test_a_client_that_is_not_refused_never_spends_the_budget(
+    relay_factory: RelayFactory, http: aiohttp.ClientSession
+) -> None:
+    relay = await relay_factory(clock=ManualClock())
+    big = {"batch": [track(properties={"note": "x" * 30_000}) for _ in range(160)]}  # ~4.8 MB
+    for _ in range(6):  # 29 MB read, more than the refused-bytes burst
+        answer = await post(http, f"{relay.url}/v1/batch", big, key=SERVER_KEY, gzipped=True)
+        assert answer.status == 200
