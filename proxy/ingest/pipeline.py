@@ -37,6 +37,8 @@ NAME_FIELDS = ("name", "category")  # page and screen
 MAX_MESSAGE_ID_CHARS = 99  # Segment: messageId must be shorter than 100 characters
 RELAY_FIELD = "_relay"
 ABSENT = (None, "")  # an id that is missing or empty
+# What the relay knows of a browser better than its body says: the request's own (enrich()).
+BROWSER_CLAIMS = ("ip", "userAgent", "location", "bot", "botReason")
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,15 +212,19 @@ def enrich(event: JSON, facts: RequestFacts, enricher: Enricher) -> None:
     """Client IP, geo, user agent and campaign, then the browser's device id and `_fbp`.
 
     The request's IP and UA are the user's only when a browser sent it: a backend's own never
-    are (it may send `context.ip` / `context.userAgent`, which are used instead)."""
+    are (it may send `context.ip` / `context.userAgent`, which are used instead). A browser's
+    own claims to them are not taken: a script with the public key could pose as any number of
+    visitors from anywhere, past the bot check, with Meta and TikTok matching on what it chose."""
     if event.get("context") is None:  # validate() let only an object or null through
         event["context"] = {}
     if facts.source.kind is not SourceKind.BROWSER:
         enricher.enrich(event, None, None)
         return
+    context = event["context"]
+    for claimed in BROWSER_CLAIMS:
+        context.pop(claimed, None)
     # "" (not None) for a browser request without a User-Agent: that is worth a bot flag.
     enricher.enrich(event, facts.ip, facts.user_agent or "")
-    context = event["context"]
     if facts.device_id is not None:
         device = context.setdefault("device", {})
         if isinstance(device, dict) and not device.get("id"):

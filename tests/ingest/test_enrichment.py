@@ -150,6 +150,27 @@ async def test_a_server_sources_own_address_and_agent_are_not_the_users(
     assert not {"ip", "location", "userAgent", "os", "bot", "device"} & set(context)
 
 
+async def test_a_browser_cannot_name_its_own_address_agent_place_or_botness(
+    relay_factory: RelayFactory, http: aiohttp.ClientSession
+) -> None:
+    # A script with the public key posed as a Swedish iPhone, not a bot: the address and agent
+    # go to Meta and TikTok for matching, and the bot flag kept it in every vendor's numbers.
+    relay = await relay_factory()
+    claims = {"ip": SWEDEN, "userAgent": IPHONE, "bot": False, "location": {"city": "Paris"}}
+    headers = {"Origin": WEB_ORIGIN, "User-Agent": "curl/8.5.0"}
+    batch = {"batch": [track(context=claims)], "context": {"ip": SPOOFED}}
+    for answer in (
+        await post(http, f"{relay.url}/v1/t", track(context=claims), headers=headers),
+        await post(http, f"{relay.url}/v1/batch", batch, headers=headers),
+    ):
+        assert answer.status == 200
+    for event in await relay.spooled():
+        context = event["context"]
+        assert (context["ip"], context["userAgent"]) == ("127.0.0.1", "curl/8.5.0")
+        assert (context["bot"], context["botReason"]) == (True, "http_client")
+        assert "location" not in context
+
+
 async def test_a_server_source_may_name_the_users_address_and_agent(
     relay_factory: RelayFactory,
     settings_factory: SettingsFactory,
