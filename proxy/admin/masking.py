@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from enum import Enum
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import orjson
 
@@ -43,6 +43,15 @@ def secret_values(settings: Settings) -> list[str]:
         elif dataclasses.is_dataclass(value) and not isinstance(value, type):
             for item in dataclasses.fields(value):
                 walk(getattr(value, item.name))
+            # A webhook's extra headers and its URL are how its receiver authenticates the
+            # relay: the headers' values, and what mask_url hides of the URL, count as secrets.
+            # Short words ("json", "1") are not credentials, and hiding them would garble text.
+            headers = getattr(value, "headers", None)
+            if isinstance(headers, dict):
+                found.extend(v for v in headers.values() if isinstance(v, str) and len(v) >= 8)
+            url = getattr(value, "url", None)
+            if isinstance(url, str):
+                found.extend(part for part in url_secrets(url) if len(part) >= 8)
         elif isinstance(value, tuple | list):
             for item in value:
                 walk(item)
@@ -52,6 +61,17 @@ def secret_values(settings: Settings) -> list[str]:
 
     walk(settings)
     return sorted(set(found), key=len, reverse=True)
+
+
+def url_secrets(url: str) -> list[str]:
+    """The parts of a URL that mask_url hides and a receiver may authenticate with: the user
+    info's password, query values, and path segments past the first."""
+    parts = urlsplit(url)
+    found = [value for _, value in parse_qsl(parts.query)]
+    if parts.password:
+        found.append(parts.password)
+    found += parts.path[1:].split("/")[1:]
+    return found
 
 
 def hide(text: str, secrets: Iterable[str]) -> str:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +53,12 @@ async def destination_view(public: web.Application, name: str) -> DestinationVie
         error_rate=stats.error_rate,
         last_errors=list(reversed(stats.errors)),
         dead_letter_count=await spool.dead_letter_count(name),
-        dead_letters=await spool.dead_letters(name, SHOWN_DEAD_LETTERS),
+        # The vendor's answer, as kept in the spool, may echo a credential (a query string, a
+        # header): masked like every answer the admin shows.
+        dead_letters=[
+            dataclasses.replace(letter, response=monitor.masked(letter.response.encode()))
+            for letter in await spool.dead_letters(name, SHOWN_DEAD_LETTERS)
+        ],
         series=monitor.series(stats.per_minute),
     )
 

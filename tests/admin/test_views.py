@@ -7,11 +7,13 @@ import ipaddress
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
-from proxy.admin.masking import mask_url, masked_config
+from proxy.admin.masking import mask_url, masked_config, secret_values
 from proxy.config import destination_settings
-from proxy.settings import ServerSettings
+from proxy.destinations.webhook import WebhookConfig
+from proxy.settings import DestinationSettings, Secret, ServerSettings, Settings
 from tests.admin.conftest import (
     QUERY_SECRET,
     TOKEN,
@@ -166,6 +168,35 @@ async def test_pages_show_events_nested_as_deep_as_ingest_takes(admin: AdminRela
         status, page = await admin.get(path)
         assert status == 200, path
         assert "m-deep" in page
+
+
+async def test_a_dead_letters_answer_is_shown_without_the_secrets_it_echoes(
+    admin: AdminRelay,
+) -> None:
+    # A vendor that echoes the request (its URL with an api_key, a header) into its refusal: the
+    # answer is kept with the dead letter, and the table showed it as it came.
+    echo = f'{{"error":"bad request to /in?api_key={QUERY_SECRET}","auth":"{WEBHOOK_SECRET}"}}'
+    admin.vendor.answer(410, echo.encode())
+    await admin.ingest(messageId="m-echo")
+    await _settled(admin, "m-echo", "hook", "dead:http_410_gone")
+    status, page = await admin.get("/destinations/hook")
+    assert status == 200
+    assert "bad request to /in?api_key=***" in page
+    letters = (await admin.get_json("/api/destinations"))[1]["dead_letters"]
+    for shown in (page, orjson.dumps(letters).decode()):
+        assert QUERY_SECRET not in shown
+        assert WEBHOOK_SECRET not in shown
+
+
+def test_a_webhooks_extra_header_values_count_as_secrets() -> None:
+    hook = WebhookConfig(
+        url="https://hooks.example/in",
+        secret=Secret(WEBHOOK_SECRET),
+        headers={"X-Gateway-Token": "gwtok_0123456789", "Accept": "json"},
+    )
+    settings = Settings(destinations=(DestinationSettings("hook", "webhook", hook),))
+    assert "gwtok_0123456789" in secret_values(settings)
+    assert "json" not in secret_values(settings)  # a word too short to be a credential
 
 
 async def test_dead_letters_can_be_replayed_and_discarded(admin: AdminRelay) -> None:
