@@ -19,10 +19,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from proxy.admin.stats import PUBLIC
 from proxy.clock import Clock
-from proxy.enrich.ip import client_ip, parse_ip
-from proxy.keys import SETTINGS
+from proxy.enrich.ip import parse_ip
 
 FREE_FAILURES = 5
 GLOBAL_FREE_FAILURES = 20
@@ -96,12 +94,11 @@ def _count(record: _Record, free: int, now: float) -> None:
 
 
 def client_key(request: web.Request) -> str:
-    """Who a failure counts against: the client address as the relay reads it (forwarding headers
-    from trusted hops only), an IPv6 client by its /64 (one host usually holds the whole /64)."""
-    server = request.app[PUBLIC][SETTINGS].server
-    address = client_ip(
-        request.remote or "", request.headers, server.trusted_proxies, server.client_ip_header
-    )
+    """Who a failure counts against: the peer's address, an IPv6 client by its /64 (one host
+    usually holds the whole /64). Never a forwarding header: `trusted_proxies` describes the
+    public listener's proxies, and on the admin listener it let anyone who reached it (through
+    a loopback or cluster peer the setting trusts) name a new client for each guess."""
+    address = request.remote or ""
     parsed = parse_ip(address)
     if isinstance(parsed, ipaddress.IPv6Address):
         return str(ipaddress.IPv6Network((parsed, 64), strict=False))

@@ -9,22 +9,32 @@ import ipaddress
 
 import aiohttp
 import orjson
+from aiohttp.test_utils import make_mocked_request
 
+from proxy.admin.throttle import client_key
 from proxy.clock import ManualClock
 from proxy.settings import ServerSettings
 from tests.admin.conftest import TOKEN, AdminFactory, AdminRelay
 
 
-async def _login(admin: AdminRelay, token: str, via: str | None = None) -> tuple[int, str, str]:
-    """Status, page and Retry-After ("" if none) of a login form POST, from `via` if given."""
-    headers = {"X-Forwarded-For": via} if via else {}
-    async with admin.http.post(
-        f"{admin.admin_url}/login",
-        data={"token": token, "next": "/"},
-        headers=headers,
-        allow_redirects=False,
-    ) as response:
-        return response.status, await response.text(), response.headers.get("Retry-After", "")
+async def _login(
+    admin: AdminRelay, token: str, via: str | None = None, forwarded: str | None = None
+) -> tuple[int, str, str]:
+    """Status, page and Retry-After ("" if none) of a login form POST: from the local address
+    `via` if given (any 127.x address is this host's), with X-Forwarded-For `forwarded`."""
+    headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+    url, data = f"{admin.admin_url}/login", {"token": token, "next": "/"}
+    if via is None:
+        session, own = admin.http, False
+    else:
+        connector = aiohttp.TCPConnector(local_addr=(via, 0))
+        session, own = aiohttp.ClientSession(connector=connector), True
+    try:
+        async with session.post(url, data=data, headers=headers, allow_redirects=False) as answer:
+            return answer.status, await answer.text(), answer.headers.get("Retry-After", "")
+    finally:
+        if own:
+            await session.close()
 
 
 async def _bearer(admin: AdminRelay, token: str) -> tuple[int, str, str]:
@@ -116,32 +126,51 @@ async def test_wrong_bearer_tokens_are_throttled_but_a_signed_in_session_is_not(
 async def test_clients_are_locked_out_apart_and_all_together_after_twenty(
     admin_factory: AdminFactory,
 ) -> None:
-    # Behind a trusted proxy each client is its forwarded address, which a client may choose:
-    # only the global bound stops one from guessing on under ever new addresses.
+    # Each peer address is a client; only the global bound stops many of them guessing on.
     clock = ManualClock()
-    loopback = ipaddress.ip_network("127.0.0.1/32")
-    admin = await admin_factory(clock=clock, server=ServerSettings(trusted_proxies=(loopback,)))
+    admin = await admin_factory(clock=clock)
     for _ in range(5):
-        assert (await _login(admin, "guess", via="198.51.100.1"))[0] == 401
-    assert (await _login(admin, TOKEN, via="198.51.100.1"))[0] == 429
-    assert (await _login(admin, TOKEN, via="198.51.100.2"))[0] == 303  # another client: not locked
+        assert (await _login(admin, "guess", via="127.0.0.2"))[0] == 401
+    assert (await _login(admin, TOKEN, via="127.0.0.2"))[0] == 429
+    assert (await _login(admin, TOKEN, via="127.0.0.3"))[0] == 303  # another client: not locked
     for i in range(14):  # 19 wrong tokens in all, none locked: each from a new address
-        assert (await _login(admin, "guess", via=f"203.0.113.{i}"))[0] == 401
-    status, page, _ = await _login(admin, "guess", via="203.0.113.100")  # the 20th
+        assert (await _login(admin, "guess", via=f"127.0.1.{i}"))[0] == 401
+    status, page, _ = await _login(admin, "guess", via="127.0.1.100")  # the 20th
     assert status == 401
     assert "the next try is possible in 1 second" in page
-    status, _, retry_after = await _login(admin, TOKEN, via="192.0.2.77")  # a fresh address
+    status, _, retry_after = await _login(admin, TOKEN, via="127.0.2.77")  # a fresh address
     assert (status, retry_after) == (429, "1")
     clock.advance(1)
-    assert (await _login(admin, TOKEN, via="192.0.2.77"))[0] == 303
+    assert (await _login(admin, TOKEN, via="127.0.2.77"))[0] == 303
 
 
-async def test_an_ipv6_client_counts_as_its_whole_64(admin_factory: AdminFactory) -> None:
+async def test_a_forwarded_address_does_not_make_a_new_client(admin_factory: AdminFactory) -> None:
+    # A security review: with the public listener's trusted proxies (loopback here) believed on
+    # the admin listener, each guess named a new client in X-Forwarded-For, and twenty of them
+    # locked every client out, the right Bearer token of a Prometheus scraper included.
     loopback = ipaddress.ip_network("127.0.0.1/32")
     admin = await admin_factory(
         clock=ManualClock(), server=ServerSettings(trusted_proxies=(loopback,))
     )
-    for i in range(1, 6):
-        assert (await _login(admin, "guess", via=f"2001:db8:1:2::{i}"))[0] == 401
-    assert (await _login(admin, TOKEN, via="2001:db8:1:2:ffff::9"))[0] == 429
-    assert (await _login(admin, TOKEN, via="2001:db8:1:3::1"))[0] == 303
+    for i in range(5):
+        assert (await _login(admin, "guess", forwarded=f"198.51.100.{i}"))[0] == 401
+    assert (await _login(admin, "guess", forwarded="198.51.100.99"))[0] == 429
+
+
+class _Peer:
+    """The transport of a request from `address` (what aiohttp reads request.remote from)."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return (self.address, 40000, 0, 0) if name == "peername" else default
+
+
+def test_an_ipv6_client_counts_as_its_whole_64() -> None:
+    def key(address: str) -> str:
+        return client_key(make_mocked_request("POST", "/login", transport=_Peer(address)))
+
+    assert key("2001:db8:1:2::1") == key("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert key("2001:db8:1:3::1") == "2001:db8:1:3::/64"
+    assert key("198.51.100.7") == "198.51.100.7"
