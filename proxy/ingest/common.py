@@ -33,6 +33,9 @@ SUPPORTED_ENCODINGS = GZIP_ENCODINGS | IDENTITY_ENCODINGS | {"deflate"}
 # A client that stops sending its body this long is answered 408 (nginx's client_body_timeout
 # also counts between reads, 60 s by default): otherwise it holds a connection open for good.
 BODY_IDLE_SECS = 30.0
+# A body that keeps arriving a byte at a time holds a connection too: the whole of it gets this
+# long (5 MB at 100 kB/s, a slow mobile link, takes 50 s).
+BODY_TOTAL_SECS = 120.0
 
 
 class IngestError(Exception):
@@ -153,8 +156,9 @@ def too_large(limit: int) -> IngestError:
 async def _read_capped(request: web.Request, limit: int, expected: int | None) -> bytes:
     chunks: list[bytes] = []
     size = 0
+    waits = _Waits()
     try:
-        while chunk := await _next_chunk(request.content):
+        while chunk := await _next_chunk(request.content, waits):
             size += len(chunk)
             if size > limit:
                 raise too_large(limit)
@@ -166,21 +170,39 @@ async def _read_capped(request: web.Request, limit: int, expected: int | None) -
             400, "invalid_body", f"the request body could not be read: {error}"
         ) from None
     except TimeoutError:
-        raise IngestError(
-            408,
-            "body_timeout",
-            f"no part of the request body arrived for {BODY_IDLE_SECS:g} s",
-        ) from None
+        if waits.out_of_time():
+            message = f"the request body did not arrive within {BODY_TOTAL_SECS:g} s"
+        else:
+            message = f"no part of the request body arrived for {BODY_IDLE_SECS:g} s"
+        raise IngestError(408, "body_timeout", message) from None
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def _next_chunk(content: StreamReader) -> bytes:
-    """What the body has next, waiting at most BODY_IDLE_SECS for it. Usually the whole body is
-    already here: then no timer is set up on the hot path."""
+class _Waits:
+    """The body's deadline, from the first time reading it had to wait."""
+
+    __slots__ = ("deadline",)
+
+    def __init__(self) -> None:
+        self.deadline: float | None = None
+
+    def left(self) -> float:
+        now = asyncio.get_running_loop().time()
+        if self.deadline is None:
+            self.deadline = now + BODY_TOTAL_SECS
+        return min(BODY_IDLE_SECS, self.deadline - now)
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and asyncio.get_running_loop().time() >= self.deadline
+
+
+async def _next_chunk(content: StreamReader, waits: _Waits) -> bytes:
+    """What the body has next, waiting at most BODY_IDLE_SECS for it, and never past the body's
+    deadline. Usually the whole body is already here: then no timer is set up on the hot path."""
     chunk = content.read_nowait()
     if chunk or content.is_eof():
         return chunk
-    async with asyncio.timeout(BODY_IDLE_SECS):
+    async with asyncio.timeout(max(0.0, waits.left())):
         return await content.readany()
 
 

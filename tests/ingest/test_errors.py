@@ -243,3 +243,33 @@ async def test_a_body_that_stops_arriving_is_408(
     writer.close()
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert b'"code":"body_timeout"' in answer
+
+
+async def test_a_body_that_keeps_trickling_in_is_408_at_its_deadline(
+    relay: RelayServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A security review sent a byte every 25 s: each reset the idle timer, and the connection was
+    # held for as long as the client liked (a 5 MB body at that pace: four years).
+    monkeypatch.setattr(common, "BODY_IDLE_SECS", 5.0)
+    monkeypatch.setattr(common, "BODY_TOTAL_SECS", 0.5)
+    parts = urlsplit(relay.url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    head = (
+        f"POST {parts.path}/v1/track HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    )
+    writer.write(head.encode())
+
+    async def trickle() -> None:
+        while True:  # well inside the idle timeout, each time
+            writer.write(b" ")
+            await asyncio.sleep(0.05)
+
+    sending = asyncio.create_task(trickle())
+    try:
+        answer = await asyncio.wait_for(reader.readuntil(b"}"), 10)
+    finally:
+        sending.cancel()
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b"did not arrive within 0.5 s" in answer
