@@ -267,6 +267,7 @@ async def test_a_framing_error_is_a_json_error_and_closes_the_connection(
     assert answer.json["success"] is False
     assert answer.json["code"] == code
     assert words in str(answer.json["message"])
+    assert answer.headers["server"] == "relay"  # not aiohttp's name and version
     assert await connection.closed_by_relay()
 
 
@@ -306,9 +307,9 @@ async def test_a_bad_chunk_after_the_route_started_reading_is_a_prompt_400(
     reading = asyncio.Event()
     next_chunk = common._next_chunk
 
-    async def signalled(content: Any) -> bytes:
+    async def signalled(content: Any, waits: Any) -> bytes:
         reading.set()  # the request is the route's now
-        return await next_chunk(content)
+        return await next_chunk(content, waits)
 
     monkeypatch.setattr(common, "_next_chunk", signalled)
     connection = await connect()
