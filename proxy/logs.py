@@ -125,6 +125,11 @@ def with_request_id(handler: Handler) -> Handler:
     return route
 
 
+# What answers say in their Server header, where aiohttp would name itself and its version
+# (a scanner's first question: which known bugs does this server have?).
+SERVER_NAME = "relay"
+
+
 @web.middleware
 async def request_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Gives each request an id (the client's X-Request-Id if it is a plain token), puts it on
@@ -136,9 +141,11 @@ async def request_ids(request: web.Request, handler: Handler) -> web.StreamRespo
             response = await handler(request)
         except web.HTTPException as error:
             error.headers["X-Request-Id"] = request_id
+            error.headers["Server"] = SERVER_NAME
             raise
         if not response.prepared:
             response.headers["X-Request-Id"] = request_id
+            response.headers["Server"] = SERVER_NAME
         return response
     finally:
         REQUEST_ID.reset(token)

@@ -92,7 +92,7 @@ class MetaCapiConfig:
     opt_out_category: str = "marketing"
 
     def __post_init__(self) -> None:
-        if not self.pixel_id.isdigit():
+        if not (self.pixel_id.isascii() and self.pixel_id.isdigit()):
             raise ValueError("pixel_id: expected the numeric pixel (dataset) id")
         if not re.fullmatch(r"v\d+\.\d+", self.api_version):
             raise ValueError('api_version: expected a Graph API version such as "v25.0"')

@@ -107,7 +107,9 @@ class MixpanelConfig:
             )
         if self.service_account_user is not None and self.project_id is None:
             raise ValueError("project_id: a service account needs it (§2)")
-        if self.project_id is not None and not self.project_id.isdigit():
+        if self.project_id is not None and not (
+            self.project_id.isascii() and self.project_id.isdigit()
+        ):
             raise ValueError("project_id: expected the numeric project id")
 
 

@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.streams import StreamReader
 
-from proxy.logs import REQUEST_ID, new_request_id
+from proxy.logs import REQUEST_ID, SERVER_NAME, new_request_id
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,9 @@ def guarded(handler: Handler, finish: Finish) -> Handler:
                 log.exception("Ingest failed unexpectedly.", extra={"path": request.path})
                 failure = "the relay failed to take this request; retry"
                 response = error_response(IngestError(503, "internal_error", failure))
-            response.headers["X-Request-Id"] = request_id
+            headers = response.headers
+            headers["X-Request-Id"] = request_id
+            headers["Server"] = SERVER_NAME
             finish(request, response, time.perf_counter() - started)
             return response
         finally:

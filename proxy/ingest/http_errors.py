@@ -18,7 +18,7 @@ from aiohttp.http_exceptions import (
 )
 
 from proxy.ingest.common import IngestError, error_response
-from proxy.logs import with_request_id
+from proxy.logs import SERVER_NAME, with_request_id
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class _Connection(web.RequestHandler):
         if request.writer.output_size > 0:  # as aiohttp: part of an answer went out already
             raise ConnectionError("an answer was under way; the connection is closed")
         response = error_response(error)
+        response.headers["Server"] = SERVER_NAME
         response.force_close()  # what follows a framing error cannot be trusted to be a request
         return response
 

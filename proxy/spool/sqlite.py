@@ -600,7 +600,7 @@ class SqliteSpool:
         now = self._clock.now()
         since_time = since if since is not None else float("-inf")
         # Only seqs this spool could have handed out; anything else matches nothing.
-        only = None if ids is None else [int(i) for i in ids if i.isdigit()]
+        only = None if ids is None else [int(i) for i in ids if i.isascii() and i.isdigit()]
         where = "destination = ? AND failed_at >= ?"
         if only is not None:
             where += f" AND seq IN ({','.join('?' * len(only))})"

@@ -123,6 +123,24 @@ async def test_healthz(relay: RelayServer, http: aiohttp.ClientSession) -> None:
         assert await response.json() == {"status": "ok"}
 
 
+async def test_no_answer_names_the_server_software(
+    relay: RelayServer, http: aiohttp.ClientSession
+) -> None:
+    # aiohttp's default, "Python/3.11 aiohttp/3.14.5", told a scanner which known bugs to try.
+    answers = [
+        await http.post(f"{relay.url}/v1/t", data=b"{}", headers={"Authorization": basic(WEB_KEY)}),
+        await http.post(f"{relay.url}/v1/t", data=b"[", headers={"Content-Type": "text/plain"}),
+        await http.options(f"{relay.url}/v1/t", headers={"Origin": "https://shop.example"}),
+        await http.get(f"{relay.url}/healthz"),
+        await http.get(f"{relay.url}/s.js"),
+        await http.get(f"{relay.url}/no-such-path"),
+        await http.delete(f"{relay.url}/v1/t"),
+    ]
+    for answer in answers:
+        answer.release()
+        assert answer.headers["Server"] == "relay", answer.url
+
+
 async def test_prefix_is_honoured(
     relay_factory: RelayFactory, settings_factory: SettingsFactory, http: aiohttp.ClientSession
 ) -> None:

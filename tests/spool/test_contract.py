@@ -189,7 +189,7 @@ async def test_replay_of_named_dead_letters_takes_only_those(
     await spool.append([body(1), body(2), body(3)])
     claimed = await spool.claim("a", 10, clock.now())
     await spool.settle("a", dead=[Dead(s.id, "dead:http_400") for s in claimed])
-    assert await spool.replay("a", ids=[claimed[1].id, "not-an-id"]) == 1
+    assert await spool.replay("a", ids=[claimed[1].id, "not-an-id", "²"]) == 1
     assert await spool.replay("a", ids=[]) == 0
     assert [d.message_id for d in await spool.dead_letters("a")] == ["m-1", "m-3"]
     assert await spool.dead_letter_count("a") == 2
