@@ -232,7 +232,7 @@ async def test_an_append_on_one_node_wakes_workers_on_another(node: OpenNode) ->
     await asyncio.sleep(0.05)
     assert not waiter.done()
     await ingest.append([body(1)])
-    await asyncio.wait_for(waiter, 5)
+    await asyncio.wait_for(waiter, 15)
 
 
 # --- repeats: one window for every node -----------------------------------------------------------
