@@ -31,8 +31,8 @@ from tests.ingest.client import post, track
 from tests.redis_server import RedisServer
 
 IDLE_SECS = 0.2  # a claim not renewed for this long goes to another consumer
-# For nodes that must stay live: renewed every 0.5 s, so only a stall of about a second loses
-# their claims (or name) to another node. Tests that wait for a dead node's claims use IDLE_SECS.
+# For nodes that must look live (or whose lease must still run) at some point of a test: renewed
+# every 0.5 s, so only a stall of about a second loses their claims (or name) to another node.
 LIVE_IDLE_SECS = 1.5
 
 OpenNode = Callable[..., Awaitable[RedisSpool]]
@@ -184,15 +184,19 @@ async def test_a_clean_restart_takes_its_name_at_once(
 async def test_after_a_crash_the_name_comes_back_with_its_claims(
     node: OpenNode, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    first = await node("node-1")
+    # Live idle, and a last renewal just before the crash: the old lease must still run when
+    # the node comes back, even if the machine stalls in between.
+    first = await node("node-1", claim_idle_secs=LIVE_IDLE_SECS)
     await first.append([body(1), body(2)])
     held = await first.claim("a", 10, clock.now())
     # A crash: it stops renewing its claims and its name, and releases nothing.
     assert first._background is not None
+    assert first._name is not None
     await first._background.stop()
+    await first._name.renew()
     first._name = None
     with caplog.at_level(logging.WARNING, logger="proxy.spool.redis_node"):
-        again = await node("node-1")
+        again = await node("node-1", claim_idle_secs=LIVE_IDLE_SECS)
     assert "Waiting for the consumer name" in caplog.text  # its old lease, waited out
     assert sorted(s.id for s in await claim_until(again, 2, clock.now())) == sorted(
         s.id for s in held
