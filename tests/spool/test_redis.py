@@ -162,13 +162,11 @@ async def test_a_retry_due_at_once_is_handed_out_while_its_settle_is_read(
 
 
 async def test_a_consumer_name_a_live_node_holds_is_refused(node: OpenNode) -> None:
-    # The holder's lease is long, so that a stalled loop cannot let it lapse while the second
-    # waits its own (short) idle timeout before refusing.
     await node("twin", claim_idle_secs=LIVE_IDLE_SECS)
     # Before, both opened: the second took back the first's live claims as its own and both
-    # sent them.
+    # sent them. The second waits idle + 1 s, past the first's lease: only renewals keep it.
     with pytest.raises(SpoolUnavailable, match="'twin' is in use by another live node"):
-        await node("twin")
+        await node("twin", claim_idle_secs=LIVE_IDLE_SECS)
 
 
 async def test_a_clean_restart_takes_its_name_at_once(
