@@ -91,7 +91,7 @@ async def test_a_tab_hidden_while_the_relay_answers_503_keeps_its_events(
     }"""
     )
     # Before, the hidden tab sent a beacon, whose 503 no one reads: the event was gone.
-    await poll(lambda: queued(page), lambda q: len(named(q, "Before Hide")) == 1, 5, "queued")
+    await poll(lambda: queued(page), lambda q: len(named(q, "Before Hide")) == 1, 15, "queued")
     await page.unroute(EVENT_ROUTE)
     await shop.wait_events(lambda found: len(named(found, "Before Hide")) == 1)
     assert refused

@@ -61,7 +61,7 @@ async def test_events_fired_while_the_relay_is_down_arrive_on_the_next_page_once
     await page.goto(shop.page_url)
     # The queued events and the new page's own view.
     await shop.wait_events(lambda found: len(found) >= len(waiting) + 1)
-    await poll(lambda: queued(page), lambda q: q == [], 5, "queue after the resend")
+    await poll(lambda: queued(page), lambda q: q == [], 15, "queue after the resend")
     counts = Counter(message_ids(shop.events()))
     assert set(waiting) <= set(counts)
     assert set(counts.values()) == {1}, counts
@@ -93,7 +93,7 @@ async def test_a_503_with_retry_after_keeps_the_events_until_then_across_pages(
     events = await shop.wait_events(lambda found: len(found) >= 2)
     assert waiting[0] in message_ids(events)
     assert {e["context"]["page"]["search"] for e in events} == {"", "?next"}
-    await poll(lambda: queued(page), lambda q: q == [], 5, "queue after the pause")
+    await poll(lambda: queued(page), lambda q: q == [], 15, "queue after the pause")
     assert len(refused) == 1
 
 
@@ -169,7 +169,7 @@ async def test_two_tabs_opening_at_once_resend_the_queue_once(
     second = await context.new_page()
     await asyncio.gather(first.goto(shop.page_url), second.goto(shop.page_url))
     events = await shop.wait_events(lambda found: set(waiting) <= set(message_ids(found)))
-    await poll(lambda: queued(first), lambda q: q == [], 5, "queue after the resend")
+    await poll(lambda: queued(first), lambda q: q == [], 15, "queue after the resend")
     counts = Counter(message_ids(events))
     assert [m for m in waiting if counts[m] != 1] == []
 
@@ -198,5 +198,5 @@ async def test_page_views_during_a_long_pause_leave_no_queue_each_behind(
         await wait_queued(page, view + 1)
         # Before, each view gave up a key of its own and none was taken over until the pause
         # ended: storage grew with page views, past the queue's caps in total.
-        await poll(keys, lambda names: len(names) == 1, 5, "the queues taken over")
+        await poll(keys, lambda names: len(names) == 1, 15, "the queues taken over")
     assert len(await queued(page)) == 6

@@ -90,7 +90,7 @@ async def test_two_tabs_in_two_processes_saving_through_a_503_storm_lose_no_even
         await loaded(page)
         pages.append(page)
         # The new tab runs in a process of its own (Chromium's default for unrelated tabs).
-        await poll(lambda: renderers(cdp), partial(operator.lt, before), 5, "renderer processes")
+        await poll(lambda: renderers(cdp), partial(operator.lt, before), 15, "renderer processes")
     a, b = pages
 
     expected: set[tuple[str, ...]] = {("page", f"?tab={tab}") for tab in "ab"}
@@ -167,13 +167,13 @@ async def test_a_full_queue_drops_its_oldest_events_first_and_an_earlier_snippet
     kept = [m for m in message_ids(q) if m.startswith("seed-")]
     assert sorted(kept) == sorted(f"seed-{i}" for i in range(1, SEEDED))
     legacy = f"() => localStorage.getItem('{QUEUE_KEY}')"
-    await poll(lambda: page.evaluate(legacy), lambda value: value is None, 5, "earlier queue")
+    await poll(lambda: page.evaluate(legacy), lambda value: value is None, 15, "earlier queue")
 
     # The relay comes back: the taken-over events arrive once each, with their messageIds.
     await context.unroute(EVENT_ROUTE)
     wanted = set(message_ids(q))
     events = await shop.wait_events(lambda found: wanted <= set(message_ids(found)), 30)
-    await poll(lambda: queued(page), lambda q: q == [], 5, "queue after the resend")
+    await poll(lambda: queued(page), lambda q: q == [], 15, "queue after the resend")
     counts = Counter(message_ids(shop.events()))
     assert {m: n for m, n in counts.items() if n != 1} == {}
     assert "seed-0" not in counts, events
@@ -249,4 +249,4 @@ async def test_a_queue_whose_lease_ends_in_a_long_pause_is_still_resent(
     events = await poll(a_second_later, lambda found: len(found) >= 1, 30, "events")
     assert len(refused) == 1
     assert [e["type"] for e in events] == ["page"]
-    await poll(lambda: queued(page), lambda q: q == [], 5, "queue after the resend")
+    await poll(lambda: queued(page), lambda q: q == [], 15, "queue after the resend")

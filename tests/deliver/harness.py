@@ -25,9 +25,10 @@ NAMES = ("hook", "down", "slow")
 
 
 async def eventually(
-    check: Callable[[], bool | Awaitable[bool]], what: str, within_secs: float = 5.0
+    check: Callable[[], bool | Awaitable[bool]], what: str, within_secs: float = 15.0
 ) -> None:
-    """Poll `check` until it holds; fail with `what` after `within_secs`."""
+    """Poll `check` until it holds; fail with `what` after `within_secs` (a deadline, not a
+    wait: generous, as a loaded CI core has taken over 5 s for a few local round trips)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_secs
     while True:

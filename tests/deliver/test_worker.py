@@ -342,11 +342,11 @@ async def test_stop_lets_an_in_flight_send_finish(relay: Relay) -> None:
         worker = relay.start(vendor.url + "/in")
         await relay.ingest(relay.event(1))
         await held.wait_for_arrivals(1)
-        stopping = asyncio.create_task(worker.stop(5.0))
+        stopping = asyncio.create_task(worker.stop(30.0))  # a bound, not a wait
         await asyncio.sleep(0)
         assert not stopping.done()
         held.release()
-        await asyncio.wait_for(stopping, 5.0)
+        await asyncio.wait_for(stopping, 30.0)
         assert outcomes(worker) == {"m-1": "delivered:http_204"}
         assert await relay.spool.backlog("hook") == 0
     finally:
@@ -364,7 +364,7 @@ async def test_stop_cancels_a_send_that_outlasts_the_bound(relay: Relay) -> None
         loop = asyncio.get_running_loop()
         began = loop.time()
         await worker.stop(0.2)
-        assert loop.time() - began < 2.0
+        assert loop.time() - began < 10.0  # far from the send's 60 s: it was cancelled
         assert list(worker.outcomes) == []
         # Unsettled: still owed to the vendor, handed out again after a restart.
         assert await relay.spool.backlog("hook") == 1

@@ -107,8 +107,13 @@ async def test_sigkilled_delivery_node_loses_nothing(
 ) -> None:
     receiver = await FakeWebhookReceiver(WEBHOOK_SECRET).start()
     accept = receiver.routes[PATH]
+    # Nothing is answered until both delivery nodes hold claims: a node that starts first (its
+    # process up a second earlier on a busy machine) could otherwise deliver the whole backlog
+    # alone before the other one claims anything.
+    both_hold = asyncio.Event()
 
     async def slow(request: Recorded) -> Answer:
+        await both_hold.wait()
         await asyncio.sleep(RECEIVER_DELAY_SECS)
         answer = accept(request)
         assert isinstance(answer, Answer)
@@ -123,16 +128,24 @@ async def test_sigkilled_delivery_node_loses_nothing(
         acked = await send_events(ingest.url, BACKLOG, "backlog")
 
         await asyncio.gather(doomed.start(), survivor.start())
+
+        def pending() -> dict[str, int]:
+            with redis_server.client() as client:
+                return {
+                    entry["name"].decode(): entry["pending"]
+                    for entry in client.xpending("relay:events", "hook")["consumers"]
+                }
+
+        await eventually(
+            lambda: {"deliver-a", "deliver-b"} <= set(pending()), 60, "both nodes claim"
+        )
+        both_hold.set()
         await eventually(lambda: len(receiver.message_ids) >= KILL_AFTER, 60, "deliveries begin")
         await doomed.kill()
-        with redis_server.client() as client:
-            pending = {
-                entry["name"].decode(): entry["pending"]
-                for entry in client.xpending("relay:events", "hook")["consumers"]
-            }
+        at_kill = pending()
         received_at_kill = len(receiver.message_ids)
         assert received_at_kill < len(acked), "the kill came after the backlog was delivered"
-        assert pending.get("deliver-a", 0) > 0, f"the killed node held nothing: {pending}"
+        assert at_kill.get("deliver-a", 0) > 0, f"the killed node held nothing: {at_kill}"
 
         await eventually(
             lambda: acked <= set(receiver.message_ids),
@@ -141,7 +154,7 @@ async def test_sigkilled_delivery_node_loses_nothing(
         )
         print(
             f"acknowledged={len(acked)} received_at_kill={received_at_kill} "
-            f"pending_at_kill={pending} received={len(receiver.message_ids)} "
+            f"pending_at_kill={at_kill} received={len(receiver.message_ids)} "
             f"duplicates={duplicates(receiver)}"
         )
         assert set(receiver.message_ids) == acked  # duplicates, if any, repeat a messageId

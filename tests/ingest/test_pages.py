@@ -24,7 +24,7 @@ async def test_demo_page_shows_the_setup_and_what_debug_was_sent(
     relay = await relay_factory(settings)
     assert (await post(http, f"{relay.url}/v1/track", track(messageId="demo-msg"))).status == 200
     page = ""
-    for _ in range(200):
+    for _ in range(600):  # at least 15 s
         async with http.get(f"{relay.url}/") as response:
             assert response.status == 200
             assert response.content_type == "text/html"

@@ -48,6 +48,18 @@ async def two_nodes(
     return nodes[0], nodes[1]
 
 
+async def context_in_redis(
+    redis: RedisServer, key: str, field: str, within_secs: float = 15.0
+) -> None:
+    """Poll until profile `key` holds `field` in Redis: a node's write-behind, flushed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_secs
+    with redis.client() as client:
+        while not client.hexists(f"relay:profile:{key}", field):
+            assert loop.time() < deadline, f"{key} {field} not in Redis within {within_secs}s"
+            await asyncio.sleep(identity_redis.FLUSH_SECS / 4)
+
+
 # --- the limiter ---------------------------------------------------------------------------------
 
 
@@ -154,7 +166,8 @@ async def test_a_backend_event_on_one_node_carries_the_context_learned_on_anothe
     assert (await post(http, f"{browser_node.url}/v1/page", page, headers=headers)).status == 200
     identify = {"anonymousId": "anon-1", "userId": "u-1", "messageId": "m-identify"}
     assert (await post(http, f"{browser_node.url}/v1/identify", identify, headers=headers)).status
-    await asyncio.sleep(identity_redis.FLUSH_SECS + 0.1)  # the browser node's write-behind
+    # The browser node writes behind (every FLUSH_SECS): wait until the context is in Redis.
+    await context_in_redis(redis_server, "u:u-1", "ga:client_id")
     order = {"event": "Order Completed", "userId": "u-1", "messageId": "m-order"}
     answer = await post(http, f"{backend_node.url}/v1/track", order, key=SERVER_KEY)
     assert answer.status == 200

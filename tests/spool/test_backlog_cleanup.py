@@ -36,7 +36,7 @@ async def spool(tmp_path: Path) -> AsyncIterator[SqliteSpool]:
 
 
 async def drain_to_zero(spool: SqliteSpool) -> None:
-    for _ in range(500):
+    for _ in range(1500):  # at least 15 s
         if spool.size_bytes() == 0:
             return
         await asyncio.sleep(0.01)

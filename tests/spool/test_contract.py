@@ -384,7 +384,7 @@ async def test_wait_for_events_wakes_on_append(reopen: OpenSpool) -> None:
     await asyncio.sleep(0)
     assert not waiter.done()
     await spool.append([body(1)])
-    await asyncio.wait_for(waiter, 5)
+    await asyncio.wait_for(waiter, 15)
 
 
 async def test_concurrent_appends_share_commits(reopen: OpenSpool, clock: ManualClock) -> None:

@@ -1,7 +1,11 @@
 """What only the Redis spool has: several consumers per destination (a dead one's claims go to
 another, a live one's do not), Redis crashing, restarting or hanging under a running spool and
-relay, and the check of Redis's durability settings. No test waits longer than the idle timeout
-it is about."""
+relay, and the check of Redis's durability settings. No test waits much longer than the idle
+timeout it is about.
+
+Leases run on real time (Redis's clock), not the injectable one, so a live node keeps its claims
+only while its loop renews them. A test that needs a node to stay live gives it LIVE_IDLE_SECS:
+a loop stalled on a busy machine for a fraction of a second must not make it look dead."""
 
 from __future__ import annotations
 
@@ -27,6 +31,9 @@ from tests.ingest.client import post, track
 from tests.redis_server import RedisServer
 
 IDLE_SECS = 0.2  # a claim not renewed for this long goes to another consumer
+# For nodes that must look live (or whose lease must still run) at some point of a test: renewed
+# every 0.5 s, so only a stall of about a second loses their claims (or name) to another node.
+LIVE_IDLE_SECS = 1.5
 
 OpenNode = Callable[..., Awaitable[RedisSpool]]
 
@@ -53,8 +60,7 @@ async def node(redis_server: RedisServer, clock: ManualClock) -> AsyncIterator[O
             destinations=destinations,
             clock=clock,
             consumer=name,
-            claim_idle_secs=IDLE_SECS,
-            **{"max_bytes": 10**9, **options},
+            **{"max_bytes": 10**9, "claim_idle_secs": IDLE_SECS, **options},
         )
         opened.append(spool)
         return spool
@@ -65,7 +71,7 @@ async def node(redis_server: RedisServer, clock: ManualClock) -> AsyncIterator[O
 
 
 async def claim_until(
-    spool: RedisSpool, count: int, now: float, within_secs: float = 5.0
+    spool: RedisSpool, count: int, now: float, within_secs: float = 15.0
 ) -> list[Stored]:
     got: list[Stored] = []
     deadline = time.monotonic() + within_secs
@@ -76,7 +82,10 @@ async def claim_until(
 
 
 async def test_a_dead_consumers_claims_go_to_another(node: OpenNode, clock: ManualClock) -> None:
-    first, second = await node("node-1"), await node("node-2")
+    # Live idle: second must not take first's claims while first is alive.
+    idle = LIVE_IDLE_SECS
+    first = await node("node-1", claim_idle_secs=idle)
+    second = await node("node-2", claim_idle_secs=idle)
     await first.append([body(n) for n in range(4)])
     [failed] = await first.claim("a", 1, clock.now())
     await first.settle("a", retry=[Retry(failed.id, clock.now(), "http_500")])
@@ -88,7 +97,7 @@ async def test_a_dead_consumers_claims_go_to_another(node: OpenNode, clock: Manu
     died = time.monotonic()
     taken = await claim_until(second, 4, clock.now())
 
-    assert time.monotonic() - died >= IDLE_SECS / 2  # not before the idle timeout
+    assert time.monotonic() - died >= idle / 2  # not before the idle timeout
     assert sorted(s.raw for s in taken) == sorted(body(n) for n in range(4))
     assert {s.raw: s.attempts for s in taken}[failed.raw] == 1
     await second.settle("a", done=[s.id for s in taken])
@@ -96,10 +105,13 @@ async def test_a_dead_consumers_claims_go_to_another(node: OpenNode, clock: Manu
 
 
 async def test_a_live_consumer_keeps_its_claims(node: OpenNode, clock: ManualClock) -> None:
-    first, second = await node("node-1"), await node("node-2")
+    first = await node("node-1", claim_idle_secs=LIVE_IDLE_SECS)
+    second = await node("node-2", claim_idle_secs=LIVE_IDLE_SECS)
     await first.append([body(1)])
     [held] = await first.claim("a", 10, clock.now())
-    await asyncio.sleep(IDLE_SECS * 3)  # a slow vendor: first renews what it holds meanwhile
+    # A slow vendor: first renews what it holds meanwhile. Past the idle timeout (a slower
+    # machine only waits longer), unrenewed claims would go to second.
+    await asyncio.sleep(LIVE_IDLE_SECS * 1.5)
     assert await second.claim("a", 10, clock.now()) == []
     await first.settle("a", done=[held.id])
     assert await first.backlog("a") == 0
@@ -150,11 +162,11 @@ async def test_a_retry_due_at_once_is_handed_out_while_its_settle_is_read(
 
 
 async def test_a_consumer_name_a_live_node_holds_is_refused(node: OpenNode) -> None:
-    await node("twin")
+    await node("twin", claim_idle_secs=LIVE_IDLE_SECS)
     # Before, both opened: the second took back the first's live claims as its own and both
-    # sent them.
+    # sent them. The second waits idle + 1 s, past the first's lease: only renewals keep it.
     with pytest.raises(SpoolUnavailable, match="'twin' is in use by another live node"):
-        await node("twin")
+        await node("twin", claim_idle_secs=LIVE_IDLE_SECS)
 
 
 async def test_a_clean_restart_takes_its_name_at_once(
@@ -170,15 +182,19 @@ async def test_a_clean_restart_takes_its_name_at_once(
 async def test_after_a_crash_the_name_comes_back_with_its_claims(
     node: OpenNode, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    first = await node("node-1")
+    # Live idle, and a last renewal just before the crash: the old lease must still run when
+    # the node comes back, even if the machine stalls in between.
+    first = await node("node-1", claim_idle_secs=LIVE_IDLE_SECS)
     await first.append([body(1), body(2)])
     held = await first.claim("a", 10, clock.now())
     # A crash: it stops renewing its claims and its name, and releases nothing.
     assert first._background is not None
+    assert first._name is not None
     await first._background.stop()
+    await first._name.renew()
     first._name = None
     with caplog.at_level(logging.WARNING, logger="proxy.spool.redis_node"):
-        again = await node("node-1")
+        again = await node("node-1", claim_idle_secs=LIVE_IDLE_SECS)
     assert "Waiting for the consumer name" in caplog.text  # its old lease, waited out
     assert sorted(s.id for s in await claim_until(again, 2, clock.now())) == sorted(
         s.id for s in held
@@ -201,7 +217,9 @@ async def test_nodes_with_different_claim_idle_settings_are_warned_about(
 async def test_consumers_of_one_destination_share_the_work(
     node: OpenNode, clock: ManualClock
 ) -> None:
-    first, second = await node("node-1"), await node("node-2")
+    # Live idle: with a stall mid-way, one node must not autoclaim what the other holds.
+    first = await node("node-1", claim_idle_secs=LIVE_IDLE_SECS)
+    second = await node("node-2", claim_idle_secs=LIVE_IDLE_SECS)
     await first.append([body(n) for n in range(50)])
     batches = await asyncio.gather(
         *(spool.claim("a", 7, clock.now()) for spool in (first, second) for _ in range(5))
@@ -216,7 +234,7 @@ async def test_an_append_on_one_node_wakes_workers_on_another(node: OpenNode) ->
     await asyncio.sleep(0.05)
     assert not waiter.done()
     await ingest.append([body(1)])
-    await asyncio.wait_for(waiter, 5)
+    await asyncio.wait_for(waiter, 15)
 
 
 # --- repeats: one window for every node -----------------------------------------------------------
@@ -272,8 +290,8 @@ async def test_redis_restart_loses_nothing_acknowledged(
 ) -> None:
     with RedisServer(tmp_path / "redis", appendfsync=appendfsync) as server:
         spool = await RedisSpool.open(
-            server.url(), max_bytes=10**9, destinations=("a",), clock=clock, timeout_secs=1.0
-        )
+            server.url(), max_bytes=10**9, destinations=("a",), clock=clock, timeout_secs=5.0
+        )  # no call waits it out (a killed server refuses at once): only a stall must not trip it
         try:
             await spool.append([body(n) for n in range(100)])
             server.stop(kill=True)  # a crash: nothing is flushed on the way out
@@ -294,14 +312,16 @@ async def test_a_hung_redis_fails_appends_within_the_timeout(
     tmp_path: Path, clock: ManualClock
 ) -> None:
     with RedisServer(tmp_path / "redis") as server:
-        spool = await RedisSpool.open(server.url(), max_bytes=10**9, timeout_secs=0.3)
+        # Long enough that the appends around the hang do not time out on a stalled machine; the
+        # bound below stays under the 5 s default, so falling back to it (or hanging) still fails.
+        spool = await RedisSpool.open(server.url(), max_bytes=10**9, timeout_secs=1.0)
         try:
             await spool.append([body(1)])
             server.pause()
             started = time.monotonic()
             with pytest.raises(SpoolUnavailable):
-                await spool.append([body(2)])
-            assert time.monotonic() - started < 2.0
+                await asyncio.wait_for(spool.append([body(2)]), 10)
+            assert time.monotonic() - started < 4.0
             server.resume()
             await spool.append([body(3)])
         finally:
@@ -313,8 +333,8 @@ async def test_ingest_answers_503_while_redis_is_away_and_recovers(
 ) -> None:
     with RedisServer(tmp_path / "redis") as server:
         spool = SpoolSettings(
-            backend=SpoolBackend.REDIS, redis_url=server.url(), redis_timeout_secs=1.0
-        )
+            backend=SpoolBackend.REDIS, redis_url=server.url(), redis_timeout_secs=5.0
+        )  # no call waits it out (a killed server refuses at once): only a stall must not trip it
         relay = await relay_factory(settings_factory(spool=spool))
         url = f"{relay.url}/v1/t"
         async with aiohttp.ClientSession() as http:
