@@ -55,9 +55,12 @@ async def durability_problems(client: Redis, synchronous: str) -> tuple[str, ...
     """What the server's settings lose of acknowledged events, against spool.synchronous:
     "normal" promises surviving a crash of Redis, "full" surviving a crash of the machine.
 
-    Redis writes the AOF before it answers, whatever appendfsync says; appendfsync says when the
-    OS must put it on disk: "always" before answering, "everysec" within about a second, "no"
-    when the OS likes (about 30 s on Linux).
+    Redis writes the AOF before it answers, but for one case; appendfsync says when the OS must
+    put it on disk: "always" before answering, "everysec" within about a second, "no" when the OS
+    likes (about 30 s on Linux). The case: with "everysec", while a background fsync is slow
+    (a busy disk), Redis holds back its AOF writes for up to 2 s and answers all the same, so a
+    crash of Redis itself can lose those. That is left to the README, not warned of at each start:
+    it is the price of everysec that "normal" accepts.
     """
     try:
         config: dict[str, str] = {}

@@ -284,11 +284,10 @@ async def test_without_a_window_nothing_is_a_repeat(node: OpenNode) -> None:
     assert await repeats(spool, [body(1)], ["m-1"], "web") == []
 
 
-@pytest.mark.parametrize("appendfsync", ["always", "everysec"])
-async def test_redis_restart_loses_nothing_acknowledged(
-    tmp_path: Path, clock: ManualClock, appendfsync: str
-) -> None:
-    with RedisServer(tmp_path / "redis", appendfsync=appendfsync) as server:
+async def test_redis_restart_loses_nothing_acknowledged(tmp_path: Path, clock: ManualClock) -> None:
+    # appendfsync always: only then does Redis write and sync before it answers. With everysec a
+    # kill -9 lost what a slow background fsync had held back (seen under disk load: README).
+    with RedisServer(tmp_path / "redis", appendfsync="always") as server:
         spool = await RedisSpool.open(
             server.url(), max_bytes=10**9, destinations=("a",), clock=clock, timeout_secs=5.0
         )  # no call waits it out (a killed server refuses at once): only a stall must not trip it
