@@ -108,11 +108,11 @@ def ip_key(ip: str | None) -> str | None:
     return truncate_ip(ip, v4_bits=32, v6_bits=64) if ip else None
 
 
-def limited(who: str, wait: float) -> IngestError:
+def limited(who: str, wait: float, what: str = "events") -> IngestError:
     secs = max(1, math.ceil(wait))
     return IngestError(
         429,
         "rate_limited",
-        f"too many events from {who}; retry in {secs} s",
+        f"too many {what} from {who}; retry in {secs} s",
         retry_after_secs=secs,
     )

@@ -12,12 +12,9 @@ Per process (on a Redis spool each node keeps its own): it guards a process's ev
 
 from __future__ import annotations
 
-import math
-
 from aiohttp import web
 
-from proxy.ingest.common import IngestError
-from proxy.ingest.limits import MAX_TRACKED_IPS, TokenBuckets, ip_key
+from proxy.ingest.limits import MAX_TRACKED_IPS, TokenBuckets, ip_key, limited
 
 REFUSED_BYTES_PER_SEC = 1_000_000
 REFUSED_BYTES_BURST = 20_000_000  # four refused bodies of the largest size, then 1 MB a second
@@ -41,13 +38,7 @@ class Refusals:
         wait = self._buckets.wait_secs(address, 1, now)
         if wait > 0:
             request[GATED] = True
-            secs = max(1, math.ceil(wait))
-            raise IngestError(
-                429,
-                "rate_limited",
-                f"too many refused requests from this address; retry in {secs} s",
-                retry_after_secs=secs,
-            )
+            raise limited("this address", wait, what="refused requests")
 
     def charge(self, ip: str | None, request: web.Request, now: float) -> None:
         """After a refusal: the bytes read for `request`."""
