@@ -137,36 +137,41 @@ APPEND = Script(
     + """
 local appended, repeats = KEYS[3], KEYS[4]
 local window, n = tonumber(ARGV[2]), tonumber(ARGV[3])
-local skipped, fresh, here = {}, {}, {}
-local incoming = 0
-for i = 1, n do
-  local mark, body = ARGV[3 + i], ARGV[3 + n + i]
-  if window > 0 and mark ~= '' and (here[mark] or redis.call('ZSCORE', repeats, mark)) then
-    skipped[#skipped + 1] = i - 1
-  else
-    if mark ~= '' then here[mark] = true end
-    fresh[#fresh + 1] = i
-    incoming = incoming + #body
-  end
-end
-local held = held_bytes()
-if incoming > 0 and held + incoming > tonumber(ARGV[1]) then return {0, held, skipped} end
-if #fresh == 0 then return {1, held, skipped} end
 -- Field c: bytes appended up to and including this entry, so cleanup learns the size of a
 -- range from its two ends instead of reading every body in it. It also orders the marks.
 local total = tonumber(redis.call('GET', appended) or '0')
-for _, i in ipairs(fresh) do
+local before = total
+local skipped, fresh, marked = {}, {}, {}
+for i = 1, n do
   local mark, body = ARGV[3 + i], ARGV[3 + n + i]
+  -- ZADD NX adds only a mark not there yet (this call's own copies included): one command
+  -- both checks and marks.
+  if window > 0 and mark ~= '' and redis.call('ZADD', repeats, 'NX', total + #body, mark) == 0 then
+    skipped[#skipped + 1] = i - 1
+  else
+    if window > 0 and mark ~= '' then marked[#marked + 1] = mark end
+    fresh[#fresh + 1] = i
+    total = total + #body
+  end
+end
+local held = held_bytes()
+if held + (total - before) > tonumber(ARGV[1]) and total > before then
+  if #marked > 0 then redis.call('ZREM', repeats, unpack(marked)) end  -- refused: no marks
+  return {0, held, skipped}
+end
+if #fresh == 0 then return {1, held, skipped} end
+total = before
+for _, i in ipairs(fresh) do
+  local body = ARGV[3 + n + i]
   total = total + #body
   redis.call('XADD', stream, '*', 'b', body, 'c', string.format('%d', total))
-  if window > 0 and mark ~= '' then redis.call('ZADD', repeats, total, mark) end
 end
 redis.call('SET', appended, string.format('%d', total))
 if window > 0 then
   local over = redis.call('ZCARD', repeats) - window
   if over > 0 then redis.call('ZREMRANGEBYRANK', repeats, 0, over - 1) end
 end
-return {1, redis.call('INCRBY', bytes, incoming), skipped}
+return {1, redis.call('INCRBY', bytes, total - before), skipped}
 """
 )
 
