@@ -60,12 +60,25 @@ class Sources:
             and origin is not None
             and origin not in self._origins[source.name]
         ):
+            # Not charged to the address: any site can make its visitors' browsers post here.
             raise IngestError(
                 403,
                 "origin_not_allowed",
                 f"origin {origin!r} is not allowed for source {source.name!r}",
+                costs_sender=False,
             )
         return source
+
+    def is_server_key(self, authorization: str | None) -> bool:
+        """Whether the Authorization header carries a server source's key (a backend's)."""
+        if not authorization:
+            return False
+        try:
+            key = basic_username(authorization)
+        except IngestError:
+            return False
+        source = self.find(key) if key else None
+        return source is not None and source.kind is SourceKind.SERVER
 
 
 def normalise_origin(origin: str) -> str:

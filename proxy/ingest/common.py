@@ -49,6 +49,7 @@ class IngestError(Exception):
         *,
         rejected: list[dict[str, Any]] | None = None,
         retry_after_secs: int | None = None,
+        costs_sender: bool = True,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -56,6 +57,8 @@ class IngestError(Exception):
         self.message = message
         self.rejected = rejected
         self.retry_after_secs = retry_after_secs
+        # False where the client's address is not to blame (proxy/ingest/refusals.py).
+        self.costs_sender = costs_sender
 
 
 def error_response(error: IngestError) -> web.Response:
@@ -74,6 +77,8 @@ def json_response(body: object, status: int = 200) -> web.Response:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# The refusal a guarded route answered with, for the answer hook (`finish`).
+REFUSAL = web.RequestKey("refusal", IngestError)
 # Sees every answer with the seconds it took (CORS headers go on errors too; metrics count them).
 Finish = Callable[[web.Request, web.StreamResponse, float], None]
 
@@ -94,6 +99,7 @@ def guarded(handler: Handler, finish: Finish) -> Handler:
             try:
                 response = await handler(request)
             except IngestError as error:
+                request[REFUSAL] = error
                 response = error_response(error)
             except web.HTTPException:
                 raise

@@ -59,13 +59,16 @@ class TokenBuckets:
         missing = min(float(cost), self.burst) - bucket.tokens
         return missing / self.rate if missing > 0 else 0.0
 
-    def spend(self, key: str, cost: int, now: float) -> None:
+    def spend(self, key: str, cost: int, now: float, max_debt: float | None = None) -> None:
+        """Take `cost` tokens, going no deeper than `max_debt` into debt when it is given."""
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._buckets[key] = _Bucket(self.burst, now)
             if len(self._buckets) > self.max_keys:
                 self._buckets.popitem(last=False)
         bucket.tokens -= cost
+        if max_debt is not None:
+            bucket.tokens = max(bucket.tokens, -max_debt)
 
 
 class RateLimits:
@@ -92,7 +95,8 @@ class RateLimits:
             wait = self.per_source.wait_secs(source.name, events, now)
             if wait > 0:
                 self.counts[LIMITED_BY_SOURCE] += 1
-                raise limited(f"source {source.name!r}", wait)
+                # The whole source is over: this client's address is not to blame for it.
+                raise limited(f"source {source.name!r}", wait, costs_sender=False)
             self.per_source.spend(source.name, events, now)
         if address is not None:
             self.per_ip.spend(address, events, now)
@@ -108,11 +112,12 @@ def ip_key(ip: str | None) -> str | None:
     return truncate_ip(ip, v4_bits=32, v6_bits=64) if ip else None
 
 
-def limited(who: str, wait: float, what: str = "events") -> IngestError:
+def limited(who: str, wait: float, what: str = "events", costs_sender: bool = True) -> IngestError:
     secs = max(1, math.ceil(wait))
     return IngestError(
         429,
         "rate_limited",
         f"too many {what} from {who}; retry in {secs} s",
         retry_after_secs=secs,
+        costs_sender=costs_sender,
     )

@@ -7,6 +7,12 @@ second of the event loop, from a 7 KB gzip body, as often as they liked. Each re
 costs its address the bytes the relay read for it; an address whose budget is spent is answered
 429 before its next body is read. Clients that are not refused never spend any of it.
 
+Not charged: refusals the address is not to blame for (another site's page posting with its
+visitors' browsers, a whole source over its limit), and requests with a server source's key in
+their Authorization header (the site's backend, which may share an address with browsers).
+The debt is capped at one burst, so an address is never shut out for more than 20 s by what it
+sent before. Requests sent at once all pass a gate that is still open: the cap bounds that too.
+
 Per process (on a Redis spool each node keeps its own): it guards a process's event loop.
 """
 
@@ -14,42 +20,41 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from proxy.ingest.common import REFUSAL
 from proxy.ingest.limits import MAX_TRACKED_IPS, TokenBuckets, ip_key, limited
 
 REFUSED_BYTES_PER_SEC = 1_000_000
 REFUSED_BYTES_BURST = 20_000_000  # four refused bodies of the largest size, then 1 MB a second
 REQUEST_BYTES = 1024  # what a refusal costs besides its body: headers, a response
 
-# The decoded body's size, for the charge after a refusal.
+# What the answer hook needs of a request: its client address, the bytes read for its body.
+CLIENT_IP = web.RequestKey("client_ip", str)
 BODY_BYTES = web.RequestKey("body_bytes", int)
-# Refused by the gate: nothing was read, nothing is charged.
-GATED = web.RequestKey("gated", bool)
+EXEMPT = web.RequestKey("refusals_exempt", bool)  # a server key: never gated nor charged
 
 
 class Refusals:
     def __init__(self) -> None:
         self._buckets = TokenBuckets(REFUSED_BYTES_PER_SEC, REFUSED_BYTES_BURST, MAX_TRACKED_IPS)
 
-    def gate(self, request: web.Request, ip: str | None, now: float) -> None:
+    def gate(self, ip: str | None, now: float) -> None:
         """Raise 429 when `ip` has spent its budget (nothing is charged for this answer)."""
         address = ip_key(ip)
         if address is None:
             return
         wait = self._buckets.wait_secs(address, 1, now)
         if wait > 0:
-            request[GATED] = True
-            raise limited("this address", wait, what="refused requests")
+            raise limited("this address", wait, what="refused requests", costs_sender=False)
 
-    def charge(self, ip: str | None, request: web.Request, now: float) -> None:
-        """After a refusal: the bytes read for `request`."""
-        address = ip_key(ip)
-        if address is not None and not request.get(GATED, False):
-            cost = request.get(BODY_BYTES, 0) + REQUEST_BYTES
-            self._buckets.wait_secs(address, 0, now)  # refill before spending
-            self._buckets.spend(address, cost, now)
-
-
-def refused(status: int) -> bool:
-    """Whether an answer refused the client's request (429 included: a sender over its limits
-    that keeps sending large bodies costs as much as one with bad ones)."""
-    return 400 <= status < 500
+    def charge(self, request: web.Request, now: float) -> None:
+        """After an answer: if it refused the request for the sender's fault (a 4xx), the
+        bytes read for it."""
+        error = request.get(REFUSAL)
+        if error is None or not error.costs_sender or not 400 <= error.status < 500:
+            return
+        address = ip_key(request.get(CLIENT_IP))
+        if address is None or request.get(EXEMPT, False):
+            return
+        cost = request.get(BODY_BYTES, 0) + REQUEST_BYTES
+        self._buckets.wait_secs(address, 0, now)  # refill before spending
+        self._buckets.spend(address, cost, now, max_debt=REFUSED_BYTES_BURST)

@@ -42,7 +42,7 @@ from proxy.ingest.common import (
 )
 from proxy.ingest.cors import Cors
 from proxy.ingest.pipeline import NO_ENVELOPE, Envelope, Rejection, RequestFacts, process
-from proxy.ingest.refusals import BODY_BYTES, Refusals, refused
+from proxy.ingest.refusals import BODY_BYTES, CLIENT_IP, EXEMPT, Refusals
 from proxy.ingest.repeats import Claim, RecentIds
 from proxy.keys import ENRICHER, INGEST_COUNTS, METRICS, RATE_LIMITS, SPOOL, STITCHER
 from proxy.logs import with_request_id
@@ -175,17 +175,26 @@ class SegmentApi:
         headers = request.headers
         # Forwarding headers count only from trusted proxies.
         ip = enricher.client_ip(request.remote, headers) if request.remote is not None else None
-        now = self.clock.utcnow()
-        self.refusals.gate(request, ip, now.timestamp())  # before the body costs anything to read
+        authorization = headers.get("Authorization")
+        if ip is not None:
+            request[CLIENT_IP] = ip
+        if self.sources.is_server_key(authorization):
+            request[EXEMPT] = True  # the site's backend, whoever shares its address
+        else:
+            self.refusals.gate(ip, self.clock.now())  # before the body costs anything to read
         check_content_type(request)
         limit = server.max_body_bytes if route_type is None else self.event_limit
-        body = await read_body(request, limit)
+        try:
+            body = await read_body(request, limit)
+        except IngestError as error:
+            if error.status == 413:  # read (or inflated) up to the limit before it was refused
+                request[BODY_BYTES] = limit
+            raise
         request[BODY_BYTES] = len(body)
         data = decode_object(body)
+        now = self.clock.utcnow()
         origin = headers.get("Origin")
-        source = self.sources.authenticate(
-            headers.get("Authorization"), data.get("writeKey"), origin
-        )
+        source = self.sources.authenticate(authorization, data.get("writeKey"), origin)
         events, envelope = unpack_batch(data) if route_type is None else ([data], NO_ENVELOPE)
         await app[RATE_LIMITS].charge(source, ip, len(events), now.timestamp())
         browser = source.kind is SourceKind.BROWSER
@@ -248,9 +257,7 @@ class SegmentApi:
     def _finish(self, request: web.Request, response: web.StreamResponse, secs: float) -> None:
         self.cors.grant(request, response)
         record_ingest(request.app[METRICS], response, secs)
-        if refused(response.status) and request.remote is not None:
-            ip = request.app[ENRICHER].client_ip(request.remote, request.headers)
-            self.refusals.charge(ip, request, self.clock.now())
+        self.refusals.charge(request, self.clock.now())
 
     def _cookies(self, header: str | None) -> dict[str, str]:
         """The two cookies ingest reads: the relay's device id and Meta's `_fbp`."""

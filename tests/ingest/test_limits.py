@@ -10,8 +10,10 @@ from collections import Counter
 import aiohttp
 import orjson
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
 from proxy.clock import ManualClock
+from proxy.ingest.common import REFUSAL, IngestError
 from proxy.ingest.limits import (
     BOT_EVENTS,
     LIMITED_BY_IP,
@@ -19,7 +21,14 @@ from proxy.ingest.limits import (
     RateLimits,
     TokenBuckets,
 )
-from proxy.ingest.refusals import REFUSED_BYTES_BURST, REFUSED_BYTES_PER_SEC, REQUEST_BYTES
+from proxy.ingest.refusals import (
+    BODY_BYTES,
+    CLIENT_IP,
+    REFUSED_BYTES_BURST,
+    REFUSED_BYTES_PER_SEC,
+    REQUEST_BYTES,
+    Refusals,
+)
 from proxy.ingest.segment import BATCH_ROUTES, SINGLE_ROUTES
 from proxy.keys import INGEST_COUNTS
 from proxy.settings import LimitSettings, Secret, ServerSettings, SourceKind, SourceSettings
@@ -253,11 +262,70 @@ async def test_an_address_whose_bodies_are_refused_is_answered_before_its_next_i
     assert (await send(bomb, attacker)).status == 429
 
 
-async def test_a_client_that_is_not_refused_never_spends_the_budget(
+async def test_what_the_address_is_not_to_blame_for_is_not_charged(
+    relay_factory: RelayFactory, settings_factory: SettingsFactory, http: aiohttp.ClientSession
+) -> None:
+    # Accepted batches; another site's page posting with its visitors' browsers (403); the
+    # whole source over its limit (429). Each round reads 30 MB, more than the budget.
+    limits = LimitSettings(per_ip_rate=0, per_source_rate=1, per_source_burst=2)
+    relay = await relay_factory(settings_factory(limits=limits), ManualClock())
+    url = f"{relay.url}/v1/batch"
+    big = {"batch": [track(properties={"note": "x" * 30_000}) for _ in range(160)]}  # ~4.8 MB
+    foreign = {"Origin": "https://elsewhere.example"}
+    for _ in range(6):
+        answer = await post(http, url, big, key=WEB_KEY, headers=foreign, gzipped=True)
+        assert (answer.status, answer.json["code"]) == (403, "origin_not_allowed")
+    assert (await post(http, url, big, key=WEB_KEY, gzipped=True)).status == 200  # then owed
+    for _ in range(6):
+        answer = await post(http, url, big, key=WEB_KEY, gzipped=True)
+        assert (answer.status, answer.json["code"]) == (429, "rate_limited")
+        assert "source 'web'" in answer.json["message"]
+    assert (await post(http, url, {"batch": [track()]}, key=SERVER_KEY)).status == 200
+
+
+async def test_the_sites_backend_is_never_gated_by_its_address(
     relay_factory: RelayFactory, http: aiohttp.ClientSession
 ) -> None:
+    # A backend may share its address with browsers (the same host, one NAT): what they sent
+    # does not lock it out, and its own refused requests spend nothing of the address's budget.
     relay = await relay_factory(clock=ManualClock())
-    big = {"batch": [track(properties={"note": "x" * 30_000}) for _ in range(160)]}  # ~4.8 MB
-    for _ in range(6):  # 29 MB read, more than the refused-bytes burst
-        answer = await post(http, f"{relay.url}/v1/batch", big, key=SERVER_KEY, gzipped=True)
-        assert answer.status == 200
+    url = f"{relay.url}/v1/batch"
+    bomb = b'{"batch":[' + b",".join([b'{"a":1}'] * 600_000) + b"]}"  # 4.8 MB, no valid event
+    for _ in range(6):
+        answer = await post(http, url, bomb, key=SERVER_KEY, gzipped=True)
+        assert answer.status == 400
+    assert (await post(http, url, bomb, key="pk_nope", gzipped=True)).status == 401  # still open
+    for _ in range(6):
+        await post(http, url, bomb, key="pk_nope", gzipped=True)
+    assert (await post(http, url, bomb, key="pk_nope", gzipped=True)).status == 429  # gated
+    answer = await post(http, url, {"batch": [track()]}, key=SERVER_KEY)
+    assert answer.status == 200
+
+
+async def test_a_body_refused_as_too_large_costs_the_limit(
+    relay_factory: RelayFactory, http: aiohttp.ClientSession
+) -> None:
+    # Inflated up to the 5 MB limit before its 413: that is what it cost, not 1 KB.
+    relay = await relay_factory(clock=ManualClock())
+    bomb = b'{"batch":[' + b",".join([b'{"a":1}'] * 1_000_000) + b"]}"  # 8 MB
+    statuses = [
+        (await post(http, f"{relay.url}/v1/batch", bomb, key=None, gzipped=True)).status
+        for _ in range(5)
+    ]
+    limit = ServerSettings().max_body_bytes
+    free = math.ceil(REFUSED_BYTES_BURST / (limit + REQUEST_BYTES))
+    assert statuses == [413] * free + [429] * (5 - free)
+
+
+def test_the_debt_is_capped_at_one_burst() -> None:
+    # Requests sent at once all pass a gate that is still open; without the cap, 30 of them
+    # shut their address out for two minutes (a reviewer's find).
+    refusals = Refusals()
+    for _ in range(30):
+        request = make_mocked_request("POST", "/v1/batch")
+        request[CLIENT_IP], request[BODY_BYTES] = "203.0.113.9", 5_000_000
+        request[REFUSAL] = IngestError(401, "unknown_write_key", "the write key is not known")
+        refusals.charge(request, 0.0)
+    with pytest.raises(IngestError) as gated:
+        refusals.gate("203.0.113.9", 0.0)
+    assert gated.value.retry_after_secs == REFUSED_BYTES_BURST // REFUSED_BYTES_PER_SEC + 1
