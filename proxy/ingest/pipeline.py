@@ -37,8 +37,11 @@ NAME_FIELDS = ("name", "category")  # page and screen
 MAX_MESSAGE_ID_CHARS = 99  # Segment: messageId must be shorter than 100 characters
 RELAY_FIELD = "_relay"
 ABSENT = (None, "")  # an id that is missing or empty
-# What the relay knows of a browser better than its body says: the request's own (enrich()).
-BROWSER_CLAIMS = ("ip", "userAgent", "location", "bot", "botReason")
+# What a browser source's body may not say of itself (enrich()): its address, which only the
+# connection (and trusted proxies) can tell, and whether it is a bot. Its userAgent and location
+# stay: a client sets its User-Agent header as freely, and Segment's mobile SDKs, which send
+# no Origin and hold a public key like a page, send their device's real ones there.
+BROWSER_CLAIMS = ("ip", "bot", "botReason")
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,8 +216,8 @@ def enrich(event: JSON, facts: RequestFacts, enricher: Enricher) -> None:
 
     The request's IP and UA are the user's only when a browser sent it: a backend's own never
     are (it may send `context.ip` / `context.userAgent`, which are used instead). A browser's
-    own claims to them are not taken: a script with the public key could pose as any number of
-    visitors from anywhere, past the bot check, with Meta and TikTok matching on what it chose."""
+    claims to its address and botness are not taken: a script with the public key could pose as
+    visitors from anywhere, declared human, with Meta and TikTok matching on the address."""
     if event.get("context") is None:  # validate() let only an object or null through
         event["context"] = {}
     if facts.source.kind is not SourceKind.BROWSER:

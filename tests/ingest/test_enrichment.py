@@ -150,13 +150,13 @@ async def test_a_server_sources_own_address_and_agent_are_not_the_users(
     assert not {"ip", "location", "userAgent", "os", "bot", "device"} & set(context)
 
 
-async def test_a_browser_cannot_name_its_own_address_agent_place_or_botness(
+async def test_a_browser_cannot_name_its_own_address_or_botness(
     relay_factory: RelayFactory, http: aiohttp.ClientSession
 ) -> None:
-    # A script with the public key posed as a Swedish iPhone, not a bot: the address and agent
-    # go to Meta and TikTok for matching, and the bot flag kept it in every vendor's numbers.
+    # A script with the public key posed as visitors from anywhere, declared human: the address
+    # goes to Meta and TikTok for matching, and the bot flag kept it in every vendor's numbers.
     relay = await relay_factory()
-    claims = {"ip": SWEDEN, "userAgent": IPHONE, "bot": False, "location": {"city": "Paris"}}
+    claims = {"ip": SWEDEN, "bot": False, "botReason": None}
     headers = {"Origin": WEB_ORIGIN, "User-Agent": "curl/8.5.0"}
     batch = {"batch": [track(context=claims)], "context": {"ip": SPOOFED}}
     for answer in (
@@ -168,7 +168,23 @@ async def test_a_browser_cannot_name_its_own_address_agent_place_or_botness(
         context = event["context"]
         assert (context["ip"], context["userAgent"]) == ("127.0.0.1", "curl/8.5.0")
         assert (context["bot"], context["botReason"]) == (True, "http_client")
-        assert "location" not in context
+
+
+async def test_a_mobile_sdk_keeps_the_agent_and_place_it_sends(
+    relay_factory: RelayFactory, http: aiohttp.ClientSession
+) -> None:
+    # Segment's mobile SDKs hold a public key too, send no Origin, and name the device's own
+    # user agent and GPS place in the body, where their HTTP library's header says less.
+    relay = await relay_factory()
+    place = {"latitude": 59.33, "longitude": 18.07}
+    event = track(context={"userAgent": IPHONE, "location": place})
+    headers = {"User-Agent": "analytics-swift/1.5.0"}
+    assert (await post(http, f"{relay.url}/v1/t", event, headers=headers)).status == 200
+    [spooled] = await relay.spooled()
+    context = spooled["context"]
+    assert (context["userAgent"], context["location"]) == (IPHONE, place)
+    assert context["os"]["name"] == "iOS"
+    assert "bot" not in context
 
 
 async def test_a_server_source_may_name_the_users_address_and_agent(
