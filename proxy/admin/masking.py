@@ -44,14 +44,17 @@ def secret_values(settings: Settings) -> list[str]:
             for item in dataclasses.fields(value):
                 walk(getattr(value, item.name))
             # A webhook's extra headers and its URL are how its receiver authenticates the
-            # relay: the headers' values, and what mask_url hides of the URL, count as secrets.
-            # Short words ("json", "1") are not credentials, and hiding them would garble text.
+            # relay: the values there that look like credentials count as secrets.
             headers = getattr(value, "headers", None)
             if isinstance(headers, dict):
-                found.extend(v for v in headers.values() if isinstance(v, str) and len(v) >= 8)
+                found.extend(
+                    v
+                    for k, v in headers.items()
+                    if str(k).lower() not in PLAIN_HEADERS and looks_like_a_credential(v)
+                )
             url = getattr(value, "url", None)
             if isinstance(url, str):
-                found.extend(part for part in url_secrets(url) if len(part) >= 8)
+                found.extend(part for part in url_secrets(url) if looks_like_a_credential(part))
         elif isinstance(value, tuple | list):
             for item in value:
                 walk(item)
@@ -72,6 +75,19 @@ def url_secrets(url: str) -> list[str]:
         found.append(parts.password)
     found += parts.path[1:].split("/")[1:]
     return found
+
+
+def looks_like_a_credential(value: object) -> bool:
+    """A token, not a word: 12+ characters with letters and digits and no spaces or slashes.
+    Hiding "production", "20240101" or "application/json" wherever they appear would garble
+    every page that shows an event."""
+    return (
+        isinstance(value, str)
+        and len(value) >= 12
+        and any(ch.isdigit() for ch in value)
+        and any(ch.isalpha() for ch in value)
+        and not any(ch.isspace() or ch == "/" for ch in value)
+    )
 
 
 def hide(text: str, secrets: Iterable[str]) -> str:
@@ -97,10 +113,12 @@ def mask_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: (v if k.lower() in PLAIN_HEADERS else MASK) for k, v in headers.items()}
 
 
-def mask_body(body: bytes, secrets: Iterable[str]) -> str:
-    """A request or answer body for display: JSON with credential keys masked, else text."""
+def mask_body(body: bytes, secrets: Iterable[str], indent: bool = True) -> str:
+    """A request or answer body for display: JSON with credential keys masked (indented, or
+    on one line for a table cell), else text."""
+    option = orjson.OPT_INDENT_2 if indent else None
     try:
-        text = orjson.dumps(_mask_keys(orjson.loads(body)), option=orjson.OPT_INDENT_2).decode()
+        text = orjson.dumps(_mask_keys(orjson.loads(body)), option=option).decode()
     except (orjson.JSONDecodeError, orjson.JSONEncodeError):
         # Not JSON, or nested deeper than the encoder writes (an event near ingest's depth limit
         # inside a vendor's envelope): shown as it is, configured secrets still hidden.

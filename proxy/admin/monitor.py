@@ -133,9 +133,9 @@ class Monitor:
             self._seq += 1
             self.events.append(Seen(self._seq, now, raw))
 
-    def masked(self, body: bytes) -> str:
+    def masked(self, body: bytes, indent: bool = True) -> str:
         """A body for display, with credential keys and configured secrets hidden."""
-        return mask_body(body, self._secrets)
+        return mask_body(body, self._secrets, indent)
 
     def append_failed(self) -> None:
         self.append_failed_at = self.clock.now()

@@ -56,7 +56,7 @@ async def destination_view(public: web.Application, name: str) -> DestinationVie
         # The vendor's answer, as kept in the spool, may echo a credential (a query string, a
         # header): masked like every answer the admin shows.
         dead_letters=[
-            dataclasses.replace(letter, response=monitor.masked(letter.response.encode()))
+            dataclasses.replace(letter, response=monitor.masked(letter.response.encode(), False))
             for letter in await spool.dead_letters(name, SHOWN_DEAD_LETTERS)
         ],
         series=monitor.series(stats.per_minute),
