@@ -150,7 +150,10 @@ def _convert(value: Any, hint: Any, path: str, errors: list[str]) -> Any:
             return BAD
         if value:
             return Secret(value)
-        errors.append(f"{path}: is empty")
+        if isinstance(value, EmptyVariable):
+            errors.append(f"{path}: environment variable {value.variable} is set but empty")
+        else:
+            errors.append(f"{path}: is empty")
         return BAD
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
         if abs(value) > MAX_INTEGER or not math.isfinite(value):
@@ -260,12 +263,27 @@ def interpolate(value: Any, path: str, env: Mapping[str, str], errors: list[str]
             problems.append(f'"${{{name}}}" is not an environment variable reference')
         elif name not in env:
             problems.append(f"environment variable {name} is not set")
-        elif not env[name]:  # `export X=` or a deploy template that filled in nothing
-            problems.append(f"environment variable {name} is set but empty")
         else:
             return env[name]
         return ""
 
     filled = _REFERENCE.sub(fill, value)
     errors.extend(f"{path}: {problem}" for problem in problems)
-    return BAD if problems else filled
+    if problems:
+        return BAD
+    whole = _REFERENCE.fullmatch(value)
+    if not filled and whole is not None and not whole[1]:
+        return EmptyVariable(whole[2])  # "" all the same; a secret's check names the variable
+    return filled
+
+
+class EmptyVariable(str):
+    """The "" a `${NAME}` set to nothing gave (`export X=`, a template that filled in nothing):
+    an optional setting takes it as empty, a secret's error names the variable."""
+
+    variable: str
+
+    def __new__(cls, variable: str) -> EmptyVariable:
+        made = super().__new__(cls, "")
+        made.variable = variable
+        return made

@@ -174,8 +174,8 @@ def test_check_config_prints_every_error(tmp_path: Path) -> None:
     lines = result.stderr.splitlines()
     assert lines[0] == "relay.toml is not valid (3 errors):"
     assert lines[1:] == [
-        "  admin.token: environment variable NOPE is set but empty",
         '  server.listen: expected "host:port", got "8080"',
+        "  admin.token: environment variable NOPE is set but empty",
         '  destinations.debug.timeout_secs: expected a number, got "slow"',
     ]
 

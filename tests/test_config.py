@@ -196,6 +196,13 @@ def test_design_example_names_every_missing_variable(tmp_path: Path) -> None:
     ]
 
 
+def test_an_optional_setting_may_come_from_an_empty_variable(tmp_path: Path) -> None:
+    # Only a secret must not be empty: `device_cookie = ""` means no cookie, from a variable too.
+    text = MINIMAL + '[server]\ndevice_cookie = "${RELAY_COOKIE}"\n'
+    settings = load_settings(write(tmp_path, text), {"RELAY_COOKIE": ""})
+    assert settings.server.device_cookie == ""
+
+
 def test_secrets_never_show_in_a_repr(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, DESIGN_EXAMPLE), ENV)
 
