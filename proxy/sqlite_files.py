@@ -64,7 +64,7 @@ def _claim(
 
 
 class SpoolInUse(Exception):
-    """Another live process serves this spool file."""
+    """Another live process serves this spool file, or the lock cannot be taken."""
 
 
 class ServingLock:
@@ -76,15 +76,23 @@ class ServingLock:
     (dead-letters, replay) does not take it: it may run beside the relay.
     """
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, path: Path, created: bool) -> None:
         self._fd = fd
+        self._path = path
+        self._created = created  # this lock made the file: a failed open takes it away again
 
     @classmethod
     def take(cls, spool: Path) -> ServingLock:
         path = spool.with_name(spool.name + ".lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        created = not path.exists()
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as error:  # a read-only volume, a folder without write access
+            raise SpoolInUse(f"cannot create the spool's lock file {path}: {error}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)  # for the message below, in the next one
         except BlockingIOError:
             holder = os.pread(fd, 20, 0).decode("ascii", "replace").strip()
             os.close(fd)
@@ -93,14 +101,20 @@ class ServingLock:
                 f"{spool} is served by {who} already: a SQLite spool is filled and drained by"
                 " one relay (stop that one first, or give this one a spool of its own)"
             ) from None
+        except OSError as error:  # ENOLCK (no locks on this file system), ENOSPC
+            os.close(fd)
+            raise SpoolInUse(f"cannot lock the spool's lock file {path}: {error}") from None
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)  # for the message above, in the next one
-        return cls(fd)
+        return cls(fd, path, created)
 
-    def release(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)  # closing the descriptor drops the lock
-            self._fd = -1
+    def release(self, failed_open: bool = False) -> None:
+        """Drop the lock; after an open that failed (another application's file), also the
+        lock file this lock created, so nothing is left beside a file that is not the relay's."""
+        if self._fd < 0:
+            return
+        if failed_open and self._created:
+            self._path.unlink(missing_ok=True)
+        os.close(self._fd)  # closing the descriptor drops the lock
+        self._fd = -1

@@ -4,6 +4,7 @@ spool's tables beside the owner's)."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from proxy.clock import ManualClock
 from proxy.identity.sqlite import FILE_NAME, SqliteIdentityStore
 from proxy.settings import IdentitySettings
+from proxy.spool.base import SpoolUnavailable
 from proxy.spool.sqlite import SqliteSpool
 from proxy.sqlite_files import IDENTITY_MARK, SPOOL_MARK, NotRelayFile
 from tests.test_cli import run_cli
@@ -108,3 +110,43 @@ def test_the_cli_says_so_in_one_line(tmp_path: Path) -> None:
     assert listed.stderr.startswith(f"error: {path} is another application's SQLite database")
     assert "Traceback" not in listed.stderr
     assert header(path) == (0, "delete", ["users"])
+
+
+# --- the serving lock ----------------------------------------------------------------------------
+
+
+async def serve(path: Path) -> SqliteSpool:
+    return await SqliteSpool.open(
+        path, max_bytes=10**6, destinations=("a",), clock=ManualClock(), exclusive=True
+    )
+
+
+async def test_the_serving_lock_goes_with_close_and_a_second_server_is_refused(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "spool.sqlite3"
+    first = await serve(path)
+    with pytest.raises(SpoolUnavailable, match=rf"served by process {os.getpid()} already"):
+        await serve(path)
+    beside = await SqliteSpool.open(path, max_bytes=10**6)  # the CLI: no lock, beside it
+    await beside.close()
+    await first.close()
+    again = await serve(path)  # reopened in the same process once the first let go
+    await again.close()
+
+
+async def test_a_refused_foreign_file_keeps_no_lock_and_no_lock_file(tmp_path: Path) -> None:
+    # "Refused before anything is written": not even the lock file stays beside it.
+    path = tmp_path / "app.db"
+    foreign_database(path)
+    with pytest.raises(NotRelayFile):
+        await serve(path)
+    assert sorted(os.listdir(tmp_path)) == ["app.db"]
+
+
+async def test_a_lock_that_cannot_be_made_is_a_clear_refusal(tmp_path: Path) -> None:
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    (folder / "spool.sqlite3.lock").mkdir()  # in the way: os.open cannot open it for writing
+    with pytest.raises(SpoolUnavailable, match="cannot create the spool's lock file"):
+        await serve(folder / "spool.sqlite3")

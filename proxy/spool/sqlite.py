@@ -193,7 +193,7 @@ class SqliteSpool:
             spool = await cls._open(file, max_bytes, destinations, synchronous, clock)
         except BaseException:
             if lock is not None:
-                lock.release()
+                lock.release(failed_open=True)
             raise
         spool._lock = lock
         return spool
@@ -634,12 +634,14 @@ class SqliteSpool:
         self._closed = True  # a part of cleanup under way must not schedule the next
         if self._cleanup_timer is not None:
             self._cleanup_timer.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
-        await self._writer.close()
-        self._read_pool.shutdown(wait=True)
-        self._reader.close()
-        if self._lock is not None:
-            self._lock.release()
+        try:
+            await asyncio.gather(*self._background, return_exceptions=True)
+            await self._writer.close()
+            self._read_pool.shutdown(wait=True)
+            self._reader.close()
+        finally:  # whatever failed above, the next relay may serve the file
+            if self._lock is not None:
+                self._lock.release()
 
 
 def _add_message_id_column(conn: sqlite3.Connection) -> None:
