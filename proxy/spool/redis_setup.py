@@ -84,7 +84,7 @@ def _problems(config: dict[str, str], synchronous: str) -> list[str]:
             " last snapshot; set appendonly yes"
         )
     elif synchronous == "full" and config.get("appendfsync") != "always":
-        loses = "about 1 s" if config.get("appendfsync") == "everysec" else "up to about 30 s"
+        loses = "1 to 2 s" if config.get("appendfsync") == "everysec" else "up to about 30 s"
         problems.append(
             f"appendfsync {config.get('appendfsync')}: a crash of the machine loses {loses} of"
             ' acknowledged events; set appendfsync always, or spool.synchronous = "normal"'
