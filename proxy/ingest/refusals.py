@@ -10,8 +10,9 @@ costs its address the bytes the relay read for it; an address whose budget is sp
 Not charged: refusals the address is not to blame for (another site's page posting with its
 visitors' browsers, a whole source over its limit), and requests with a server source's key in
 their Authorization header (the site's backend, which may share an address with browsers).
-The debt is capped at one burst, so an address is never shut out for more than 20 s by what it
-sent before. Requests sent at once all pass a gate that is still open: the cap bounds that too.
+The debt is capped at one burst, so an address is never shut out for more than about 20 s by
+what it sent before. Not bounded here: requests sent at the same moment all pass a gate that is
+still open and are all read (a front proxy's per-client connection limit bounds that).
 
 Per process (on a Redis spool each node keeps its own): it guards a process's event loop.
 """
