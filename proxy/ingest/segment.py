@@ -169,7 +169,6 @@ class SegmentApi:
 
     async def _take(self, request: web.Request, route_type: str | None) -> Taken:
         """Read, authenticate and process the request's events, up to the bytes to spool."""
-        server = self.settings.server
         app = request.app
         enricher = app[ENRICHER]
         headers = request.headers
@@ -178,20 +177,16 @@ class SegmentApi:
         authorization = headers.get("Authorization")
         if ip is not None:
             request[CLIENT_IP] = ip
+        reading = None
         if self.sources.is_server_key(authorization):
             request[EXEMPT] = True  # the site's backend, whoever shares its address
         else:
-            self.refusals.gate(ip, self.clock.now())  # before the body costs anything to read
-        check_content_type(request)
-        limit = server.max_body_bytes if route_type is None else self.event_limit
+            reading = self.refusals.enter(ip, self.clock.now())  # before the body costs anything
         try:
-            body = await read_body(request, limit)
-        except IngestError as error:
-            if error.status == 413:  # read (or inflated) up to the limit before it was refused
-                request[BODY_BYTES] = limit
-            raise
-        request[BODY_BYTES] = len(body)
-        data = decode_object(body)
+            data = await self._read(request, route_type)
+        finally:
+            if reading is not None:
+                self.refusals.leave(reading)
         now = self.clock.utcnow()
         origin = headers.get("Origin")
         source = self.sources.authenticate(authorization, data.get("writeKey"), origin)
@@ -253,6 +248,19 @@ class SegmentApi:
                 400, "no_valid_events", "no event in the batch was accepted", rejected=rejected
             )
         return Taken(accepted, message_ids, rejected, device, source.name)
+
+    async def _read(self, request: web.Request, route_type: str | None) -> dict[str, Any]:
+        """The request's body as a JSON object, its size kept for the refusals' charge."""
+        check_content_type(request)
+        limit = self.settings.server.max_body_bytes if route_type is None else self.event_limit
+        try:
+            body = await read_body(request, limit)
+        except IngestError as error:
+            if error.status == 413:  # read (or inflated) up to the limit before it was refused
+                request[BODY_BYTES] = limit
+            raise
+        request[BODY_BYTES] = len(body)
+        return decode_object(body)
 
     def _finish(self, request: web.Request, response: web.StreamResponse, secs: float) -> None:
         self.cors.grant(request, response)

@@ -3,9 +3,11 @@ every event route, and bot-flagged events counted apart while still accepted."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import math
 from collections import Counter
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -24,6 +26,7 @@ from proxy.ingest.limits import (
 from proxy.ingest.refusals import (
     BODY_BYTES,
     CLIENT_IP,
+    MAX_READING,
     REFUSED_BYTES_BURST,
     REFUSED_BYTES_PER_SEC,
     REQUEST_BYTES,
@@ -33,6 +36,7 @@ from proxy.ingest.segment import BATCH_ROUTES, SINGLE_ROUTES
 from proxy.keys import INGEST_COUNTS
 from proxy.settings import LimitSettings, Secret, ServerSettings, SourceKind, SourceSettings
 from tests.conftest import SERVER_KEY, WEB_KEY, WEB_ORIGIN, RelayFactory, SettingsFactory
+from tests.deliver.harness import eventually
 from tests.ingest.client import Answer, post, track
 
 WEB = SourceSettings("web", SourceKind.BROWSER, Secret("pk"), (WEB_ORIGIN,))
@@ -327,5 +331,49 @@ def test_the_debt_is_capped_at_one_burst() -> None:
         request[REFUSAL] = IngestError(401, "unknown_write_key", "the write key is not known")
         refusals.charge(request, 0.0)
     with pytest.raises(IngestError) as gated:
-        refusals.gate("203.0.113.9", 0.0)
+        refusals.enter("203.0.113.9", 0.0)
     assert gated.value.retry_after_secs == REFUSED_BYTES_BURST // REFUSED_BYTES_PER_SEC + 1
+
+
+def test_an_address_has_a_bounded_number_of_bodies_read_at_once() -> None:
+    refusals = Refusals()
+    entered = [refusals.enter("203.0.113.9", 0.0) for _ in range(MAX_READING)]
+    with pytest.raises(IngestError) as refused:
+        refusals.enter("203.0.113.9", 0.0)
+    assert (refused.value.status, refused.value.retry_after_secs) == (429, 1)
+    assert "too many requests at once from this address" in refused.value.message
+    assert refusals.enter("203.0.113.10", 0.0) == "203.0.113.10"  # another address
+    assert entered[0] is not None
+    refusals.leave(entered[0])
+    assert refusals.enter("203.0.113.9", 0.0) == "203.0.113.9"
+
+
+async def test_bodies_that_stall_hold_only_their_own_addresses_share(
+    relay_factory: RelayFactory, settings_factory: SettingsFactory, http: aiohttp.ClientSession
+) -> None:
+    # A reviewer sent 30 gzip bombs at once: all passed the still-open gate and were parsed.
+    settings = settings_factory(
+        server=ServerSettings(trusted_proxies=(ipaddress.ip_network("127.0.0.1/32"),))
+    )
+    relay = await relay_factory(settings, ManualClock())
+    parts = urlsplit(relay.url)
+    head = (
+        f"POST {parts.path}/v1/t HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        "X-Forwarded-For: 203.0.113.9\r\nContent-Type: application/json\r\n"
+        "Content-Length: 100\r\n\r\n{"
+    )
+    stalled = []
+    for _ in range(MAX_READING):  # each sends its head and one byte of its body, then waits
+        _, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        writer.write(head.encode())
+        stalled.append(writer)
+
+    async def answered(client: str, status: int) -> bool:
+        headers = {"X-Forwarded-For": client}
+        return (await post(http, f"{relay.url}/v1/t", track(), headers=headers)).status == status
+
+    await eventually(lambda: answered("203.0.113.9", 429), "the address's share is taken")
+    assert await answered("203.0.113.10", 200)
+    for writer in stalled:
+        writer.close()
+    await eventually(lambda: answered("203.0.113.9", 200), "the share is free again")
