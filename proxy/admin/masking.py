@@ -67,13 +67,13 @@ def secret_values(settings: Settings) -> list[str]:
 
 
 def url_secrets(url: str) -> list[str]:
-    """The parts of a URL that mask_url hides and a receiver may authenticate with: the user
-    info's password, query values, and path segments past the first."""
+    """The parts of a URL a receiver may authenticate with: the user info's password, query
+    values and path segments (the caller keeps those that look like credentials)."""
     parts = urlsplit(url)
     found = [value for _, value in parse_qsl(parts.query)]
     if parts.password:
         found.append(parts.password)
-    found += parts.path[1:].split("/")[1:]
+    found += parts.path[1:].split("/")
     return found
 
 
@@ -104,7 +104,10 @@ def mask_url(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     first, slash, rest = parts.path[1:].partition("/")
-    path = f"/{first}/{MASK}" if slash and rest else parts.path
+    if looks_like_a_credential(first):  # a token as the first segment: /T0AB12CD9x8y7z/...
+        path = f"/{MASK}/{MASK}" if slash and rest else f"/{MASK}{slash}"
+    else:
+        path = f"/{first}/{MASK}" if slash and rest else parts.path
     query = MASK if parts.query else ""
     return urlunsplit((parts.scheme, netloc or parts.netloc, path, query, ""))
 

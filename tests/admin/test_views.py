@@ -143,6 +143,9 @@ async def test_a_secret_in_a_webhook_urls_path_is_not_shown(admin_factory: Admin
         ("https://hooks.example/in", "https://hooks.example/in"),  # one segment: kept
         ("https://hooks.example/in/", "https://hooks.example/in/"),
         ("https://www.google-analytics.com", "https://www.google-analytics.com"),
+        # A token as the first segment is not something to tell destinations apart by.
+        ("https://hooks.example/k3y4f9a81c2e7x/in", "https://hooks.example/***/***"),
+        ("https://hooks.example/k3y4f9a81c2e7x", "https://hooks.example/***"),
     ],
 )
 def test_urls_keep_their_host_and_first_path_segment(url: str, shown: str) -> None:
