@@ -8,7 +8,8 @@ to take the GIL back from the loop for each row. What could wait runs on the thr
 (reads, settlements, cleanups, of any length), the COMMIT and its fsync, rows beyond what fits
 in SQLite's page cache (which would spill to disk), and a BEGIN that has to wait for another
 process's write lock (the CLI's replay). One transaction is open at a time. A failure fails that
-transaction's callers only; the next transaction starts clean.
+transaction's callers only, and an operation that raises fails its own caller only (a
+savepoint each); the next transaction starts clean.
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ class _Transaction:
     operations: list[tuple[Operation, asyncio.Future[Any] | None]] = field(default_factory=list)
     begun: bool = False  # the loop began it and inserted its first rows
     rows: Rows = field(default_factory=dict)  # for the thread to insert
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """What an operation that raised leaves in the results, for its caller alone."""
+
+    error: Exception
 
 
 class WriterClosed(RuntimeError):
@@ -163,7 +171,7 @@ class GroupCommitWriter:
                         self._conn.execute("PRAGMA busy_timeout=0")
                 for sql, rows in transaction.rows.items():
                     self._conn.executemany(sql, rows)
-                results = [op(self._conn) for op, _ in transaction.operations]
+                results = [self._operate(op) for op, _ in transaction.operations]
                 self._conn.execute("COMMIT")
             except BaseException as error:  # the thread outlives any operation
                 self._rollback(error)
@@ -172,6 +180,22 @@ class GroupCommitWriter:
                 self._loop.call_soon_threadsafe(self._finished, transaction, results, failure)
             except RuntimeError:  # the loop closed without close(): nobody is waiting
                 return
+
+    def _operate(self, op: Operation) -> Any:
+        """One operation inside its own savepoint: when it raises (a bug, input no check
+        caught), only its own writes are undone and only its caller is told; the rows and the
+        other operations of the transaction still commit. Before, an admin replay with an id
+        past 64 bits rolled back every ingest row that shared its COMMIT."""
+        conn = self._conn
+        conn.execute("SAVEPOINT operation")
+        try:
+            result = op(conn)
+        except Exception as error:
+            conn.execute("ROLLBACK TO operation")
+            log.error("An operation failed.", extra={"writer": self._name, "error": repr(error)})
+            result = _Failed(error)
+        conn.execute("RELEASE operation")
+        return result
 
     def _rollback(self, failure: BaseException) -> None:
         # Only a bug or a disk error gets here: ingest answers 503 and clients retry.
@@ -189,20 +213,31 @@ class GroupCommitWriter:
         self._open = False
         if failure is None:
             self.commits += 1
-        elif not isinstance(failure, Exception) or isinstance(failure, StopIteration):
-            # What a future cannot carry (StopIteration) or should not (SystemExit...).
-            failure = RuntimeError(f"{self._name}: an operation raised {failure!r}")
+        else:
+            failure = _carried(failure, self._name)
         try:
             for future in transaction.inserted:
                 _resolve(future, None, failure)
             for index, (_, waiter) in enumerate(transaction.operations):
-                if waiter is not None:
-                    _resolve(waiter, results[index] if failure is None else None, failure)
+                if waiter is None:
+                    continue
+                result = results[index] if failure is None else None
+                if isinstance(result, _Failed):
+                    _resolve(waiter, None, _carried(result.error, self._name))
+                else:
+                    _resolve(waiter, result, failure)
         finally:
             if self._next.inserted or self._next.operations:
                 self._schedule()
             else:
                 self._idle.set()
+
+
+def _carried(failure: BaseException, name: str) -> BaseException:
+    """What a future can carry: not StopIteration (asyncio refuses it), nor SystemExit and kin."""
+    if not isinstance(failure, Exception) or isinstance(failure, StopIteration):
+        return RuntimeError(f"{name}: an operation raised {failure!r}")
+    return failure
 
 
 def _is_busy(error: BaseException) -> bool:

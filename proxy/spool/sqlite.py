@@ -36,6 +36,7 @@ from proxy.sqlite_files import SPOOL_MARK, ServingLock, SpoolInUse, connect
 from proxy.sqlite_writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
+MAX_SEQ_DIGITS = 18  # below 2**63: what an SQLite INTEGER holds
 
 T = TypeVar("T")
 
@@ -600,7 +601,7 @@ class SqliteSpool:
         now = self._clock.now()
         since_time = since if since is not None else float("-inf")
         # Only seqs this spool could have handed out; anything else matches nothing.
-        only = None if ids is None else [int(i) for i in ids if i.isascii() and i.isdigit()]
+        only = None if ids is None else _seqs(ids)
         where = "destination = ? AND failed_at >= ?"
         if only is not None:
             where += f" AND seq IN ({','.join('?' * len(only))})"
@@ -621,7 +622,7 @@ class SqliteSpool:
         return moved
 
     async def discard(self, destination: str, ids: Sequence[str]) -> int:
-        rows = [(destination, int(i)) for i in ids]
+        rows = [(destination, seq) for seq in _seqs(ids)]
 
         def write(conn: sqlite3.Connection) -> int:
             before = conn.total_changes
@@ -642,6 +643,13 @@ class SqliteSpool:
         finally:  # whatever failed above, the next relay may serve the file
             if self._lock is not None:
                 self._lock.release()
+
+
+def _seqs(ids: Sequence[str]) -> list[int]:
+    """The ids this spool could have handed out (SQLite integers); anything else matches
+    nothing. An id past SQLite's 64 bits, bound as a parameter, raised OverflowError inside the
+    group commit, and rolled back the ingest rows that shared its transaction."""
+    return [int(i) for i in ids if i.isascii() and i.isdigit() and len(i) <= MAX_SEQ_DIGITS]
 
 
 def _add_message_id_column(conn: sqlite3.Connection) -> None:
