@@ -33,6 +33,20 @@ def preferences(context: Mapping[str, Any]) -> dict[str, Any] | None:
     return found if isinstance(found, dict) else None
 
 
+def writable_preferences(context: dict[str, Any]) -> dict[str, Any]:
+    """The event's category map, made so that answers can be written into it. A consent value
+    not in Segment's shape (a TCF string, `"granted"`) is kept under `value`: before, such a
+    value made GPC and a user's stitched refusals skip the event, which then reached vendors
+    that need the refused category."""
+    consent = context.get("consent")
+    if not isinstance(consent, dict):
+        consent = context["consent"] = {} if consent is None else {"value": consent}
+    found = consent.get("categoryPreferences")
+    if not isinstance(found, dict):
+        found = consent["categoryPreferences"] = {}
+    return found
+
+
 def apply_gpc(context: dict[str, Any], header: str | None, privacy: PrivacySettings) -> None:
     """Opt the event out of `gpc_opts_out` when the browser sent `Sec-GPC: 1` (or the client
     said `context.globalPrivacyControl: true`); a grant loses unless `gpc_overrides_consent`
@@ -41,14 +55,7 @@ def apply_gpc(context: dict[str, Any], header: str | None, privacy: PrivacySetti
         return
     if not (header is not None and header.strip() == "1") and context.get(GPC_CONTEXT) is not True:
         return
-    consent = context.get("consent")
-    if consent is None:
-        consent = context["consent"] = {}
-    if not isinstance(consent, dict):
-        return  # not Segment's shape; left as the client sent it
-    found = consent.get("categoryPreferences")
-    if not isinstance(found, dict):
-        found = consent["categoryPreferences"] = {}
+    found = writable_preferences(context)
     for category in privacy.gpc_opts_out:
         if privacy.gpc_overrides_consent or category not in found:
             found[category] = False

@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from proxy.enrich.consent import writable_preferences
+
 JSON = dict[str, Any]
 
 # Replaced as a whole by a newer capture (a new campaign is one unit; so is a new set of clicks).
@@ -133,12 +135,11 @@ def attach(context: JSON, profile: JSON) -> None:
     if "ga" in profile and (ga is None or isinstance(ga, dict)):
         context["ga"] = {**profile["ga"], **(ga or {})}
     if "consent" in profile:
-        consent = context.setdefault("consent", {})
-        own = consent.get("categoryPreferences") if isinstance(consent, dict) else None
-        if isinstance(consent, dict) and (not own or isinstance(own, dict)):
-            # The backend's own answers win for the categories it answered, and only for those:
-            # a refusal it did not repeat still holds.
-            consent["categoryPreferences"] = {**profile["consent"], **(own or {})}
+        # The backend's own answers win for the categories it answered, and only for those: a
+        # refusal it did not repeat still holds.
+        own = writable_preferences(context)
+        for category, answer in profile["consent"].items():
+            own.setdefault(category, answer)
     if FIRST_TOUCH in profile:
         context.setdefault(FIRST_TOUCH, profile[FIRST_TOUCH])
     if PAGE in profile and not context.get(PAGE):

@@ -12,6 +12,7 @@ from proxy.deliver.privacy import apply_ip
 from proxy.enrich.consent import apply_gpc, gpc_header, refused
 from proxy.enrich.redact import Redactor
 from proxy.events import Event
+from proxy.identity.profile import attach
 from proxy.settings import PrivacySettings
 
 
@@ -97,6 +98,27 @@ def test_do_not_track_counts_as_gpc_only_when_honoured() -> None:
     context = gpc_context(marketing=True)
     apply_gpc(context, gpc_header({"DNT": " 1 "}, honour), honour)
     assert context["consent"]["categoryPreferences"] == {"marketing": False}
+
+
+@pytest.mark.parametrize(
+    "value", ["granted", "CPXxRfAPXxRfAAfKABENB-CgAP_AAH_AAAqIHWtf", [], True, 0]
+)
+def test_gpc_refuses_whatever_shape_the_pages_consent_has(value: object) -> None:
+    # A consent tool that writes a string (a TCF string, "granted") turned GPC off: the event
+    # reached a marketing destination (a fuzzing helper's find). The value is kept beside.
+    context: dict[str, Any] = {"consent": value}
+    apply_gpc(context, "1", PrivacySettings())
+    assert context["consent"] == {"value": value, "categoryPreferences": {"marketing": False}}
+    assert refused(context, ["marketing"], required=False)
+
+
+def test_a_users_refusal_reaches_a_server_event_whatever_its_consent_shape() -> None:
+    context: dict[str, Any] = {"consent": "granted", "campaign": {"name": "own"}}
+    attach(context, {"consent": {"marketing": False, "analytics": True}})
+    assert context["consent"]["categoryPreferences"] == {"marketing": False, "analytics": True}
+    own = {"consent": {"categoryPreferences": {"analytics": False}}}
+    attach(own, {"consent": {"marketing": False, "analytics": True}})
+    assert own["consent"]["categoryPreferences"] == {"analytics": False, "marketing": False}
 
 
 def test_without_gpc_nothing_changes() -> None:
