@@ -45,11 +45,22 @@ class Redactor:
         page = context.get("page") if isinstance(context, dict) else None
         if isinstance(page, dict):
             self._fields(page)
-        campaign = context.get("campaign") if isinstance(context, dict) else None
-        if isinstance(campaign, dict):
-            # Parsed from the URL before redaction: an emailed link's utm_term may be an address.
-            for key in [k for k, v in campaign.items() if isinstance(v, str) and _is_address(v)]:
-                del campaign[key]
+        if isinstance(context, dict):
+            # Parsed from the URL before redaction: an emailed link's utm_term, or a click id
+            # pasted by hand, may be an address; so may fbc, which is built from fbclid.
+            for field in ("campaign", "clickIds"):
+                found = context.get(field)
+                if isinstance(found, dict):
+                    addresses = [
+                        k for k, v in found.items() if isinstance(v, str) and _is_address(v)
+                    ]
+                    for key in addresses:
+                        del found[key]
+                    if addresses and not found:
+                        del context[field]
+            fbc = context.get("fbc")
+            if isinstance(fbc, str) and _is_address(fbc):
+                del context["fbc"]
         properties = event.get("properties")
         if event.get("type") == "page" and isinstance(properties, dict):
             self._fields(properties)

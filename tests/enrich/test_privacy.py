@@ -55,6 +55,21 @@ def test_every_url_field_is_redacted() -> None:
     assert event["context"]["campaign"] == {"name": "spring"}
 
 
+def test_addresses_in_click_ids_and_fbc_are_dropped_too() -> None:
+    # ?fbclid=jane.doe@example.com reached the webhook in clickIds and Meta in fbc, though the
+    # URL it came from was redacted (a fuzzing helper's find).
+    event: dict[str, Any] = {
+        "type": "track",
+        "context": {
+            "campaign": {"term": "jane.doe@example.com"},
+            "clickIds": {"fbclid": "jane.doe@example.com", "gclid": "Cj0KCQ"},
+            "fbc": "fb.1.1767225600000.jane.doe@example.com",
+        },
+    }
+    Redactor(PrivacySettings()).event(event)
+    assert event["context"] == {"clickIds": {"gclid": "Cj0KCQ"}}
+
+
 def test_a_huge_value_ending_in_at_is_checked_in_linear_time() -> None:
     # A backtracking address pattern took seconds for 40 KB and hours for this megabyte: the
     # loop would stall on one request. Linear, it takes milliseconds; 5 s is only a backstop.
