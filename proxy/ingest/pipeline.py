@@ -37,6 +37,10 @@ NAME_FIELDS = ("name", "category")  # page and screen
 MAX_MESSAGE_ID_CHARS = 99  # Segment: messageId must be shorter than 100 characters
 RELAY_FIELD = "_relay"
 ABSENT = (None, "")  # an id that is missing or empty
+# Room for what the relay adds to an event (receivedAt, _relay, the parsed user agent, geo, the
+# stitched context) on top of the 32 KB an SDK may send: an event Segment takes as sent must not
+# be refused for the relay's own additions (SDKs drop what gets a 413).
+RELAY_ADDITIONS_BYTES = 4096
 # What a browser source's body may not say of itself (enrich()): its address, which only the
 # connection (and trusted proxies) can tell, and whether it is a bot. Its userAgent and location
 # stay: a client sets its User-Agent header as freely, and Segment's mobile SDKs, which send
@@ -103,7 +107,7 @@ def process(
     enrich(event, facts, enricher)
     if facts.context_step is not None:  # issue 6: privacy rules and context stitching
         facts.context_step.apply(event)
-    encoded = encode(event, settings.server.max_event_bytes)
+    encoded = encode(event, settings.server.max_event_bytes + RELAY_ADDITIONS_BYTES)
     if not isinstance(encoded, Rejection) and event["context"].get("bot") is True:
         counts[BOT_EVENTS] += 1
     return encoded
