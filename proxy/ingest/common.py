@@ -133,7 +133,9 @@ def check_content_type(request: web.Request) -> None:
 
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The request body, decoded from its Content-Encoding, never more than `limit` bytes."""
-    encoding = request.headers.get("Content-Encoding", "")
+    # Every Content-Encoding header, joined: two headers (gzip, then gzip) are two encodings,
+    # as "gzip, gzip" is, and get the same 415; reading the first alone decoded one of them.
+    encoding = ",".join(request.headers.getall("Content-Encoding", ()))
     if encoding:
         encoding = encoding.strip().lower()
         if encoding not in SUPPORTED_ENCODINGS:

@@ -48,8 +48,12 @@ def test_an_issue_time_in_the_future_is_renewed() -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["", "abc", f"{DEVICE}", f"{DEVICE}.x", f"{DEVICE}.1.2", "a;b.123", "x" * 65 + ".1"]
-)
+    "value",
+    [
+        "", "abc", f"{DEVICE}", f"{DEVICE}.x", f"{DEVICE}.1.2", "a;b.123", "x" * 65 + ".1",
+        f"{DEVICE}.\u0661\u0667\u0660\u0660",  # Arabic-Indic digits: \d took them
+    ],
+)  # fmt: skip
 def test_a_value_that_is_not_ours_gets_a_new_id(value: str) -> None:
     cookie = device_cookie(value, NOW)
     assert cookie.device_id not in value

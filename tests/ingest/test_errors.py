@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 import pytest
+from multidict import CIMultiDict
 
 from proxy.ingest import common
 from proxy.settings import ServerSettings
@@ -137,6 +138,18 @@ async def test_unsupported_content_type(relay: RelayServer, http: aiohttp.Client
     answer = await post(http, f"{relay.url}/v1/t", track(), content_type="application/xml")
     assert (answer.status, answer.json["code"]) == (415, "unsupported_content_type")
     assert "application/xml" in answer.json["message"]
+
+
+async def test_two_content_encoding_headers_are_two_encodings(
+    relay: RelayServer, http: aiohttp.ClientSession
+) -> None:
+    # A doubly gzipped body under two headers was decoded once and answered "invalid_utf8"; it
+    # is refused like "gzip, gzip" in one header.
+    body = gzip.compress(gzip.compress(orjson.dumps(track())))
+    headers = [("Content-Encoding", "gzip"), ("Content-Encoding", "gzip")]
+    async with http.post(f"{relay.url}/v1/t", data=body, headers=CIMultiDict(headers)) as answer:
+        assert answer.status == 415
+        assert (await answer.json())["code"] == "unsupported_encoding"
 
 
 @pytest.mark.parametrize("encoding", ["br", "zstd", "compress"])
