@@ -500,6 +500,13 @@ async def answered_while_trickling(connection: Connection) -> tuple[Answer, floa
     return answer, loop.time() - started
 
 
+def track_request() -> tuple[bytes, bytes]:
+    """A valid event's head (with its final empty line) and body."""
+    body = orjson.dumps({**track(), "writeKey": WEB_KEY})
+    head = request(POST + f"\nOrigin: {WEB_ORIGIN}\nContent-Length: {len(body)}")
+    return head, body
+
+
 async def test_a_trickled_head_is_answered_408_and_closed_at_the_head_deadline(
     connect: Connect, head_deadline: float, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -529,6 +536,35 @@ async def test_a_head_trickled_behind_a_request_in_the_same_packet_is_timed_too(
     assert first.status == 200
     answer, took = await answered_while_trickling(connection)
     assert head_deadline <= took < head_deadline + 1.5
+    assert (answer.status, answer.json["code"]) == (408, "head_timeout")
+    assert await connection.closed_by_relay()
+
+
+async def test_a_head_overdue_behind_a_request_being_handled_waits_for_its_answer(
+    connect: Connect, head_deadline: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    next_chunk = common._next_chunk
+
+    async def slow(content: Any, waits: Any) -> bytes:  # the route takes 3 head deadlines
+        await asyncio.sleep(head_deadline * 3)
+        return await next_chunk(content, waits)
+
+    monkeypatch.setattr(common, "_next_chunk", slow)
+    head, body = track_request()
+    connection = await connect()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    connection.writer.write(head + body + b"GET /healthz HTTP/1.1\r\nHost: relay\r\n")
+    trickling = asyncio.create_task(trickle(connection, head_deadline / 6))
+    try:
+        first = await connection.answer()
+        assert loop.time() - started >= head_deadline * 3
+        assert first.status == 200, first  # not cut short by the head behind it
+        answer = await connection.answer()
+    finally:
+        trickling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await trickling
     assert (answer.status, answer.json["code"]) == (408, "head_timeout")
     assert await connection.closed_by_relay()
 
@@ -569,13 +605,6 @@ async def test_two_requests_in_a_row_and_two_pipelined_are_all_answered(
     assert (first.status, second.status) == (200, 200)
     await asyncio.sleep(head_deadline * 2)
     assert await connection.still_serves()
-
-
-def track_request() -> tuple[bytes, bytes]:
-    """A valid event's head (with its final empty line) and body."""
-    body = orjson.dumps({**track(), "writeKey": WEB_KEY})
-    head = request(POST + f"\nOrigin: {WEB_ORIGIN}\nContent-Length: {len(body)}")
-    return head, body
 
 
 async def test_a_slow_body_is_not_cut_by_the_head_deadline_but_by_its_own(
