@@ -2,13 +2,16 @@
 (unknown path, wrong method) get the relay's JSON error, on raw sockets against serve() itself.
 
 A framing error closes the connection (what follows cannot be trusted to be a request); a 404 or
-405 keeps it open. GET/HEAD routes and CORS answer as before.
+405 keeps it open. GET/HEAD routes and CORS answer as before. A request head that does not arrive
+within HEAD_TIMEOUT_SECS is answered 408 and closed; idle connections and slow bodies are not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -16,11 +19,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import attrs
 import orjson
 import pytest
 from aiohttp import web
+from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.web_protocol import _ErrInfo
 
-from proxy.ingest import common
+from proxy.ingest import common, http_errors
 from proxy.serve import serve
 from proxy.settings import (
     AdminSettings,
@@ -36,6 +42,7 @@ from tests.ingest.client import track
 
 PREFIX = "/k7q2xz"
 ANSWER_SECS = 10
+HEAD_SECS = 0.6  # the head deadline the head tests set
 
 
 class _Listening(logging.Handler):
@@ -429,12 +436,218 @@ async def test_the_preflight_still_answers_with_the_grant(connect: Connect) -> N
 
 def test_aiohttp_still_builds_and_calls_its_connection_handler_as_public_runner_expects() -> None:
     """PublicRunner replaces the RequestHandler that web.Server.__call__ makes and overrides
-    its handle_error(): if aiohttp changes either, this fails before any answer goes wrong."""
-    from proxy.ingest import http_errors
-
+    its handle_error(), data_received() and connection_lost(): if aiohttp changes what they rely
+    on, this fails before any answer goes wrong."""
     made = inspect.getsource(web.Server.__call__)
     assert "return RequestHandler(self, loop=self._loop, **self._kwargs)" in made
     ours = inspect.signature(http_errors._Connection.handle_error, eval_str=True)
     assert inspect.signature(web.RequestHandler.handle_error, eval_str=True) == ours
     handler = inspect.getsource(web.RequestHandler._make_error_handler)
     assert "self.handle_error(" in handler
+    # The head deadline. data_received() counts and queues each request the parser yields (and
+    # its errors) and wakes start() through _waiter; it reads nothing once close() was called.
+    received = inspect.getsource(web.RequestHandler.data_received)
+    for line in (
+        "if self._force_close or self._close:",
+        "self._request_count += 1",
+        "self._messages.append((msg, payload))",
+        "waiter.set_result(None)",
+    ):
+        assert line in received, line
+    # start() waits on _waiter only while no request is queued, and answers a queued _ErrInfo
+    # through handle_error(), as _head_overdue() queues one.
+    started = inspect.getsource(web.RequestHandler.start)
+    for line in (
+        "if not self._messages:",
+        "self._waiter = loop.create_future()",
+        "message, payload = self._messages.popleft()",
+        "if isinstance(message, _ErrInfo):",
+        "request_handler = self._make_error_handler(message)",
+    ):
+        assert line in started, line
+    assert "self._close = True" in inspect.getsource(web.RequestHandler.close)
+    assert [field.name for field in attrs.fields(_ErrInfo)] == ["status", "exc", "message"]
+    assert EMPTY_PAYLOAD.is_eof()  # a request without a body: its end is its head's end
+    assert http_errors._Connection.__dictoffset__ == 0  # still no __dict__ per connection
+
+
+@pytest.fixture
+def head_deadline(monkeypatch: pytest.MonkeyPatch) -> float:
+    monkeypatch.setattr(http_errors, "HEAD_TIMEOUT_SECS", HEAD_SECS)
+    return HEAD_SECS
+
+
+async def trickle(connection: Connection, every: float) -> None:
+    """One more header line every `every` s, until the relay closes the connection."""
+    with contextlib.suppress(ConnectionError):
+        for number in itertools.count():
+            await asyncio.sleep(every)
+            connection.writer.write(f"X-Slow-{number}: 1\r\n".encode())
+            await connection.writer.drain()
+
+
+async def answered_while_trickling(connection: Connection) -> tuple[Answer, float]:
+    """The relay's answer to a head trickled a line at a time, and the seconds it took."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    trickling = asyncio.create_task(trickle(connection, HEAD_SECS / 6))
+    try:
+        answer = await connection.answer()
+    finally:
+        trickling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await trickling
+    return answer, loop.time() - started
+
+
+def track_request() -> tuple[bytes, bytes]:
+    """A valid event's head (with its final empty line) and body."""
+    body = orjson.dumps({**track(), "writeKey": WEB_KEY})
+    head = request(POST + f"\nOrigin: {WEB_ORIGIN}\nContent-Length: {len(body)}")
+    return head, body
+
+
+async def test_a_trickled_head_is_answered_408_and_closed_at_the_head_deadline(
+    connect: Connect, head_deadline: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before: nothing timed the head; a line every 40 s was answered 200 after 160 s.
+    connection = await connect()
+    with caplog.at_level(logging.DEBUG):
+        connection.writer.write(b"GET /healthz HTTP/1.1\r\nHost: relay\r\n")
+        answer, took = await answered_while_trickling(connection)
+        assert head_deadline <= took < head_deadline + 1.5  # not before the deadline
+        assert (answer.status, answer.json["code"]) == (408, "head_timeout")
+        assert answer.json["message"] == f"the request head did not arrive within {HEAD_SECS:g} s"
+        assert answer.headers["server"] == "relay"
+        assert await connection.closed_by_relay()
+    said = [record for record in caplog.records if "request head" in record.getMessage()]
+    assert [(record.levelno, record.exc_info) for record in said] == [(logging.INFO, None)]
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+async def test_a_head_trickled_behind_a_request_in_the_same_packet_is_timed_too(
+    connect: Connect, head_deadline: float
+) -> None:
+    # Its clock starts at the next read (the parser does not say it holds part of a head).
+    connection = await connect()
+    first = await connection.send(
+        b"GET /healthz HTTP/1.1\r\nHost: relay\r\n\r\nGET /healthz HTTP/1.1\r\nHost: relay\r\n"
+    )
+    assert first.status == 200
+    answer, took = await answered_while_trickling(connection)
+    assert head_deadline <= took < head_deadline + 1.5
+    assert (answer.status, answer.json["code"]) == (408, "head_timeout")
+    assert await connection.closed_by_relay()
+
+
+async def test_a_head_overdue_behind_a_request_being_handled_waits_for_its_answer(
+    connect: Connect, head_deadline: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    next_chunk = common._next_chunk
+
+    async def slow(content: Any, waits: Any) -> bytes:  # the route takes 3 head deadlines
+        await asyncio.sleep(head_deadline * 3)
+        return await next_chunk(content, waits)
+
+    monkeypatch.setattr(common, "_next_chunk", slow)
+    head, body = track_request()
+    connection = await connect()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    connection.writer.write(head + body + b"GET /healthz HTTP/1.1\r\nHost: relay\r\n")
+    trickling = asyncio.create_task(trickle(connection, head_deadline / 6))
+    try:
+        first = await connection.answer()
+        assert loop.time() - started >= head_deadline * 3
+        assert first.status == 200, first  # not cut short by the head behind it
+        answer = await connection.answer()
+    finally:
+        trickling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await trickling
+    assert (answer.status, answer.json["code"]) == (408, "head_timeout")
+    assert await connection.closed_by_relay()
+
+
+async def test_a_head_in_pieces_within_the_deadline_is_served(
+    connect: Connect, head_deadline: float
+) -> None:
+    connection = await connect()
+    for _ in range(2):
+        for piece in (b"GET /healthz HTTP/1.1\r\n", b"Host: relay\r\n", b"X-A: 1\r\n"):
+            connection.writer.write(piece)
+            await asyncio.sleep(head_deadline / 5)  # 3 of them: well within the deadline
+        answer = await connection.send(b"\r\n")
+        assert answer.status == 200
+    assert await connection.still_serves()
+
+
+async def test_an_idle_connection_outlives_the_head_deadline(
+    connect: Connect, head_deadline: float
+) -> None:
+    # nginx keeps its upstream connections idle: closing one makes a POST it cannot retry a 502.
+    fresh, used = await connect(), await connect()
+    assert await used.still_serves()
+    await asyncio.sleep(head_deadline * 3)
+    assert await fresh.still_serves()
+    assert await used.still_serves()
+
+
+async def test_two_requests_in_a_row_and_two_pipelined_are_all_answered(
+    connect: Connect, head_deadline: float
+) -> None:
+    connection = await connect()
+    assert await connection.still_serves()
+    assert await connection.still_serves()
+    get = b"GET /healthz HTTP/1.1\r\nHost: relay\r\n\r\n"
+    first = await connection.send(get + get)
+    second = await connection.answer()
+    assert (first.status, second.status) == (200, 200)
+    await asyncio.sleep(head_deadline * 2)
+    assert await connection.still_serves()
+
+
+async def test_a_slow_body_is_not_cut_by_the_head_deadline_but_by_its_own(
+    connect: Connect, head_deadline: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(common, "BODY_IDLE_SECS", head_deadline * 2)
+    monkeypatch.setattr(common, "BODY_TOTAL_SECS", head_deadline * 4)
+    head, body = track_request()
+    connection = await connect()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    connection.writer.write(head)
+
+    async def slowly() -> None:  # a byte at a time, within the body's idle deadline
+        with contextlib.suppress(ConnectionError):
+            for index in range(len(body) - 1):
+                await asyncio.sleep(head_deadline / 3)
+                connection.writer.write(body[index : index + 1])
+                await connection.writer.drain()
+
+    sending = asyncio.create_task(slowly())
+    try:
+        answer = await connection.answer()
+    finally:
+        sending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sending
+    assert (answer.status, answer.json["code"]) == (408, "body_timeout"), answer
+    assert loop.time() - started >= head_deadline * 4  # the body's whole deadline, not the head's
+
+
+async def test_a_body_that_arrived_slowly_leaves_no_head_deadline_behind(
+    connect: Connect, head_deadline: float
+) -> None:
+    head, body = track_request()
+    connection = await connect()
+    connection.writer.write(head)
+    thirds = len(body) // 3
+    for piece in (body[:thirds], body[thirds : 2 * thirds]):
+        await asyncio.sleep(head_deadline / 2)  # longer than the head deadline in all
+        connection.writer.write(piece)
+    await asyncio.sleep(head_deadline / 2)
+    answer = await connection.send(body[2 * thirds :])
+    assert answer.status == 200, answer
+    await asyncio.sleep(head_deadline * 3)  # idle after it: kept
+    assert await connection.still_serves()
