@@ -24,7 +24,7 @@ MAX_AGE_SECS = 400 * 86_400  # Chrome caps cookie lifetimes at 400 days (RFC 626
 RENEW_AFTER_SECS = 30 * 86_400
 FBP_COOKIE = "_fbp"
 MAX_FBP_CHARS = 200  # Meta's value is ~30 characters; longer is not theirs
-_VALUE = re.compile(r"([A-Za-z0-9_-]{16,64})\.([0-9]{1,12})")  # \d takes "١٧٠٠" too
+_VALUE = re.compile(r"([A-Za-z0-9_-]{16,64})\.([0-9]{1,12})")  # \d takes Arabic-Indic digits too
 
 
 _RANDOM_CHUNK = 16 * 256
