@@ -163,8 +163,10 @@ class RedisSpool:
         # messageId from the body it decodes anyway for its checks.
         if not events:
             return ()
-        ids = message_ids if message_ids is not None else [None] * len(events)
-        marks = [b"" if mid is None else repeat_mark(source, mid) for mid in ids]
+        if self._repeat_window and message_ids is not None:
+            marks = [b"" if mid is None else repeat_mark(source, mid) for mid in message_ids]
+        else:  # no window: the script looks at no mark, so none is hashed
+            marks = [b""] * len(events)
         accepted, repeats = await self._append(events, marks)
         if not accepted:
             # At the cap, trim what delivery finished since the last cleanup before refusing.
