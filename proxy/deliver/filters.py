@@ -1,6 +1,7 @@
-"""Which events a destination never receives: its `types`, `events` / `exclude_events` and
-`consent` settings, what the adapter cannot take, and what is too old for it. Pure; a filtered
-event is settled as done with `Outcome.filtered(reason)`, the reason naming the setting."""
+"""Which events a destination never receives: those whose Segment `integrations` object turns it
+off, its `types`, `events` / `exclude_events` and `consent` settings, what the adapter cannot
+take, and what is too old for it. Pure; a filtered event is settled as done with
+`Outcome.filtered(reason)`, the reason naming the setting (or `integrations`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Sequence
 from fnmatch import fnmatchcase
 from typing import Any
 
+from proxy.destinations import SEGMENT_NAMES
 from proxy.destinations.base import Destination
 from proxy.enrich.consent import refused
 from proxy.events import Event
@@ -18,6 +20,17 @@ from proxy.settings import DestinationSettings
 # leave identify, group and alias alone: `types` is the setting that governs those.
 NAMED_TYPES = frozenset({"track", "page", "screen"})
 
+# Stored events are compact orjson (no spaces), so an `integrations` object that names anything
+# shows these bytes. Events without them, nearly all, are never decoded for routing; the same
+# bytes elsewhere (a property called `integrations`) cost one decode, never a wrong answer. An
+# empty `{}` turns nothing off.
+NAMES_DESTINATIONS = b'"integrations":{"'
+
+
+def names_destinations(raw: bytes) -> bool:
+    """Whether a stored event may carry an `integrations` object that chooses destinations."""
+    return NAMES_DESTINATIONS in raw
+
 
 def filter_reason(
     event: Event, settings: DestinationSettings, consent_required: bool = False
@@ -25,6 +38,10 @@ def filter_reason(
     """Why `event` is not for this destination, or None when it is.
 
     `consent_required` is `[privacy] consent_required`: whether an unanswered category refuses."""
+    if names_destinations(event.raw) and routed_away(
+        event.data.get("integrations"), settings.name, SEGMENT_NAMES.get(settings.type, ())
+    ):
+        return "integrations"  # the sender's own choice, ahead of the config's filters
     if not (settings.types or settings.events or settings.exclude_events or settings.consent):
         return None  # the common case; also spares decoding a stored event just to look
     kind = event.data.get("type")
@@ -41,14 +58,34 @@ def filter_reason(
     return None
 
 
+def routed_away(integrations: object, name: str, segment_names: Sequence[str]) -> bool:
+    """Whether a message's Segment `integrations` object turns off the destination configured as
+    `name` whose type Segment's catalog calls `segment_names` (keys are case-sensitive).
+
+    The configured name, the more specific, decides when the object has it. Else the catalog
+    names do, the destination being on when any of them is on (each names a Segment destination
+    this one stands in for). Else `All`, true when absent. As analytics.js reads the object, only
+    `false` turns off: `true`, an options object or any other value under a name turns on. An
+    `integrations` that is not an object chooses nothing (ingest refuses those)."""
+    if not isinstance(integrations, dict):
+        return False
+    if name in integrations:
+        return integrations[name] is False
+    named = [integrations[key] for key in segment_names if key in integrations]
+    if named:
+        return all(value is False for value in named)
+    return integrations.get("All") is False
+
+
 def matches(name: str, patterns: Sequence[str]) -> bool:
     """Exact names or fnmatch patterns, case-sensitive (event names are case-sensitive)."""
     return any(name == pattern or fnmatchcase(name, pattern) for pattern in patterns)
 
 
 def stops_nothing(destination: Destination[Any]) -> bool:
-    """True when `screen` lets every event through: no filter setting, no adapter skip_reason,
-    no age limit. The worker then spares each event the decoding the checks would need."""
+    """True when `screen` lets through every event that does not name destinations (see
+    `names_destinations`): no filter setting, no adapter skip_reason, no age limit. The worker
+    then spares those events the decoding the checks would need."""
     settings = destination.settings
     return (
         not (settings.types or settings.events or settings.exclude_events or settings.consent)

@@ -21,7 +21,7 @@ from proxy.deliver.backoff import retry_delay
 from proxy.deliver.batching import split
 from proxy.deliver.client import Transport, TransportError
 from proxy.deliver.consent_wait import HOLD_REASON, ConsentWait, with_answer
-from proxy.deliver.filters import screen, stops_nothing
+from proxy.deliver.filters import NAMES_DESTINATIONS, screen, stops_nothing
 from proxy.deliver.privacy import apply_ip
 from proxy.deliver.settlement import Claimed, Settlement, excerpt
 from proxy.deliver.tasks import finish_within, first_of
@@ -101,6 +101,8 @@ class Worker:
         self._wake = asyncio.Event()  # a batch finished: a slot is free, a retry may be due
         self._due_miss = False
         # Nothing to screen and the IP as stored: events go out undecoded, as the spool holds them.
+        # A claim with an event that names destinations (`integrations`) is screened instead;
+        # that decodes only the events that name some.
         self._as_stored = stops_nothing(destination) and self.settings.ip == "full"
 
     def start(self) -> None:
@@ -209,7 +211,10 @@ class Worker:
     # -- one claim: screen, batch, send -----------------------------------------------------
 
     async def _dispatch(self, claimed: Sequence[Stored]) -> None:
-        if self._as_stored and all(stored.message_id is not None for stored in claimed):
+        if self._as_stored and all(
+            stored.message_id is not None and NAMES_DESTINATIONS not in stored.raw
+            for stored in claimed
+        ):
             stopped = Settlement()
             ready = [(stored, Event(stored.raw, None, stored.message_id)) for stored in claimed]
         else:

@@ -89,3 +89,120 @@ def test_events_without_consent_information_pass_unless_consent_is_required() ->
 
 def test_consent_is_ignored_when_the_destination_needs_none() -> None:
     assert filter_reason(track("A", context=consent(marketing=False)), settings()) is None
+
+
+# Segment's `integrations` object (segment.md, the message table): the sender's own choice of
+# destinations, settled as filtered:integrations.
+
+
+def named(name: str, kind: str) -> DestinationSettings:
+    return DestinationSettings(name=name, type=kind, config=None)
+
+
+def routed(integrations: object) -> Event:
+    return track("A", integrations=integrations)
+
+
+MIXPANEL = named("product", "mixpanel")  # Segment calls the type "Mixpanel"
+GA4 = named("ga4", "ga4")
+
+
+def test_all_false_and_one_true_sends_only_to_that_one() -> None:
+    only_mixpanel = routed({"All": False, "Mixpanel": True})
+    assert filter_reason(only_mixpanel, MIXPANEL) is None
+    assert filter_reason(only_mixpanel, GA4) == "integrations"
+    assert filter_reason(only_mixpanel, named("d", "debug")) == "integrations"
+
+
+def test_one_false_turns_off_only_that_one() -> None:
+    not_mixpanel = routed({"Mixpanel": False})
+    assert filter_reason(not_mixpanel, MIXPANEL) == "integrations"
+    assert filter_reason(not_mixpanel, GA4) is None
+    assert filter_reason(routed({"All": True, "Mixpanel": False}), MIXPANEL) == "integrations"
+
+
+def test_an_options_object_turns_on() -> None:
+    options = routed({"All": False, "Amplitude": {"session_id": 1}, "ga4": {}})
+    assert filter_reason(options, named("amp", "amplitude")) is None
+    assert filter_reason(options, GA4) is None
+    assert filter_reason(options, MIXPANEL) == "integrations"
+
+
+def test_all_defaults_to_true_and_an_empty_object_chooses_nothing() -> None:
+    assert filter_reason(routed({"Amplitude": False}), MIXPANEL) is None
+    assert filter_reason(routed({}), MIXPANEL) is None
+    assert filter_reason(routed({"All": False}), MIXPANEL) == "integrations"
+
+
+def test_keys_are_case_sensitive() -> None:
+    assert filter_reason(routed({"mixpanel": False}), MIXPANEL) is None
+    assert filter_reason(routed({"All": False, "mixpanel": True}), MIXPANEL) == "integrations"
+    assert filter_reason(routed({"all": False}), MIXPANEL) is None
+    assert filter_reason(routed({"Product": False}), MIXPANEL) is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "segment_name"),
+    [
+        ("ga4", "Google Analytics 4"),
+        ("ga4", "Google Analytics 4 Cloud"),
+        ("meta_capi", "Facebook Conversions API"),
+        ("mixpanel", "Mixpanel"),
+        ("amplitude", "Amplitude"),
+        ("posthog", "PostHog"),
+        ("segment", "Segment"),
+        ("tiktok", "TikTok Conversions"),
+        ("webhook", "Webhooks"),
+    ],
+)
+def test_each_type_answers_to_its_segment_catalog_name(kind: str, segment_name: str) -> None:
+    settings = named("mine", kind)
+    assert filter_reason(routed({segment_name: False}), settings) == "integrations"
+    assert filter_reason(routed({"All": False, segment_name: True}), settings) is None
+
+
+def test_the_configured_name_answers_too_also_for_webhook_and_debug() -> None:
+    for settings in (named("hook", "webhook"), named("dbg", "debug"), GA4, MIXPANEL):
+        only = routed({"All": False, settings.name: True})
+        assert filter_reason(only, settings) is None
+        assert filter_reason(routed({settings.name: False}), settings) == "integrations"
+
+
+def test_the_configured_name_wins_over_the_catalog_name() -> None:
+    assert filter_reason(routed({"Mixpanel": False, "product": True}), MIXPANEL) is None
+    assert filter_reason(routed({"Mixpanel": True, "product": False}), MIXPANEL) == "integrations"
+    # And the object's order does not matter.
+    assert filter_reason(routed({"product": True, "Mixpanel": False}), MIXPANEL) is None
+
+
+def test_catalog_names_of_one_type_disagreeing_turn_it_on() -> None:
+    both = {"All": False, "Google Analytics 4": False, "Google Analytics 4 Cloud": True}
+    assert filter_reason(routed(both), GA4) is None
+    off = {"Google Analytics 4": False, "Google Analytics 4 Cloud": False}
+    assert filter_reason(routed(off), GA4) == "integrations"
+
+
+@pytest.mark.parametrize("value", [None, 0, "false", [], True])
+def test_only_false_turns_off(value: object) -> None:
+    assert filter_reason(routed({"All": False, "Mixpanel": value}), MIXPANEL) is None
+    assert filter_reason(routed({"Mixpanel": value}), MIXPANEL) is None
+    assert filter_reason(routed({"All": value}), MIXPANEL) is None
+
+
+@pytest.mark.parametrize("value", [True, False, "Mixpanel", ["Mixpanel"], None, 1])
+def test_integrations_that_is_not_an_object_is_ignored(value: object) -> None:
+    assert filter_reason(routed(value), MIXPANEL) is None
+
+
+def test_integrations_elsewhere_in_the_event_is_not_routing() -> None:
+    nested = track("A", properties={"integrations": {"All": False}})
+    assert filter_reason(nested, MIXPANEL) is None
+    in_context = track("A", context={"integrations": {"Mixpanel": False}})
+    assert filter_reason(in_context, MIXPANEL) is None
+
+
+def test_integrations_come_before_the_other_filters() -> None:
+    only_track = settings(types=("track",))
+    page = Event.from_data({"type": "page", "messageId": "m", "integrations": {"d": False}})
+    assert filter_reason(page, only_track) == "integrations"
+    assert filter_reason(routed({"d": False}), only_track) == "integrations"

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 
 import proxy.deliver.worker as worker_module
@@ -233,6 +234,56 @@ async def test_filters_settle_as_filtered(relay: Relay, receiver: FakeWebhookRec
     }
     assert receiver.message_ids == ["m-4", "m-5"]
     assert await relay.spool.backlog("hook") == 0
+
+
+@pytest.mark.parametrize("as_stored", [True, False])
+async def test_integrations_settle_as_filtered(
+    relay: Relay, receiver: FakeWebhookReceiver, as_stored: bool
+) -> None:
+    # A webhook with no filter sends stored bytes undecoded when the spool knows each messageId
+    # (as ingest appends), and screens each event when it does not (a Redis spool): either way,
+    # events whose `integrations` turn it off are settled as filtered.
+    worker = relay.start(receiver.endpoint)
+    events = [
+        relay.event(1),
+        relay.event(2, integrations={"All": False, "hook": True}),
+        relay.event(3, integrations={"hook": False}),
+        relay.event(4, integrations={"Webhooks": False}),
+        relay.event(5, integrations={"All": False, "Mixpanel": True}),
+        relay.event(6, integrations={"All": True}, properties={"integrations": {"hook": False}}),
+        relay.event(7, integrations={}),
+    ]
+    known = [e["messageId"] for e in events] if as_stored else None
+    await relay.spool.append([orjson.dumps(e) for e in events], known)
+    await eventually(lambda: len(worker.outcomes) == 7, "seven outcomes")
+    assert outcomes(worker) == {
+        "m-1": "delivered:http_204",
+        "m-2": "delivered:http_204",
+        "m-3": "filtered:integrations",
+        "m-4": "filtered:integrations",
+        "m-5": "filtered:integrations",
+        "m-6": "delivered:http_204",
+        "m-7": "delivered:http_204",
+    }
+    assert receiver.message_ids == ["m-1", "m-2", "m-6", "m-7"]
+    assert await relay.spool.backlog("hook") == 0
+
+
+async def test_events_naming_no_destinations_are_not_screened(
+    relay: Relay, receiver: FakeWebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The hot path stays as it was: without `"integrations":{"` in the stored bytes, an event is
+    # neither screened nor decoded.
+    def no_screening(*args: object, **kwargs: object) -> None:
+        raise AssertionError("screened")
+
+    monkeypatch.setattr(worker_module, "screen", no_screening)
+    monkeypatch.setattr(Event, "data", property(no_screening))
+    worker = relay.start(receiver.endpoint)
+    events = [relay.event(1), relay.event(2, integrations={})]
+    await relay.spool.append([orjson.dumps(e) for e in events], [e["messageId"] for e in events])
+    await eventually(lambda: len(worker.outcomes) == 2, "two outcomes")
+    assert outcomes(worker) == {"m-1": "delivered:http_204", "m-2": "delivered:http_204"}
 
 
 class Fussy(Webhook):
