@@ -6,15 +6,18 @@ import asyncio
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
 import proxy.deliver.worker as worker_module
 from proxy.clock import ManualClock
+from proxy.deliver import filters
 from proxy.destinations.base import BatchLimits, HttpRequest, HttpResponse, Result, Verdict
 from proxy.destinations.webhook import Webhook
 from proxy.events import Event, format_time
+from proxy.outcomes import Outcome
 from proxy.settings import SpoolSettings
 from proxy.spool import open_spool
 from tests.deliver.harness import Held, Relay, eventually, outcomes
@@ -269,21 +272,45 @@ async def test_integrations_settle_as_filtered(
     assert await relay.spool.backlog("hook") == 0
 
 
-async def test_events_naming_no_destinations_are_not_screened(
+async def test_only_events_naming_destinations_are_screened_and_decoded(
     relay: Relay, receiver: FakeWebhookReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The hot path stays as it was: without `"integrations":{"` in the stored bytes, an event is
-    # neither screened nor decoded.
-    def no_screening(*args: object, **kwargs: object) -> None:
-        raise AssertionError("screened")
+    # The hot path stays as it was: an event without `"integrations":{"` in its stored bytes is
+    # neither screened nor decoded, also when others in its claim are.
+    screened: list[str] = []
+    decoded: list[bytes] = []
+    real_data = Event.data
 
-    monkeypatch.setattr(worker_module, "screen", no_screening)
-    monkeypatch.setattr(Event, "data", property(no_screening))
+    def screen(event: Event, *args: Any) -> Outcome | None:
+        screened.append(event.message_id)
+        return filters.screen(event, *args)
+
+    def data(event: Event) -> dict[str, Any]:
+        decoded.append(event.raw)
+        return real_data.fget(event)  # type: ignore[attr-defined, no-any-return]
+
+    monkeypatch.setattr(worker_module, "screen", screen)
+    monkeypatch.setattr(Event, "data", property(data))
     worker = relay.start(receiver.endpoint)
-    events = [relay.event(1), relay.event(2, integrations={})]
+    events = [
+        relay.event(1),
+        relay.event(2, integrations={"hook": False}),
+        relay.event(3, integrations={}),
+        relay.event(4, integrations={"Mixpanel": False}),
+        relay.event(5),
+    ]
     await relay.spool.append([orjson.dumps(e) for e in events], [e["messageId"] for e in events])
-    await eventually(lambda: len(worker.outcomes) == 2, "two outcomes")
-    assert outcomes(worker) == {"m-1": "delivered:http_204", "m-2": "delivered:http_204"}
+    await eventually(lambda: len(worker.outcomes) == 5, "five outcomes")
+    assert outcomes(worker) == {
+        "m-1": "delivered:http_204",
+        "m-2": "filtered:integrations",
+        "m-3": "delivered:http_204",
+        "m-4": "delivered:http_204",
+        "m-5": "delivered:http_204",
+    }
+    assert screened == ["m-2", "m-4"]
+    assert {orjson.loads(raw)["messageId"] for raw in decoded} == {"m-2", "m-4"}
+    assert receiver.message_ids == ["m-1", "m-3", "m-4", "m-5"]
 
 
 class Fussy(Webhook):
