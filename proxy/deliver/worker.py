@@ -101,7 +101,7 @@ class Worker:
         self._wake = asyncio.Event()  # a batch finished: a slot is free, a retry may be due
         self._due_miss = False
         # Nothing to screen and the IP as stored: events go out undecoded, as the spool holds them,
-        # except that events naming destinations (`integrations`) are decoded to look (_route).
+        # except that events naming destinations (`integrations`) are decoded to look at them.
         self._as_stored = stops_nothing(destination) and self.settings.ip == "full"
 
     def start(self) -> None:
@@ -211,9 +211,7 @@ class Worker:
 
     async def _dispatch(self, claimed: Sequence[Stored]) -> None:
         if self._as_stored and all(stored.message_id is not None for stored in claimed):
-            stopped = Settlement()
-            ready = [(stored, Event(stored.raw, None, stored.message_id)) for stored in claimed]
-            ready = self._route(ready, stopped)
+            ready, stopped = self._as_stored_unless_routed(claimed)
         else:
             ready, stopped = await self._screen(claimed)
         size = self.destination.size
@@ -248,29 +246,31 @@ class Worker:
             self._batches.add(task)
             task.add_done_callback(self._batch_done)
 
-    def _route(self, ready: list[Claimed], stopped: Settlement) -> list[Claimed]:
-        """`ready` less the events whose `integrations` object turns this destination off, those
-        settled in `stopped`. For a destination that screens nothing else: only the events whose
-        bytes name destinations are decoded, and the others stay as they are."""
+    def _as_stored_unless_routed(
+        self, claimed: Sequence[Stored]
+    ) -> tuple[list[Claimed], Settlement]:
+        """For a destination that screens nothing else: the claimed events to send as stored, and
+        the settlement of those whose `integrations` object turns it off. Only events whose bytes
+        name destinations are decoded, and their decoded copy is dropped once looked at."""
         now = self.clock.now()
-        dropped: set[str] = set()
-        for stored, event in ready:
-            if NAMES_DESTINATIONS not in stored.raw:
-                continue
-            try:
-                outcome = screen(event, self.destination, now, self.consent_required)
-            except Exception as error:
-                log.warning(
-                    "Screening an event failed.",
-                    extra={"destination": self.name, "error": repr(error)},
-                )
-                outcome = Outcome.dead("invalid")
-            if outcome is not None:
-                stopped.add(stored, event.message_id, outcome)
-                dropped.add(stored.id)
-        if not dropped:
-            return ready
-        return [item for item in ready if item[0].id not in dropped]
+        ready: list[Claimed] = []
+        stopped = Settlement()
+        for stored in claimed:
+            if NAMES_DESTINATIONS in stored.raw:
+                event = Event(stored.raw, None, stored.message_id)
+                try:
+                    outcome = screen(event, self.destination, now, self.consent_required)
+                except Exception as error:
+                    log.warning(
+                        "Screening an event failed.",
+                        extra={"destination": self.name, "error": repr(error)},
+                    )
+                    outcome = Outcome.dead("invalid")
+                if outcome is not None:
+                    stopped.add(stored, event.message_id, outcome)
+                    continue
+            ready.append((stored, Event(stored.raw, None, stored.message_id)))
+        return ready, stopped
 
     async def _screen(self, claimed: Sequence[Stored]) -> tuple[list[Claimed], Settlement]:
         """The claimed events to send, each as this destination may see it, and the settlement

@@ -313,6 +313,17 @@ async def test_only_events_naming_destinations_are_screened_and_decoded(
     assert receiver.message_ids == ["m-1", "m-3", "m-4", "m-5"]
 
 
+async def test_a_stored_event_that_names_destinations_but_does_not_decode_is_dead(
+    relay: Relay, receiver: FakeWebhookReceiver
+) -> None:
+    worker = relay.start(receiver.endpoint)
+    broken = b'{"messageId":"m-1","integrations":{"hook":false},'
+    await relay.spool.append([broken, orjson.dumps(relay.event(2))], ["m-1", "m-2"])
+    await eventually(lambda: len(worker.outcomes) == 2, "two outcomes")
+    assert outcomes(worker) == {"m-1": "dead:invalid", "m-2": "delivered:http_204"}
+    assert receiver.message_ids == ["m-2"]
+
+
 class Fussy(Webhook):
     """Refuses identify (skip_reason), events older than an hour, and bodies over 2 KB."""
 
