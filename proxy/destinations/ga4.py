@@ -25,11 +25,14 @@ from proxy.destinations.ga4_names import (
     MAX_NAME_CHARS,
     PAGE_KEYS,
     PII_TRAITS,
+    PROMOTION_EVENTS,
+    PROMOTION_KEYS,
     campaign_details,
     event_name,
     item,
     param_name,
     param_value,
+    promotion,
     user_property_name,
 )
 from proxy.enrich.consent import granted
@@ -174,6 +177,8 @@ class GA4(Destination[GA4Config]):
         }
         if name in ITEM_EVENTS:
             mapped.update(commerce(props, name))
+        if name in PROMOTION_EVENTS:
+            mapped.update(promotion(props))
         if name == "search":
             mapped["search_term"] = props.get("query")
         if name == "join_group":
@@ -183,6 +188,8 @@ class GA4(Destination[GA4Config]):
         skip = (ecommerce.SPEC_KEYS if name in ITEM_EVENTS or name == "search" else set()) | (
             PAGE_KEYS if event.type is EventType.PAGE else set()
         )
+        if name in PROMOTION_EVENTS:
+            skip = skip | PROMOTION_KEYS
         params: JSON = {}
         for key, value in mapped.items():
             cleaned = value if key == "items" else param_value(key, value)
