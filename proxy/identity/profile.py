@@ -19,7 +19,7 @@ from proxy.enrich.consent import writable_preferences
 JSON = dict[str, Any]
 
 # Replaced as a whole by a newer capture (a new campaign is one unit; so is a new set of clicks).
-LAST_TOUCH = ("campaign", "clickIds", "fbp", "fbc", "ip", "userAgent", "location")
+LAST_TOUCH = ("campaign", "clickIds", "fbp", "fbc", "ttp", "ip", "userAgent", "location")
 # Merged key by key: a later event may carry the GA session id without the client id, or
 # answer one consent category without repeating the others.
 MERGED = ("ga", "consent")
