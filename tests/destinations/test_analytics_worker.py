@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from proxy.deliver.worker import Worker
 from proxy.events import format_time
 from tests.deliver.harness import eventually, outcomes
 from tests.destinations.worker_run import Run, worker_run
@@ -29,6 +30,18 @@ RATE_LIMITED = {
 
 
 TEMPLATE = {"type": "track", "event": "Signed Up", "anonymousId": "device-1", "context": BROWSER}
+SEGMENT = {"write_key": "seg-write-key"}
+
+
+async def retried(run: Run, worker: Worker, retries: int) -> float:
+    """Wait for the worker's `retries`-th retry, then move the clock to when it is due; returns
+    how long that was."""
+    await eventually(lambda: worker.counts["retry"] == retries, f"retry {retries}")
+    due = await run.spool.next_retry_at(worker.name)
+    assert due is not None
+    wait = due - run.clock.now()
+    run.clock.advance(wait)
+    return wait
 
 
 @pytest.fixture
@@ -153,6 +166,70 @@ async def test_segment_rate_limit_waits_for_retry_after(run: Run) -> None:
     assert await run.spool.next_retry_at("segment") == run.clock.now() + 7
     run.clock.advance(7)
     await eventually(lambda: outcomes(worker) == {"m-1": "delivered:http_200"}, "delivered")
+
+
+@pytest.mark.parametrize("status", [301, 302, 307])
+async def test_segment_counts_a_3xx_as_delivered(run: Run, status: int) -> None:
+    # segment.md §4: the official SDKs, which the adapter follows, take 2xx and 3xx as success.
+    # Before, a 3xx was dead (the default table's "other 4xx").
+    fake = FakeSegmentApi()
+    fake.answer(status, headers={"Location": "https://api.segment.io/v1/batch"})
+    worker = await run.start("segment", fake, SEGMENT)
+    await run.ingest([run.event(1)])
+    await eventually(lambda: len(worker.outcomes) == 1, "an outcome")
+    assert outcomes(worker) == {"m-1": f"delivered:http_{status}"}
+    assert (len(fake.requests), worker.counts["retry"]) == (1, 0)
+
+
+async def test_segment_retries_408_410_460_and_500_then_delivers(run: Run) -> None:
+    # §4: "408, 410, 460 | retry with backoff", like 5xx. Before, 410 and 460 were dead.
+    fake = FakeSegmentApi()
+    for status in (408, 410, 460, 500):
+        fake.answer(status, {"success": False})
+    worker = await run.start("segment", fake, SEGMENT)
+    await run.ingest([run.event(1)])
+    waits = [await retried(run, worker, retries) for retries in (1, 2, 3, 4)]
+    await eventually(lambda: outcomes(worker) == {"m-1": "delivered:http_200"}, "delivered")
+    assert waits == [1.0, 2.0, 4.0, 8.0]  # counted: the backoff doubles (base 2 s, jitter 0.5)
+    assert [r.json()["batch"][0]["messageId"] for r in fake.requests] == ["m-1"] * 5
+
+
+@pytest.mark.parametrize("status", [501, 505])
+async def test_segment_dead_letters_501_and_505(run: Run, status: int) -> None:
+    # §4: "5xx except 501, 505" are retried. Before, 505 was retried max_attempts times.
+    fake = FakeSegmentApi()
+    fake.answer(status, {"success": False})
+    worker = await run.start("segment", fake, SEGMENT)
+    await run.ingest([run.event(1)])
+    await eventually(lambda: len(worker.outcomes) == 1, "an outcome")
+    assert outcomes(worker) == {"m-1": f"dead:http_{status}"}
+    assert (len(fake.requests), worker.counts["retry"]) == (1, 0)
+
+
+async def test_segment_429_with_retry_after_uses_up_no_attempts(run: Run) -> None:
+    # §4: "with the header the retry does not consume the retry budget". Before, each 429 was a
+    # failed attempt: with max_attempts = 3 the third made the event dead (max_attempts).
+    fake = FakeSegmentApi()
+    for _ in range(5):
+        fake.answer(429, {"success": False}, {"Retry-After": "7"})
+    worker = await run.start("segment", fake, {**SEGMENT, "max_attempts": 3})
+    await run.ingest([run.event(1)])
+    waits = [await retried(run, worker, retries) for retries in range(1, 6)]
+    await eventually(lambda: outcomes(worker) == {"m-1": "delivered:http_200"}, "delivered")
+    assert waits == [7.0] * 5  # Segment's wait each time, no growing backoff on top
+    assert len(fake.requests) == 6
+
+
+async def test_segment_429_without_retry_after_is_a_counted_attempt(run: Run) -> None:
+    fake = FakeSegmentApi()
+    for _ in range(2):
+        fake.answer(429, {"success": False})
+    worker = await run.start("segment", fake, {**SEGMENT, "max_attempts": 2})
+    await run.ingest([run.event(1)])
+    await retried(run, worker, 1)
+    await eventually(lambda: len(worker.outcomes) == 1, "an outcome")
+    assert outcomes(worker) == {"m-1": "dead:max_attempts"}
+    assert len(fake.requests) == 2
 
 
 async def test_plausible_sends_one_request_per_fresh_event(run: Run) -> None:
