@@ -31,6 +31,12 @@ RATE_LIMITED = {
 
 TEMPLATE = {"type": "track", "event": "Signed Up", "anonymousId": "device-1", "context": BROWSER}
 SEGMENT = {"write_key": "seg-write-key"}
+POSTHOG = {"api_key": "phc_testProjectKey"}
+
+
+def noted(run: Run, n: int, size: int) -> dict[str, object]:
+    """The template event m-<n> with a `note` property of `size` characters."""
+    return run.event(n, properties={"note": "x" * size})
 
 
 async def retried(run: Run, worker: Worker, retries: int) -> float:
@@ -75,6 +81,37 @@ async def test_mixpanel_rate_limit_retries_with_backoff(run: Run) -> None:
     run.clock.advance(2.0)
     await eventually(lambda: outcomes(worker) == {"m-1": "delivered:http_200"}, "delivered")
     assert len(fake.requests) == 2
+
+
+async def test_mixpanel_413_splits_a_batch_past_2_mb_and_delivers_all_of_it(run: Run) -> None:
+    # mixpanel.md §4: 10 MB per request, but the OpenAPI 413 says 2 MB (unverified, so it must
+    # not hard-fail: vendors/README.md). Before, a 413 made the whole batch dead (http_413).
+    fake = FakeMixpanel(now=run.clock.now, max_body_bytes=2_097_152)
+    await run.ingest(noted(run, n, 100_000) for n in range(30))  # about 3 MB uncompressed
+    worker = await run.start("mixpanel", fake, MIXPANEL)
+    await eventually(lambda: len(worker.outcomes) == 30, "thirty outcomes")
+    assert set(outcomes(worker).values()) == {"delivered:http_200"}
+    assert [len(r.json()) for r in fake.requests] == [30, 15, 15]  # refused, then its halves
+    assert (len(fake.imported), worker.counts["retry"]) == (30, 0)
+    assert await run.spool.dead_letters("mixpanel") == []
+
+
+async def test_mixpanel_413_dead_letters_only_an_event_too_large_alone(run: Run) -> None:
+    fake = FakeMixpanel(now=run.clock.now, max_body_bytes=50_000)
+    await run.ingest([run.event(1), noted(run, 2, 60_000), run.event(3), run.event(4)])
+    worker = await run.start("mixpanel", fake, MIXPANEL)
+    await eventually(lambda: len(worker.outcomes) == 4, "four outcomes")
+    assert outcomes(worker) == {
+        "m-1": "delivered:http_200",
+        "m-2": "dead:http_413",  # refused alone: halving ends here, it does not loop
+        "m-3": "delivered:http_200",
+        "m-4": "delivered:http_200",
+    }
+    (letter,) = await run.spool.dead_letters("mixpanel")
+    assert (letter.message_id, letter.reason) == ("m-2", "dead:http_413")
+    assert "exceeds max limit of 50000 bytes" in letter.response
+    assert [len(r.json()) for r in fake.requests] == [4, 2, 1, 1, 2]
+    assert [r["properties"]["$insert_id"] for r in fake.imported] == ["m-1", "m-3", "m-4"]
 
 
 async def test_mixpanel_batch_with_a_profile_goes_to_both_endpoints(run: Run) -> None:
@@ -143,6 +180,36 @@ async def test_posthog_gzipped_batch_retries_a_503_then_delivers(run: Run) -> No
     assert set(outcomes(worker).values()) == {"delivered:http_200"}
     refused, accepted = fake.requests
     assert refused.body == accepted.body  # the same uuids: PostHog can tell a retry (§3)
+
+
+async def test_posthog_413_splits_a_batch_past_the_body_limit_and_delivers_it(run: Run) -> None:
+    # posthog.md §4: /batch/ bodies are < 20 MB "by default"; an instance may refuse less. §5
+    # says a 413 is never retried, and before, the whole batch was dead (http_413).
+    fake = FakePostHog(max_body_bytes=300_000)
+    await run.ingest(noted(run, n, 60_000) for n in range(6))  # about 360 KB
+    worker = await run.start("posthog", fake, POSTHOG)
+    await eventually(lambda: len(worker.outcomes) == 6, "six outcomes")
+    assert set(outcomes(worker).values()) == {"delivered:http_200"}
+    assert [len(r.json()["batch"]) for r in fake.requests] == [6, 3, 3]
+    assert (len(fake.received), worker.counts["retry"]) == (6, 0)
+
+
+async def test_posthog_event_too_big_is_dead_alone_and_the_rest_delivered(run: Run) -> None:
+    # posthog.md §5: 413 "event too big", for the whole request, naming no event.
+    fake = FakePostHog(max_event_bytes=50_000)
+    await run.ingest([run.event(1), run.event(2), noted(run, 3, 60_000), run.event(4)])
+    worker = await run.start("posthog", fake, POSTHOG)
+    await eventually(lambda: len(worker.outcomes) == 4, "four outcomes")
+    assert outcomes(worker) == {
+        "m-1": "delivered:http_200",
+        "m-2": "delivered:http_200",
+        "m-3": "dead:http_413",
+        "m-4": "delivered:http_200",
+    }
+    (letter,) = await run.spool.dead_letters("posthog")
+    assert (letter.message_id, letter.response) == ("m-3", "event too big")
+    assert [len(r.json()["batch"]) for r in fake.requests] == [4, 2, 2, 1, 1]
+    assert len(fake.received) == 3
 
 
 async def test_segment_splits_at_2500_and_dead_letters_events_of_32_kb(run: Run) -> None:
