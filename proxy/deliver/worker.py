@@ -448,6 +448,10 @@ class Worker:
                 settlement.add(stored, mid, Outcome.delivered(result.reason), answer)
             elif result.verdict is Verdict.REJECT:
                 settlement.add(stored, mid, Outcome.dead(result.reason), answer)
+            elif not result.failed and result.retry_after_secs is not None:
+                # The vendor asked us to wait, not failed (Result.failed): no attempt is used up.
+                not_before = now + result.retry_after_secs
+                settlement.retry.append(Retry(stored.id, not_before, result.reason, failed=False))
             elif stored.attempts + 1 >= self.settings.max_attempts:
                 settlement.add(stored, mid, Outcome.dead("max_attempts"), answer or result.reason)
             else:

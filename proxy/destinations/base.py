@@ -63,6 +63,10 @@ class Result:
     retry_after_secs: float | None = None
     # Events the vendor refused one by one inside an otherwise accepted answer: messageId -> reason.
     rejected: Mapping[str, str] = field(default_factory=dict)
+    # RETRY with retry_after_secs only. False when the vendor asked us to wait rather than failed
+    # the request (Segment's 429 with Retry-After uses up no retry budget, segment.md §4): the
+    # retry at retry_after_secs counts neither toward max_attempts nor into the backoff.
+    failed: bool = True
 
 
 # The largest Retry-After we honour; a vendor asking for more is retried at this delay.
