@@ -58,6 +58,11 @@ CONTEXT = {
 # §4: the index lists of a 400 answer, by what was wrong with those events.
 REFUSALS = {"events_with_invalid_fields": "invalid", "events_with_missing_fields": "missing"}
 THROTTLE_PAUSE_SECS = 30.0  # §4: pause throttled devices and users ~30 s; no Retry-After
+# §2, §6: the order events whose value is Amplitude revenue, with its sign (refunds negative).
+ORDER_SIGNS = {"Order Completed": 1, "Order Refunded": -1}
+# An order's value: its `revenue` (§6's source key), else its `total` (segment.md §9), else
+# its line items' price x quantity (§2).
+ORDER_VALUE_KEYS = ("revenue", "total")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,13 +134,10 @@ class Amplitude(BatchApi[AmplitudeConfig]):
                 out["event_properties"] = merged
             if campaign := analytics.pick(event, analytics.UTM):
                 out["user_properties"] = campaign  # attribution, as a plain $set (§2, §6)
-        revenue = ecommerce.number(props.get("revenue"))
-        if revenue is not None and event.type is EventType.TRACK and event.from_server:
-            # §2: revenue fields; refunds are negative. Only a server's: any browser may send
-            # `revenue` with any event, and Amplitude would count it as income.
-            out["revenue"] = -abs(revenue) if event.name == "Order Refunded" else revenue
-            if currency := ecommerce.currency(props):
-                out["currency"] = currency
+        if event.type is EventType.TRACK and event.from_server:
+            # Only a server's: any browser may send `revenue` with any event, and Amplitude
+            # would count it as income.
+            out.update(revenue_fields(event.name, props))
         return orjson.dumps(out)
 
     def _body(self, route: str, events: Sequence[Event], items: Sequence[bytes]) -> bytes:
@@ -156,6 +158,40 @@ def valid_id(value: str | None) -> str | None:
     if value is None or value.strip().lower() in INVALID_IDS:
         return None
     return value
+
+
+def revenue_fields(name: str | None, props: JSON) -> JSON:
+    """§2's revenue fields of a server's track event. Any event's `revenue` counts; an order
+    (§6: Order Completed, and Order Refunded negative) also has its total, its line items, or
+    its own price x quantity, which Amplitude takes as the revenue when given (§2)."""
+    sign = ORDER_SIGNS.get(name or "")
+    out: JSON = {}
+    revenue = ecommerce.number(props.get("revenue"))
+    if sign is not None:
+        price = ecommerce.number(props.get("price"))
+        quantity = ecommerce.quantity(props)
+        # Amplitude's quantity is an integer (its HTTP V2 event format).
+        if price is not None and float(quantity).is_integer():
+            price, count = sign * abs(price), int(quantity)
+            out.update(price=price, quantity=count)
+            revenue = price * count
+        elif (revenue := ecommerce.amount(props, ORDER_VALUE_KEYS)) is None:
+            revenue = ecommerce.line_total(ecommerce.products(props))
+        if revenue is not None:
+            revenue = sign * abs(revenue)
+    if revenue is None:
+        return {}
+    out["revenue"] = revenue
+    products = ecommerce.content_ids(ecommerce.products(props))
+    if len(products) == 1:
+        out["productId"] = products[0]  # §6: product_id; an order of several has none
+    # §6 names no source key: Segment's Amplitude action reads revenueType, RudderStack's
+    # revenue_type.
+    if kind := ecommerce.text(props.get("revenueType") or props.get("revenue_type")):
+        out["revenueType"] = kind
+    if currency := ecommerce.currency(props):
+        out["currency"] = currency
+    return out
 
 
 def refusals(request: HttpRequest, answer: JSON) -> dict[str, str]:

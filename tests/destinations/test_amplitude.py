@@ -85,7 +85,68 @@ def test_revenue_is_top_level_and_negative_for_refunds() -> None:
     completed, refunded = body(amplitude(), event(1), refund)["events"]
     assert (completed["revenue"], completed["currency"]) == (30, "EUR")
     assert refunded["revenue"] == -30
-    assert "revenue" not in body(amplitude(), event(3, properties={"price": 9}))["events"][0]
+    # Only an order's price is revenue: a product added to a cart is no income.
+    added = event(3, event="Product Added", properties={"product_id": "p1", "price": 9})
+    (sent,) = body(amplitude(), added)["events"]
+    assert not {"revenue", "price", "quantity", "productId"} & set(sent)
+
+
+ORDER = {"order_id": "o-1", "currency": "usd"}
+MAT = {"product_id": "p1", "price": 15, "quantity": 2}
+STRAP = {"product_id": "p2", "price": 5}
+
+
+def revenue_of(name: str, properties: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """The §2 revenue fields Amplitude gets for one event."""
+    keys = ("revenue", "price", "quantity", "productId", "revenueType", "currency")
+    (sent,) = body(amplitude(), event(1, event=name, properties=properties, **fields))["events"]
+    return {key: sent[key] for key in keys if key in sent}
+
+
+def test_an_order_without_revenue_has_its_total_as_revenue() -> None:
+    # amplitude.md §6: Order Completed's revenue. Before, only `properties.revenue` was read: an
+    # order with a total of 30 (two mats at 15) was no revenue at all.
+    order = {**ORDER, "total": 30, "products": [MAT]}
+    assert revenue_of("Order Completed", order) == {
+        "revenue": 30,
+        "productId": "p1",  # §6: product_id, of an order of one product
+        "currency": "USD",
+    }
+    # An order of several products has a revenue but no one productId.
+    several = {**ORDER, "revenue": 25, "total": 30, "products": [MAT, STRAP]}
+    assert revenue_of("Order Completed", several) == {"revenue": 25, "currency": "USD"}
+
+
+def test_an_order_of_line_items_only_has_their_sum_as_revenue() -> None:
+    # §2: revenue = price x quantity (quantity 1 when not given), summed over the products.
+    order = {**ORDER, "products": [MAT, STRAP], "revenue_type": "purchase"}
+    expected = {"revenue": 35, "revenueType": "purchase", "currency": "USD"}
+    assert revenue_of("Order Completed", order) == expected
+    refund = {**ORDER, "products": [MAT]}
+    assert revenue_of("Order Refunded", refund)["revenue"] == -30  # §2: negative for refunds
+
+
+def test_an_orders_own_price_and_quantity_make_its_revenue() -> None:
+    # §2: Amplitude takes price x quantity as the revenue when both are given, so the revenue
+    # sent says the same; quantity defaults to 1.
+    order = {**ORDER, **MAT, "revenue": 99, "revenueType": "income"}
+    assert revenue_of("Order Completed", order) == {
+        "revenue": 30,
+        "price": 15,
+        "quantity": 2,
+        "productId": "p1",
+        "revenueType": "income",
+        "currency": "USD",
+    }
+    refund = {**ORDER, "product_id": "p2", "price": "5"}
+    expected = {"revenue": -5.0, "price": -5.0, "quantity": 1, "productId": "p2"}
+    assert revenue_of("Order Refunded", refund) == {**expected, "currency": "USD"}
+
+
+def test_a_browsers_order_has_no_revenue() -> None:
+    browser = {"source": "web", "kind": "browser"}
+    order = {**ORDER, **MAT, "total": 30, "products": [MAT]}
+    assert revenue_of("Order Completed", order, _relay=browser) == {}
 
 
 @pytest.mark.parametrize("relay", [{"source": "web", "kind": "browser"}, {"source": "web"}, None])
