@@ -53,6 +53,7 @@ class Verdict(StrEnum):
     # batch is invalid the entire batch is rejected"). Those named in `rejected` are dead; the
     # others go again at once, as one request, or in halves when none is named, down to single
     # events, which are then dead with the reason. No attempt is counted against the others.
+    # Those named in `throttled` wait `retry_after_secs` instead, and the others go again at once.
     ISOLATE = "isolate"
 
 
@@ -63,6 +64,9 @@ class Result:
     retry_after_secs: float | None = None
     # Events the vendor refused one by one inside an otherwise accepted answer: messageId -> reason.
     rejected: Mapping[str, str] = field(default_factory=dict)
+    # With ISOLATE, the events a rate limit named (Amplitude's throttled_events): the vendor asked
+    # them to pause, so their wait is no failed attempt and does not count toward max_attempts.
+    throttled: frozenset[str] = frozenset()
 
 
 # The largest Retry-After we honour; a vendor asking for more is retried at this delay.

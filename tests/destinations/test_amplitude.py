@@ -189,7 +189,8 @@ async def test_too_large_and_too_many_are_refused_by_the_fake(
     fake: FakeAmplitude, transport: HttpTransport
 ) -> None:
     destination = amplitude(endpoint=fake.url)
-    (request,) = destination.build([event(n) for n in range(2000)], NOW)
+    devices = [event(n, anonymousId=f"device-{n}") for n in range(2000)]
+    (request,) = destination.build(devices, NOW)
     assert (await transport.send(request, 5)).status == 400
     (request,) = destination.build(
         [event(n, properties={"x": "y" * 335_000}) for n in range(3)], NOW
@@ -223,16 +224,55 @@ def test_a_400_naming_every_event_rejects_the_request() -> None:
     assert destination.classify(request, bad_key, NOW).verdict is Verdict.REJECT
 
 
-async def test_per_device_throttling_is_a_429_retried_after_30_seconds(
+def test_a_request_carries_at_most_30_events_of_a_device_or_user() -> None:
+    # amplitude.md §3: 30 events per second per device or user. Before, one request took a
+    # device's whole backlog: with more than 30 it was a 429 every time, with others' events.
+    backlog = [event(n) for n in range(65)]
+    others = [event(100 + n, anonymousId=f"other-{n}", userId="user-42") for n in range(35)]
+    requests = amplitude().build([*backlog, *others], NOW)
+    assert [len(r.event_ids) for r in requests] == [60, 35, 5]
+    assert requests[0].event_ids == (
+        *(f"m-{n}" for n in range(30)),
+        *(f"m-{n}" for n in range(100, 130)),
+    )
+    assert requests[2].event_ids == ("m-60", "m-61", "m-62", "m-63", "m-64")
+    small = [event(n, anonymousId=f"device-{n % 3}") for n in range(90)]
+    (request,) = amplitude().build(small, NOW)
+    assert request.event_ids == tuple(e.message_id for e in small)  # the batch as it came
+
+
+async def test_a_429_pauses_the_events_it_names_and_no_others(
     fake: FakeAmplitude, transport: HttpTransport
 ) -> None:
     destination = amplitude(endpoint=fake.url)
-    (request,) = destination.build([event(n) for n in range(31)], NOW)
+    (first,) = destination.build([event(n) for n in range(30)], NOW)
+    assert (await transport.send(first, 5)).status == 200  # the device's 30 in this second
+    (request,) = destination.build([event(30), event(31, anonymousId="other-device")], NOW)
     response = await transport.send(request, 5)
-    assert response.status == 429
-    assert orjson.loads(response.body)["throttled_devices"] == {"anon-device-1": 31}
+    answer = orjson.loads(response.body)
+    assert (response.status, answer["throttled_events"]) == (429, [0])
+    assert answer["throttled_devices"] == {"anon-device-1": 31}
     result = destination.classify(request, response, NOW)
-    assert (result.verdict, result.retry_after_secs) == (Verdict.RETRY, 30.0)
+    # §4: pause the throttled device ~30 s; the other event goes again at once (ISOLATE).
+    assert (result.verdict, result.reason) == (Verdict.ISOLATE, "http_429")
+    assert (result.throttled, result.retry_after_secs) == (frozenset({"m-30"}), 30.0)
+
+
+def test_a_429_naming_devices_or_users_pauses_all_their_events() -> None:
+    destination = amplitude()
+    events = [event(1), event(2, anonymousId="other-device", userId="busy-user"), event(3)]
+    (request,) = destination.build(events, NOW)
+    answer = {"code": 429, "throttled_users": {"busy-user": 31}, "throttled_events": [2]}
+    result = destination.classify(request, HttpResponse(429, {}, orjson.dumps(answer)), NOW)
+    assert (result.verdict, result.throttled) == (Verdict.ISOLATE, frozenset({"m-2", "m-3"}))
+    # A 429 naming no one: the whole request waits, as before.
+    nameless = HttpResponse(429, {}, b'{"code":429,"error":"Too many requests"}')
+    result = destination.classify(request, nameless, NOW)
+    assert (result.verdict, result.retry_after_secs, result.throttled) == (
+        Verdict.RETRY,
+        30.0,
+        frozenset(),
+    )
 
 
 def test_track_events_carry_the_page_context_in_event_properties() -> None:
