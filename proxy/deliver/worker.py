@@ -394,7 +394,21 @@ class Worker:
         each half goes again (the same mechanism as a batch whose build fails: the good events
         go on, the bad one is parked alone). Every step drops an event or halves the request,
         so it ends; the others are sent again at once and no attempt is counted against them.
+        Events a rate limit named (`result.throttled`) wait, as the vendor asked, and the others
+        go again at once, as one request: one busy device holds up no other.
         """
+        if held := [item for item in items if item[1].message_id in result.throttled]:
+            not_before = self.clock.now() + (result.retry_after_secs or 0.0)
+            paused = [
+                Retry(stored.id, not_before, result.reason, failed=False) for stored, _ in held
+            ]
+            await self._settle(Settlement(retry=paused))
+            items = [item for item in items if item[1].message_id not in result.throttled]
+            if not items:
+                return
+            if not result.rejected:
+                await self._deliver(items)
+                return
         named = [item for item in items if item[1].message_id in result.rejected]
         rest = [item for item in items if item[1].message_id not in result.rejected]
         if named or len(rest) <= 1:

@@ -53,6 +53,7 @@ class Verdict(StrEnum):
     # batch is invalid the entire batch is rejected"). Those named in `rejected` are dead; the
     # others go again at once, as one request, or in halves when none is named, down to single
     # events, which are then dead with the reason. No attempt is counted against the others.
+    # Those named in `throttled` wait `retry_after_secs` instead, and the others go again at once.
     ISOLATE = "isolate"
 
 
@@ -67,6 +68,9 @@ class Result:
     # the request (Segment's 429 with Retry-After uses up no retry budget, segment.md §4): the
     # retry at retry_after_secs counts neither toward max_attempts nor into the backoff.
     failed: bool = True
+    # With ISOLATE, the events a rate limit named (Amplitude's throttled_events): the vendor asked
+    # them to pause, so their wait is no failed attempt and does not count toward max_attempts.
+    throttled: frozenset[str] = frozenset()
 
 
 # The largest Retry-After we honour; a vendor asking for more is retried at this delay.

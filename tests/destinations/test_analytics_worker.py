@@ -139,6 +139,64 @@ async def test_amplitude_throttled_device_waits_30_seconds(run: Run) -> None:
     assert (len(fake.requests), len(fake.received)) == (3, 40)
 
 
+async def test_amplitude_backlog_of_one_device_holds_up_no_other(run: Run) -> None:
+    # amplitude.md §3, §4: 30 events per second per device; a 429 names the throttled events.
+    # Before, 40 events of device-1 and 5 of device-2 went as one request, a 429 every time,
+    # and all 45 ended dead:max_attempts, device-2's too. Now device-1's 30 and 10 go in two
+    # requests: whichever the fake answers second is throttled for device-1 alone.
+    fake = FakeAmplitude(now=run.clock.now)
+    backlog = [run.event(n) for n in range(40)]
+    others = [run.event(100 + n, anonymousId="device-2") for n in range(5)]
+    await run.ingest([*backlog, *others])
+    config = {"api_key": "amp-api-key-123", "max_attempts": 2}
+    worker = await run.start("amplitude", fake, config)
+    await eventually(
+        lambda: len(worker.outcomes) + worker.counts["retry"] >= 45, "every event sent once"
+    )
+    device_2 = [f"m-{100 + n}" for n in range(5)]
+    ended = outcomes(worker)
+    assert {mid: ended.get(mid) for mid in device_2} == dict.fromkeys(
+        device_2, "delivered:http_200"
+    )
+    assert worker.counts["retry"] in (10, 30)  # device-1's events, none of device-2
+    assert await run.spool.next_retry_at("amplitude") == run.clock.now() + 30  # §4: ~30 s
+    run.clock.advance(30)
+    await eventually(lambda: len(worker.outcomes) == 45, "all 45 delivered")
+    assert set(outcomes(worker).values()) == {"delivered:http_200"}
+    assert sorted(e["insert_id"] for e in fake.received) == sorted(
+        e["messageId"] for e in [*backlog, *others]
+    )
+
+
+async def test_amplitude_throttling_uses_up_no_attempts(run: Run) -> None:
+    # amplitude.md §4: pause the throttled devices and users and "retry until not 429". Before,
+    # each 429 was a failed attempt: a device throttled twice was dead at max_attempts = 2.
+    fake = FakeAmplitude(now=run.clock.now)
+    throttled = {
+        "code": 429,
+        "error": "Too many requests for some devices and users",
+        "eps_threshold": 30,
+        "throttled_devices": {"device-1": 31},
+        "throttled_users": {},
+        "throttled_events": [0],
+    }
+    for _ in range(3):
+        fake.answer(429, throttled)
+    config = {"api_key": "amp-api-key-123", "max_attempts": 2}
+    worker = await run.start("amplitude", fake, config)
+    await run.ingest([run.event(1)])
+
+    async def paused(times: int) -> None:
+        await eventually(lambda: worker.counts["retry"] == times, f"{times} pauses")
+        assert await run.spool.next_retry_at("amplitude") == run.clock.now() + 30
+        run.clock.advance(30)
+
+    for times in (1, 2, 3):
+        await paused(times)
+    await eventually(lambda: outcomes(worker) == {"m-1": "delivered:http_200"}, "delivered")
+    assert len(fake.requests) == 4
+
+
 async def test_amplitude_413_is_split_and_resent_not_dead(run: Run) -> None:
     # amplitude.md §4: 413 "Payload too large — split the events array and resend". Before,
     # the whole request was dead (http_413).
