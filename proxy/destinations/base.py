@@ -114,6 +114,12 @@ class Destination(Generic[ConfigT]):
     # A frozen dataclass with the vendor's own setting names; settings.py fills it from TOML.
     config_type: ClassVar[builtins.type[Any]]  # builtins: `type` is the ClassVar above
 
+    # True when the vendor de-duplicates on an id of the whole request (a webhook's webhook-id):
+    # the worker then retries a failed request as it was sent, the same events in the same
+    # order, never regrouped with others (Retry.group). Vendors that de-duplicate on each
+    # event's own id (event_id, $insert_id) need not: their events may regroup freely.
+    retry_as_sent: ClassVar[bool] = False
+
     def __init__(self, settings: DestinationSettings) -> None:
         self.settings = settings
         self.name = settings.name
