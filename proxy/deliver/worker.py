@@ -506,7 +506,7 @@ class Worker:
                 settlement.add(stored, mid, Outcome.dead(result.reason), answer)
             elif not result.failed and result.retry_after_secs is not None:
                 # The vendor asked us to wait, not failed (Result.failed): no attempt is used up.
-                not_before = now + result.retry_after_secs
+                not_before = self.clock.now() + result.retry_after_secs
                 settlement.retry.append(Retry(stored.id, not_before, result.reason, failed=False))
             elif stored.attempts + 1 >= self.settings.max_attempts:
                 settlement.add(stored, mid, Outcome.dead("max_attempts"), answer or result.reason)
