@@ -216,23 +216,29 @@ local function lease(ids)
     end
   end
 end
--- The limit may cut the last group taken: its other members go along (past `want`: a request
--- is retried whole, or its id changes). They are at its score in `retries` (one not_before per
--- group); in `leases`, renewals in chunks may have spread them over the range (a dead node's).
+-- The limit may cut the groups taken: their other members go along (past `want`: a request is
+-- retried whole, or its id changes). Members of equal score sort by id, so groups interleave
+-- and any of them may be cut, not only the last one's. In `retries` (one not_before per group)
+-- only groups at the last score can be: everything below it was taken. In `leases`, renewals
+-- in chunks may have spread a dead node's groups over the range.
 local function take(zset, low, high, limit)
   local ids = redis.call('ZRANGEBYSCORE', zset, low, high, 'LIMIT', 0, limit)
   if #ids < limit or #ids == 0 then return lease(ids) end
-  local key = key_of(redis.call('HGET', groups, ids[#ids]))
-  if key then
+  local keys, listed, any = {}, {}, false
+  for _, id in ipairs(ids) do
+    listed[id] = true
+    local key = key_of(redis.call('HGET', groups, id))
+    if key then keys[key], any = true, true end
+  end
+  if any then
     if zset == retries then
       low = redis.call('ZSCORE', zset, ids[#ids])
       high = low
     end
-    local listed = {}
-    for _, id in ipairs(ids) do listed[id] = true end
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', zset, low, high)) do
-      if not listed[id] and key_of(redis.call('HGET', groups, id)) == key then
-        ids[#ids + 1] = id
+      if not listed[id] then
+        local key = key_of(redis.call('HGET', groups, id))
+        if key and keys[key] then ids[#ids + 1] = id end
       end
     end
   end

@@ -10,7 +10,7 @@ import orjson
 
 from proxy.clock import ManualClock
 from proxy.spool.base import Retry
-from proxy.spool.sqlite import SqliteSpool
+from proxy.spool.sqlite import DUE_IN_ORDER, SqliteSpool
 
 
 def body(n: int) -> bytes:
@@ -37,6 +37,7 @@ async def test_a_spool_file_from_before_retry_groups_keeps_working(tmp_path: Pat
             reason TEXT NOT NULL,
             PRIMARY KEY (destination, seq)
         );
+        CREATE INDEX retries_due ON retries (destination, not_before);
         """
     )
     old.executemany(
@@ -66,3 +67,28 @@ async def test_a_spool_file_from_before_retry_groups_keeps_working(tmp_path: Pat
         ]
     finally:
         await spool.close()
+    assert claims_in_index_order(path)
+
+
+async def test_due_retries_are_read_in_index_order_however_many_share_a_time(
+    tmp_path: Path,
+) -> None:
+    # A review's find: with the index on (destination, not_before) alone, claim's ORDER BY
+    # not_before, retry_group sorted every retry of one not_before (a replay parks them all at
+    # "now") before its LIMIT: draining 100,000 replayed events took 22 s instead of 2.5 s.
+    path = tmp_path / "spool.sqlite3"
+    spool = await SqliteSpool.open(path, max_bytes=10**6, destinations=("a",))
+    await spool.close()
+    assert claims_in_index_order(path)
+
+
+def claims_in_index_order(path: Path) -> bool:
+    conn = sqlite3.connect(path)
+    try:
+        plan = " | ".join(
+            row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {DUE_IN_ORDER}", ("a", 0.0, 10))
+        )
+        indexes = {row[1] for row in conn.execute("PRAGMA index_list(retries)")}
+    finally:
+        conn.close()
+    return "retries_in_order" in plan and "TEMP B-TREE" not in plan and "retries_due" not in indexes
