@@ -45,6 +45,9 @@ async def test_the_api_as_analytics_js_users_know_it(shop: Shop, context: Browse
     after = by_kind["After Identify"]
     assert after["userId"] == "u-1"
     assert after["integrations"] == {"Mixpanel": False}
+    # The traits identify kept go with every later event, for Meta and TikTok to match on.
+    assert "traits" not in view["context"]
+    assert after["context"]["traits"] == {"email": "ada@example.com"}
     assert by_kind["group"]["groupId"] == "g-1"
     assert by_kind["group"]["traits"] == {"plan": "pro"}
     assert by_kind["alias"]["userId"] == "u-2"
@@ -61,6 +64,7 @@ async def test_the_api_as_analytics_js_users_know_it(shop: Shop, context: Browse
 
     reset = by_kind["After Reset"]
     assert "userId" not in reset
+    assert "traits" not in reset["context"]
     assert reset["anonymousId"] != view["anonymousId"]
     assert reset["context"]["consent"] == consent  # a reset forgets the user, not the choice
     assert len({e["messageId"] for e in events}) == len(events)
