@@ -25,6 +25,7 @@ from proxy.destinations.ga4_names import (
     MAX_NAME_CHARS,
     PAGE_KEYS,
     PII_TRAITS,
+    PII_WORDS,
     PROMOTION_EVENTS,
     PROMOTION_KEYS,
     campaign_details,
@@ -262,12 +263,23 @@ def user_properties(traits: object) -> JSON:
         return {}
     out: JSON = {}
     for key, value in traits.items():
-        name = None if key in PII_TRAITS else user_property_name(key)
+        name = None if _personal(key, value) else user_property_name(key)
         cleaned = param_value("", value)
         if name is not None and cleaned is not None and len(out) < MAX_USER_PROPERTIES:
             short = cleaned[:MAX_USER_PROPERTY_CHARS] if isinstance(cleaned, str) else cleaned
             out[name] = {"value": short}
     return out
+
+
+def _personal(key: str, value: object) -> bool:
+    """A trait GA4 must not get (its policy forbids PII): a reserved personal trait, one whose
+    name says it is one, or any value that is an email address."""
+    if key in PII_TRAITS:
+        return True
+    word = re.sub(r"[^a-z0-9]", "", key.lower())
+    if any(part in word for part in PII_WORDS):
+        return True
+    return isinstance(value, str) and re.search(r"[^@\s]@[^@\s]+\.", value) is not None
 
 
 def user_location(location: object) -> JSON | None:

@@ -75,6 +75,13 @@ PII_TRAITS = frozenset(
     {"email", "phone", "name", "firstName", "first_name", "lastName", "last_name", "username",
      "address", "birthday", "avatar", "id", "userId"}
 )  # fmt: skip
+# Words of a trait's name (lowercased, letters and digits only) that make it personal data in
+# any spelling a site picks (emailAddress, mobile_phone, fullName): the snippet sends every trait
+# identify() kept with every event, so whatever a site names them reaches user_properties.
+PII_WORDS = (
+    "email", "phone", "mobile", "firstname", "lastname", "fullname", "surname", "givenname",
+    "familyname", "street", "birth", "postal", "zip",
+)  # fmt: skip
 MAX_NAME_CHARS, MAX_USER_PROPERTY_NAME_CHARS, MAX_VALUE_CHARS = 40, 24, 100
 # UI-side exceptions to the 100-character value limit (§4).
 VALUE_CHARS = {"page_location": 1000, "page_title": 300, "page_referrer": 420}

@@ -190,6 +190,27 @@ def test_user_properties_leave_out_pii_and_keep_to_limits() -> None:
     }
 
 
+def test_user_properties_leave_out_pii_under_any_name() -> None:
+    """The snippet sends every trait identify() kept, under the site's own names."""
+    traits = {
+        "emailAddress": "ada@example.com",
+        "mobile_phone": "+47 912 34 567",
+        "FullName": "Ada Lovelace",
+        "date_of_birth": "1815-12-10",
+        "zipCode": "0150",
+        "contact": "Ada <ada@example.com>",
+        "gender": "f",
+        "plan_name": "pro",
+        "team": "@platform",
+    }
+    (body,) = bodies(ga4().build([track(1, context={"traits": traits})], NOW))
+    assert body["user_properties"] == {
+        "gender": {"value": "f"},
+        "plan_name": {"value": "pro"},
+        "team": {"value": "@platform"},
+    }
+
+
 def test_region_and_endpoint_choose_the_base_url() -> None:
     (eu,) = ga4(region="eu").build([track(1)], NOW)
     assert eu.url.startswith("https://region1.google-analytics.com/mp/collect?")
