@@ -1,4 +1,5 @@
-"""`python -m proxy`: serve, check-config, init, paths, dead-letters, replay, test-destination.
+"""`python -m proxy`: serve, check-config, init, paths, dead-letters, replay, test-destination,
+forget.
 
 Commands that need a config take --config FILE, else ./relay.toml if present, else the demo.
 An invalid config stops every command before it touches anything, with each error on its line.
@@ -98,6 +99,21 @@ def _parser() -> argparse.ArgumentParser:
         help="only those that failed since WHEN: ISO-8601 (UTC unless it says) or 30m, 2h, 7d",
     )
     replay.set_defaults(command=_replay)
+
+    forget = commands.add_parser(
+        "forget", help="delete what the relay remembers of a user (the right to erasure)"
+    )
+    forget.add_argument("user_id", metavar="USER_ID")
+    forget.add_argument(
+        "--anonymous-id",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="also this anonymousId's profile (repeat for more); the devices the user and these"
+        " were last seen on go too",
+    )
+    forget.add_argument("--config", metavar="FILE", help=config_help)
+    forget.set_defaults(command=_forget)
 
     test = commands.add_parser("test-destination", help="send a test event to one destination")
     test.add_argument("name", metavar="NAME")
@@ -206,6 +222,31 @@ def _replay(args: argparse.Namespace) -> int:
     since = f" that failed since {_when(args.since)}" if args.since is not None else ""
     print(f"Put {count} dead letter(s) of {args.destination}{since} back in line.")
     return 0
+
+
+def _forget(args: argparse.Namespace) -> int:
+    settings = _settings(args.config)
+    if settings is None:
+        return EXIT_INVALID
+    from proxy.identity.forget import IdentityStoreInUse, NoIdentityStore, forget
+
+    try:
+        removed = asyncio.run(forget(settings, args.user_id, args.anonymous_id))
+    except NoIdentityStore as error:
+        print(f"{error}: nothing to forget.")
+        return 0
+    except IdentityStoreInUse as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    named = [f"u:{args.user_id}", *(f"a:{anonymous}" for anonymous in args.anonymous_id)]
+    for key in dict.fromkeys([*named, *removed]):
+        print(f"{'removed' if key in removed else 'none stored':<13}{_profile_name(key)}")
+    return 0
+
+
+def _profile_name(key: str) -> str:
+    kind = {"u:": "userId", "a:": "anonymousId", "d:": "device id"}[key[:2]]
+    return f"{kind} {key[2:]}"
 
 
 def _test_destination(args: argparse.Namespace) -> int:

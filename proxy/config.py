@@ -260,6 +260,7 @@ def _identity(r: Reader) -> IdentitySettings:
     r.put(fields, "ttl_days", float, _positive)
     r.put(fields, "cache_entries", int, _at_least(0))
     r.put(fields, "user_hash_secret", Secret, _hmac_key)
+    r.put(fields, "keep_traits", bool)
     r.done()
     return IdentitySettings(**fields)
 

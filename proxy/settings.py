@@ -123,6 +123,9 @@ class IdentitySettings:
     cache_entries: int = 100_000  # in-memory LRU in front of the store, for server-event lookups
     # Browser userIds count for the user's profile only with context.userHash (identity/verify.py).
     user_hash_secret: Secret | None = None
+    # An identify's match traits (email, phone, name, gender, birthday, address) kept with the
+    # profile and lent to server events, as Meta's and TikTok's docs ask; False: none kept or lent.
+    keep_traits: bool = True
 
 
 @dataclass(frozen=True, slots=True)

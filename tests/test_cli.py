@@ -9,6 +9,7 @@ import re
 import secrets
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,8 +20,10 @@ from proxy.cli import main, parse_since
 from proxy.clock import ManualClock
 from proxy.config import load_settings
 from proxy.destinations import REGISTRY
+from proxy.identity.sqlite import SqliteIdentityStore
 from proxy.spool.base import Dead
 from proxy.spool.sqlite import SqliteSpool
+from proxy.sqlite_files import ServingLock
 from proxy.starter import prefix_warnings, random_prefix, starter
 from tests.test_config import MINIMAL
 
@@ -290,6 +293,62 @@ def test_dead_letters_without_a_spool_creates_none(
     assert main(["dead-letters", "--config", str(config)]) == 0
     assert "No spool yet" in capsys.readouterr().out
     assert not (tmp_path / "var").exists()
+
+
+def test_check_config_names_a_keep_traits_that_is_not_a_bool(tmp_path: Path) -> None:
+    (tmp_path / "relay.toml").write_text(
+        MINIMAL + '[identity]\nkeep_traits = "no"\n', encoding="utf-8"
+    )
+    result = run_cli("check-config", "relay.toml", cwd=tmp_path)
+    assert result.returncode == 1
+    assert '  identity.keep_traits: expected true or false, got "no"' in result.stderr.splitlines()
+    (tmp_path / "relay.toml").write_text(
+        MINIMAL + "[identity]\nkeep_traits = false\n", encoding="utf-8"
+    )
+    assert load_settings(tmp_path / "relay.toml").identity.keep_traits is False
+
+
+def test_forget_deletes_what_the_identity_store_keeps_of_a_user(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "relay.toml"
+    config.write_text(MINIMAL, encoding="utf-8")
+    assert main(["forget", "u-1", "--config", str(config)]) == 0
+    assert "No identity store yet" in capsys.readouterr().out
+    assert not (tmp_path / "var").exists()
+
+    settings = load_settings(config)
+
+    async def fill() -> None:
+        store = await SqliteIdentityStore.open(settings.spool.path, settings.identity)
+        now = time.time()
+        email = {"traits": {"email": "ada@example.com"}}
+        store.remember(["u:u-1", "a:a-1"], {**email, "deviceId": "dev-1"}, now)
+        store.remember(["d:dev-1"], {"ip": "203.0.113.7", "deviceId": "dev-1"}, now)
+        store.remember(["u:u-2"], {"traits": {"email": "bob@example.com"}}, now)
+        await store.close()
+
+    asyncio.run(fill())
+    forget = ["forget", "u-1", "--anonymous-id", "a-1", "--anonymous-id", "a-9"]
+    # A serving relay would go on lending from its memory what is deleted under it.
+    lock = ServingLock.take(Path(settings.spool.path))
+    try:
+        assert main([*forget, "--config", str(config)]) == 1
+        assert "stop the relay first" in capsys.readouterr().err
+    finally:
+        lock.release()
+
+    assert main([*forget, "--config", str(config)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "removed      userId u-1",
+        "removed      anonymousId a-1",
+        "none stored  anonymousId a-9",
+        "removed      device id dev-1",
+    ]
+    assert main(["forget", "u-2", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.splitlines() == ["removed      userId u-2"]
+    assert main(["forget", "u-1", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.splitlines() == ["none stored  userId u-1"]
 
 
 def test_parse_since() -> None:

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from proxy.clock import Clock
 from proxy.deliver.backoff import retry_delay
-from proxy.deliver.batching import split
+from proxy.deliver.batching import Split, split
 from proxy.deliver.client import Transport, TransportError
 from proxy.deliver.consent_wait import HOLD_REASON, ConsentWait, with_answer
 from proxy.deliver.filters import NAMES_DESTINATIONS, screen, stops_nothing
@@ -28,7 +28,7 @@ from proxy.deliver.tasks import finish_within, first_of
 from proxy.destinations.base import Destination, HttpRequest, HttpResponse, Result, Verdict
 from proxy.events import Event
 from proxy.outcomes import Outcome
-from proxy.spool.base import Retry, Spool, Stored
+from proxy.spool.base import Retry, Spool, Stored, group_key
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,7 @@ class Worker:
         # Nothing to screen and the IP as stored: events go out undecoded, as the spool holds them,
         # except that events naming destinations (`integrations`) are decoded to look at them.
         self._as_stored = stops_nothing(destination) and self.settings.ip == "full"
+        self._as_sent = destination.retry_as_sent
 
     def start(self) -> None:
         if self._task is not None:
@@ -231,7 +232,10 @@ class Worker:
                 unmappable.add(item[0].id)
                 return sys.maxsize
 
-        split_up = split(ready, self.destination.limits, measure)
+        if self._as_sent:
+            split_up = self._split_as_sent(ready, measure)
+        else:
+            split_up = split(ready, self.destination.limits, measure)
         for stored, event in split_up.too_large:
             reason = "build_error" if stored.id in unmappable else "too_large"
             stopped.add(stored, event.message_id, Outcome.dead(reason))
@@ -271,6 +275,36 @@ class Worker:
                     continue
             ready.append((stored, Event(stored.raw, None, stored.message_id)))
         return ready, stopped
+
+    def _split_as_sent(
+        self, ready: list[Claimed], measure: Callable[[Claimed], int]
+    ) -> Split[Claimed]:
+        """Batches in which each retried request is rebuilt alone, in its order (by label), so
+        that it goes out as the same request, under the same webhook-id. New events and retries
+        without a group batch as usual. A group that comes back incomplete (some of its events
+        were screened out) gets another id by itself: the id hashes the events it carries."""
+        limits = self.destination.limits
+        groups: dict[str, list[Claimed]] = {}
+        rest: list[Claimed] = []
+        for item in ready:
+            label = item[0].group
+            if label is None:
+                rest.append(item)
+            else:
+                groups.setdefault(group_key(label), []).append(item)
+        if not groups:
+            return split(rest, limits, measure)
+        result: Split[Claimed] = Split()
+        for items in groups.values():
+            items.sort(key=lambda item: item[0].group or "")
+            # Limits lowered since the request was sent split it; anything else keeps it whole.
+            part = split(items, limits, measure)
+            result.batches += part.batches
+            result.too_large += part.too_large
+        part = split(rest, limits, measure)
+        result.batches += part.batches
+        result.too_large += part.too_large
+        return result
 
     async def _screen(self, claimed: Sequence[Stored]) -> tuple[list[Claimed], Settlement]:
         """The claimed events to send, each as this destination may see it, and the settlement
@@ -408,6 +442,14 @@ class Worker:
                 "Delivery failed.",
                 extra={"destination": self.name, "error": result.reason, "events": len(items)},
             )
+        if response is not None and response.status == 410 and result.verdict is Verdict.REJECT:
+            # webhooks.md §4: "410 Gone: disable the endpoint, stop sending". Nothing pauses
+            # here: each later request meets the same answer, and its events park the same way.
+            log.error(
+                "The endpoint answered 410 Gone: it asks not to be sent to. Its events are dead"
+                " letters; fix or remove the destination, then replay them.",
+                extra={"destination": self.name, "error": result.reason, "events": len(items)},
+            )
         if result.verdict is Verdict.ISOLATE:
             await self._isolate(result, excerpt(response), items)
         else:
@@ -420,7 +462,21 @@ class Worker:
         each half goes again (the same mechanism as a batch whose build fails: the good events
         go on, the bad one is parked alone). Every step drops an event or halves the request,
         so it ends; the others are sent again at once and no attempt is counted against them.
+        Events a rate limit named (`result.throttled`) wait, as the vendor asked, and the others
+        go again at once, as one request: one busy device holds up no other.
         """
+        if held := [item for item in items if item[1].message_id in result.throttled]:
+            not_before = self.clock.now() + (result.retry_after_secs or 0.0)
+            paused = [
+                Retry(stored.id, not_before, result.reason, failed=False) for stored, _ in held
+            ]
+            await self._settle(Settlement(retry=paused))
+            items = [item for item in items if item[1].message_id not in result.throttled]
+            if not items:
+                return
+            if not result.rejected:
+                await self._deliver(items)
+                return
         named = [item for item in items if item[1].message_id in result.rejected]
         rest = [item for item in items if item[1].message_id not in result.rejected]
         if named or len(rest) <= 1:
@@ -462,7 +518,7 @@ class Worker:
             else:
                 settlement.add_all(items, Outcome.dead(result.reason), answer)
             return settlement
-        now = self.clock.now()
+        retried: list[Stored] = []
         for stored, event in items:
             mid = event.message_id
             refused = result.rejected.get(mid)
@@ -474,18 +530,46 @@ class Worker:
                 settlement.add(stored, mid, Outcome.delivered(result.reason), answer)
             elif result.verdict is Verdict.REJECT:
                 settlement.add(stored, mid, Outcome.dead(result.reason), answer)
+            elif not result.failed and result.retry_after_secs is not None:
+                # The vendor asked us to wait, not failed (Result.failed): no attempt is used up.
+                not_before = self.clock.now() + result.retry_after_secs
+                settlement.retry.append(Retry(stored.id, not_before, result.reason, failed=False))
             elif stored.attempts + 1 >= self.settings.max_attempts:
                 settlement.add(stored, mid, Outcome.dead("max_attempts"), answer or result.reason)
             else:
-                delay = retry_delay(
-                    stored.attempts + 1,
-                    self.settings.backoff_base_secs,
-                    self.settings.backoff_max_secs,
-                    result.retry_after_secs,
-                    self._rand,
-                )
-                settlement.retry.append(Retry(stored.id, now + delay, result.reason))
+                retried.append(stored)
+        if retried:
+            settlement.retry += self._retries(retried, result)
         return settlement
+
+    def _retries(self, retried: list[Stored], result: Result) -> list[Retry]:
+        """When the events of one failed request go again. Most destinations draw a backoff per
+        event. One that retries a request as sent draws once for the request and labels each
+        event with the request and its position, so the spool hands the request out whole and
+        the worker rebuilds it as sent. The request's key is its first event's spool id: an
+        event is parked in one group at a time, so no other group waiting has that key.
+        The labels are in the spool, so a restart or another node (Redis) keeps them; a send cut
+        short by a crash is not labelled yet, and its events go again in a new request."""
+        now = self.clock.now()
+        settings = self.settings
+
+        def delay(attempts: int) -> float:
+            return retry_delay(
+                attempts + 1,
+                settings.backoff_base_secs,
+                settings.backoff_max_secs,
+                result.retry_after_secs,
+                self._rand,
+            )
+
+        if not self._as_sent:
+            return [Retry(s.id, now + delay(s.attempts), result.reason) for s in retried]
+        not_before = now + delay(max(stored.attempts for stored in retried))
+        key = retried[0].id
+        return [
+            Retry(stored.id, not_before, result.reason, group=f"{key}/{position:06d}")
+            for position, stored in enumerate(retried)
+        ]
 
     async def _settle(self, settlement: Settlement) -> None:
         await self.spool.settle(

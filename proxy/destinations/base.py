@@ -53,6 +53,7 @@ class Verdict(StrEnum):
     # batch is invalid the entire batch is rejected"). Those named in `rejected` are dead; the
     # others go again at once, as one request, or in halves when none is named, down to single
     # events, which are then dead with the reason. No attempt is counted against the others.
+    # Those named in `throttled` wait `retry_after_secs` instead, and the others go again at once.
     ISOLATE = "isolate"
 
 
@@ -63,6 +64,13 @@ class Result:
     retry_after_secs: float | None = None
     # Events the vendor refused one by one inside an otherwise accepted answer: messageId -> reason.
     rejected: Mapping[str, str] = field(default_factory=dict)
+    # RETRY with retry_after_secs only. False when the vendor asked us to wait rather than failed
+    # the request (Segment's 429 with Retry-After uses up no retry budget, segment.md §4): the
+    # retry at retry_after_secs counts neither toward max_attempts nor into the backoff.
+    failed: bool = True
+    # With ISOLATE, the events a rate limit named (Amplitude's throttled_events): the vendor asked
+    # them to pause, so their wait is no failed attempt and does not count toward max_attempts.
+    throttled: frozenset[str] = frozenset()
 
 
 # The largest Retry-After we honour; a vendor asking for more is retried at this delay.
@@ -105,6 +113,12 @@ class Destination(Generic[ConfigT]):
     limits: ClassVar[BatchLimits]
     # A frozen dataclass with the vendor's own setting names; settings.py fills it from TOML.
     config_type: ClassVar[builtins.type[Any]]  # builtins: `type` is the ClassVar above
+
+    # True when the vendor de-duplicates on an id of the whole request (a webhook's webhook-id):
+    # the worker then retries a failed request as it was sent, the same events in the same
+    # order, never regrouped with others (Retry.group). Vendors that de-duplicate on each
+    # event's own id (event_id, $insert_id) need not: their events may regroup freely.
+    retry_as_sent: ClassVar[bool] = False
 
     def __init__(self, settings: DestinationSettings) -> None:
         self.settings = settings

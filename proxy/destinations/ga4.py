@@ -25,11 +25,15 @@ from proxy.destinations.ga4_names import (
     MAX_NAME_CHARS,
     PAGE_KEYS,
     PII_TRAITS,
+    PII_WORDS,
+    PROMOTION_EVENTS,
+    PROMOTION_KEYS,
     campaign_details,
     event_name,
     item,
     param_name,
     param_value,
+    promotion,
     user_property_name,
 )
 from proxy.enrich.consent import granted
@@ -174,6 +178,8 @@ class GA4(Destination[GA4Config]):
         }
         if name in ITEM_EVENTS:
             mapped.update(commerce(props, name))
+        if name in PROMOTION_EVENTS:
+            mapped.update(promotion(props))
         if name == "search":
             mapped["search_term"] = props.get("query")
         if name == "join_group":
@@ -183,6 +189,8 @@ class GA4(Destination[GA4Config]):
         skip = (ecommerce.SPEC_KEYS if name in ITEM_EVENTS or name == "search" else set()) | (
             PAGE_KEYS if event.type is EventType.PAGE else set()
         )
+        if name in PROMOTION_EVENTS:
+            skip = skip | PROMOTION_KEYS
         params: JSON = {}
         for key, value in mapped.items():
             cleaned = value if key == "items" else param_value(key, value)
@@ -255,12 +263,23 @@ def user_properties(traits: object) -> JSON:
         return {}
     out: JSON = {}
     for key, value in traits.items():
-        name = None if key in PII_TRAITS else user_property_name(key)
+        name = None if _personal(key, value) else user_property_name(key)
         cleaned = param_value("", value)
         if name is not None and cleaned is not None and len(out) < MAX_USER_PROPERTIES:
             short = cleaned[:MAX_USER_PROPERTY_CHARS] if isinstance(cleaned, str) else cleaned
             out[name] = {"value": short}
     return out
+
+
+def _personal(key: str, value: object) -> bool:
+    """A trait GA4 must not get (its policy forbids PII): a reserved personal trait, one whose
+    name says it is one, or any value that is an email address."""
+    if key in PII_TRAITS:
+        return True
+    word = re.sub(r"[^a-z0-9]", "", key.lower())
+    if any(part in word for part in PII_WORDS):
+        return True
+    return isinstance(value, str) and re.search(r"[^@\s]@[^@\s]+\.", value) is not None
 
 
 def user_location(location: object) -> JSON | None:

@@ -41,6 +41,15 @@ ITEM_EVENTS = frozenset(
         "add_payment_info", "purchase", "refund",
     }
 )  # fmt: skip
+# Segment's promotion properties (Promotion Viewed / Clicked) and the GA4 params they become.
+PROMOTION_PARAMS = (
+    ("promotion_id", "promotion_id"),
+    ("name", "promotion_name"),
+    ("creative", "creative_name"),
+    ("position", "creative_slot"),
+)
+PROMOTION_EVENTS = frozenset({"view_promotion", "select_promotion"})
+PROMOTION_KEYS = frozenset({source for source, _ in PROMOTION_PARAMS} | {"products"})
 RESERVED_EVENTS = frozenset(
     {
         "ad_activeview", "ad_click", "ad_exposure", "ad_query", "ad_reward", "adunit_exposure",
@@ -65,6 +74,13 @@ PAGE_KEYS = frozenset({"path", "referrer", "search", "title", "url", "name", "ke
 PII_TRAITS = frozenset(
     {"email", "phone", "name", "firstName", "first_name", "lastName", "last_name", "username",
      "address", "birthday", "avatar", "id", "userId"}
+)  # fmt: skip
+# Words of a trait's name (lowercased, letters and digits only) that make it personal data in
+# any spelling a site picks (emailAddress, mobile_phone, fullName): the snippet sends every trait
+# identify() kept with every event, so whatever a site names them reaches user_properties.
+PII_WORDS = (
+    "email", "phone", "mobile", "firstname", "lastname", "fullname", "surname", "givenname",
+    "familyname", "street", "birth", "postal", "zip",
 )  # fmt: skip
 MAX_NAME_CHARS, MAX_USER_PROPERTY_NAME_CHARS, MAX_VALUE_CHARS = 40, 24, 100
 # UI-side exceptions to the 100-character value limit (§4).
@@ -127,6 +143,19 @@ def item(product: JSON) -> JSON | None:
         if (number := ecommerce.number(product.get(source))) is not None:
             out[target] = number
     return out if "item_id" in out or "item_name" in out else None
+
+
+def promotion(props: JSON) -> JSON:
+    """A promotion event's params (§9): the promotion's own, and `items` for the products it
+    shows, each item carrying the promotion too (GA4 reads promotions per item as well). Without
+    products there are no items: an item needs an item_id or item_name, and a promotion's name
+    is not a product's."""
+    found = ((target, ecommerce.text(props.get(source))) for source, target in PROMOTION_PARAMS)
+    own: JSON = {target: text[:MAX_VALUE_CHARS] for target, text in found if text is not None}
+    listed = props.get("products")
+    products = [p for p in listed if isinstance(p, dict)] if isinstance(listed, list) else []
+    items = [{**shown, **own} for p in products if (shown := item(p)) is not None]
+    return {**own, "items": items or None}
 
 
 def campaign_details(campaign: object) -> JSON:

@@ -86,6 +86,34 @@ def alnum(value: str) -> str:
     return _NOT_ALNUM.sub("", value.lower())
 
 
+def state_meta(value: str) -> str:
+    """A US state's 2-letter code, lowercase, from its name or code (meta-capi.md §3: "US:
+    2-letter ANSI code"); any other state as `letters()` leaves it. Used for US addresses only
+    (`Pii.in_us`): Georgia or Victoria may be another country's."""
+    name = letters(value)
+    return US_STATES.get(name, name)
+
+
+# USPS names of the states, DC and the inhabited territories, as letters() leaves them.
+US_STATES = {
+    "alabama": "al", "alaska": "ak", "arizona": "az", "arkansas": "ar", "california": "ca",
+    "colorado": "co", "connecticut": "ct", "delaware": "de", "districtofcolumbia": "dc",
+    "florida": "fl", "georgia": "ga", "hawaii": "hi", "idaho": "id", "illinois": "il",
+    "indiana": "in", "iowa": "ia", "kansas": "ks", "kentucky": "ky", "louisiana": "la",
+    "maine": "me", "maryland": "md", "massachusetts": "ma", "michigan": "mi", "minnesota": "mn",
+    "mississippi": "ms", "missouri": "mo", "montana": "mt", "nebraska": "ne", "nevada": "nv",
+    "newhampshire": "nh", "newjersey": "nj", "newmexico": "nm", "newyork": "ny",
+    "northcarolina": "nc", "northdakota": "nd", "ohio": "oh", "oklahoma": "ok", "oregon": "or",
+    "pennsylvania": "pa", "rhodeisland": "ri", "southcarolina": "sc", "southdakota": "sd",
+    "tennessee": "tn", "texas": "tx", "utah": "ut", "vermont": "vt", "virginia": "va",
+    "washington": "wa", "westvirginia": "wv", "wisconsin": "wi", "wyoming": "wy",
+    "americansamoa": "as", "guam": "gu", "northernmarianaislands": "mp", "puertorico": "pr",
+    "virginislands": "vi", "usvirginislands": "vi",
+}  # fmt: skip
+# How a US address names its country, as letters() leaves it.
+US_NAMES = frozenset({"us", "usa", "unitedstates", "unitedstatesofamerica"})
+
+
 def zip_meta(value: str) -> str:
     """Lowercase, no spaces, and a US ZIP+4 cut to its first 5 digits (meta-capi.md §3, SDK)."""
     return re.sub(r"\s", "", value.lower()).split("-")[0]
@@ -160,6 +188,15 @@ class Pii:
             postal_code=_first(place, "postalCode", "postal_code"),
             country=place.get("country"),
         )
+
+    def in_us(self) -> bool:
+        """The address is a US one: its country says so, or it names none and its state is a
+        US state's full name (a state with no country is most often a US shop's form)."""
+        country = as_text(self.country)
+        if country is not None and country.strip():
+            return letters(country) in US_NAMES
+        state = as_text(self.state)
+        return state is not None and letters(state) in US_STATES
 
 
 def click_id(event: Event, key: str) -> str | None:

@@ -207,7 +207,7 @@ def user_data(event: Event) -> JSON:
         "ge": hash_pii(pii.gender, hashing.gender),
         "db": hash_pii(pii.birthday, hashing.birthday),
         "ct": hash_pii(pii.city, hashing.letters),
-        "st": hash_pii(pii.state, hashing.letters),
+        "st": hash_pii(pii.state, hashing.state_meta if pii.in_us() else hashing.letters),
         "zp": hash_pii(pii.postal_code, hashing.zip_meta),
         "country": hash_pii(pii.country, hashing.country),
         "external_id": hash_pii(event.user_id or event.anonymous_id, hashing.trimmed),

@@ -134,6 +134,11 @@ class Mixpanel(BatchApi[MixpanelConfig]):
     def classify(self, request: HttpRequest, response: HttpResponse, now: float) -> Result:
         if response.status == 429:
             return analytics.throttled(response, now, FIRST_BACKOFF_SECS)
+        if response.status == 413:
+            # §4: the request limit is 10 MB, or 2 MB by the OpenAPI example: unverified, so it
+            # must not dead-letter a whole batch. The worker sends halves again; only an event
+            # too large alone is dead.
+            return Result(Verdict.ISOLATE, "http_413")
         answer = analytics.json_object(response.body)
         if request.url == self._url(ENGAGE) and answer.get("status") == 0:
             return Result(Verdict.REJECT, "mixpanel_invalid")  # verbose=1 answers (§2)

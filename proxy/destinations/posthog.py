@@ -14,7 +14,14 @@ import orjson
 
 from proxy.destinations import analytics, ecommerce
 from proxy.destinations.analytics import BatchApi
-from proxy.destinations.base import BatchLimits
+from proxy.destinations.base import (
+    BatchLimits,
+    HttpRequest,
+    HttpResponse,
+    Result,
+    Verdict,
+    classify_status,
+)
 from proxy.events import JSON, Event, EventType, format_time
 from proxy.settings import Secret
 
@@ -72,7 +79,7 @@ class PostHog(BatchApi[PostHogConfig]):
     type = "posthog"
     # §4: no count limit, so one that keeps a retry small; /batch/ bodies < 20 MB. Events ≤ 1 MB,
     # and RudderStack stays under 900,000 bytes since ones just below 1 MB were refused too.
-    # History is accepted (no age limit). classify(): the default table is §5's.
+    # History is accepted (no age limit).
     limits = BatchLimits(max_events=1000, max_bytes=20_000_000 - 1)
     max_event_bytes = 900_000
     config_type = PostHogConfig
@@ -81,6 +88,14 @@ class PostHog(BatchApi[PostHogConfig]):
         if event.type is EventType.GROUP:
             return "unsupported_type"  # $groupidentify needs a group type setting (§6)
         return None if self._name(event) else "invalid_name"
+
+    def classify(self, request: HttpRequest, response: HttpResponse, now: float) -> Result:
+        """§5's table (the default one), but a 413, "event too big", refuses the whole request
+        for one event it does not name (or for a body past the instance's limit, §4): the worker
+        sends halves again, so only the event too large alone is dead, not up to 1000."""
+        if response.status == 413:
+            return Result(Verdict.ISOLATE, "http_413")
+        return classify_status(response, now)
 
     def _name(self, event: Event) -> str | None:
         return self.vendor_name(event, NAMES.get(event.type, event.name))

@@ -5,7 +5,7 @@ applies its rule `timestamp = receivedAt - (sentAt - originalTimestamp)` (§5) a
 receivedAt, so each event goes without its client `sentAt` and our `receivedAt`, with
 `originalTimestamp` = the stored `timestamp`, under an envelope `sentAt` of the send time: the
 rule then gives back the stored timestamp however late it is sent (retries, an outage, a
-replay). messageId stays Segment's dedup key. classify(): the default table is §4's.
+replay). messageId stays Segment's dedup key. classify() answers as the official SDKs retry (§4).
 """
 
 from __future__ import annotations
@@ -19,7 +19,14 @@ import orjson
 
 from proxy.destinations import analytics
 from proxy.destinations.analytics import BatchApi
-from proxy.destinations.base import BatchLimits, HttpRequest
+from proxy.destinations.base import (
+    BatchLimits,
+    HttpRequest,
+    HttpResponse,
+    Result,
+    Verdict,
+    retry_after,
+)
 from proxy.events import Event, format_time, parse_time
 from proxy.settings import Secret
 
@@ -29,6 +36,12 @@ PATH = "/v1/batch"
 CLOCK_KEYS = (b'"sentAt"', b'"receivedAt"', b'"originalTimestamp"')
 # The envelope's sentAt as size() counts it: every format_time() text has this length.
 SIZED_SENT_AT = format_time(datetime(2026, 1, 1, tzinfo=UTC))
+# §4, the SDKs' retry policy: these 4xx are retried with backoff like 5xx, and these 5xx are not
+# (511 is retried only with OAuth, and this adapter sends the write key, §2).
+RETRIED_4XX = frozenset({408, 410, 460})
+FINAL_5XX = frozenset({501, 505, 511})
+# §4: analytics-node honours a 429's Retry-After for at least 1 s and at most 300 s.
+RETRY_AFTER_MIN_SECS, RETRY_AFTER_MAX_SECS = 1.0, 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +66,23 @@ class Segment(BatchApi[SegmentConfig]):
         body = self._splice(sent_at, [self._item(event) for event in kept])
         ids = tuple(event.message_id for event in kept)
         return [HttpRequest("POST", self._url(""), self._headers(""), body, ids)]
+
+    def classify(self, request: HttpRequest, response: HttpResponse, now: float) -> Result:
+        """§4: the official SDKs' policy, which the page asks this adapter to follow. The default
+        table would dead-letter 3xx, 410 and 460, and retry 505."""
+        status = response.status
+        reason = f"http_{status}"
+        if 200 <= status < 400:
+            return Result(Verdict.DELIVERED, reason)
+        wait = retry_after(response.headers, now)
+        if status == 429 and wait is not None:
+            # Segment asked us to wait: the SDKs do not count it against the retry budget, so
+            # neither does the worker (Result.failed). Without the header it is a counted retry.
+            wait = min(max(wait, RETRY_AFTER_MIN_SECS), RETRY_AFTER_MAX_SECS)
+            return Result(Verdict.RETRY, reason, wait, failed=False)
+        if status in (429, *RETRIED_4XX) or (status >= 500 and status not in FINAL_5XX):
+            return Result(Verdict.RETRY, reason, wait)
+        return Result(Verdict.REJECT, reason)
 
     def _item(self, event: Event) -> bytes:
         raw = event.raw

@@ -80,6 +80,10 @@ class Webhook(Destination[WebhookConfig]):
     type = "webhook"
     limits = BatchLimits(max_events=100, max_bytes=500_000)
     config_type = WebhookConfig
+    # webhooks.md §2: webhook-id is "identical across retries (idempotency key)", and §3:
+    # consumers "de-duplicate on webhook-id". batch_id() hashes the request's messageIds, so the
+    # same events in the same order (the worker's retry as sent) give the same id.
+    retry_as_sent = True
 
     def __init__(self, settings: DestinationSettings) -> None:
         super().__init__(settings)
@@ -110,7 +114,8 @@ class Webhook(Destination[WebhookConfig]):
         connection resets) is a failure", retried with backoff "over days" (the destination's
         max_attempts and backoff settings), Retry-After honoured. Only "410 Gone: disable the
         endpoint, stop sending" is final: those events are dead letters, for replay once the
-        receiver is back. (Pausing the whole destination on a 410 is not done here.)"""
+        receiver is back; the worker logs each 410 as an error that says so. (Pausing the whole
+        destination on a 410 is not done.)"""
         status = response.status
         if 200 <= status < 300:
             return Result(Verdict.DELIVERED, f"http_{status}")

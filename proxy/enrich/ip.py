@@ -115,6 +115,13 @@ def truncate_ip(ip: str, v4_bits: int = 24, v6_bits: int = 48) -> str | None:
 
     None rather than the input, so a malformed value never slips through un-truncated.
     """
+    return _truncated(ip, v4_bits, v6_bits) if len(ip) <= _MAX_TEXT else None
+
+
+# Ingest truncates every browser request's address (the refusals gate and the rate limits key
+# on it); building the network took 6% of a single event's time in the profile.
+@lru_cache(maxsize=4096)
+def _truncated(ip: str, v4_bits: int, v6_bits: int) -> str | None:
     address = parse_ip(ip)
     if address is None:
         return None

@@ -1,7 +1,8 @@
-"""The relay's first-party device cookie, and the site's Meta `_fbp` cookie, on ingest requests.
+"""The relay's first-party device cookie, and the site's Meta `_fbp` and TikTok `_ttp` cookies, on
+ingest requests.
 
 The site's own server sets the device cookie (HttpOnly, `<device id>.<issued unix secs>`), so it is
-not capped like script-set cookies (Safari ITP: 7 days). These two are the only cookies the relay
+not capped like script-set cookies (Safari ITP: 7 days). These three are the only cookies the relay
 reads; nothing else of the Cookie header reaches an event or a vendor.
 """
 
@@ -24,6 +25,9 @@ MAX_AGE_SECS = 400 * 86_400  # Chrome caps cookie lifetimes at 400 days (RFC 626
 RENEW_AFTER_SECS = 30 * 86_400
 FBP_COOKIE = "_fbp"
 MAX_FBP_CHARS = 200  # Meta's value is ~30 characters; longer is not theirs
+TTP_COOKIE = "_ttp"
+# TikTok's value is ~27 to 40 URL-safe characters; tiktok.md §2 has it forwarded as written.
+_TTP = re.compile(r"[A-Za-z0-9._-]{8,100}")
 _VALUE = re.compile(r"([A-Za-z0-9_-]{16,64})\.([0-9]{1,12})")  # \d takes Arabic-Indic digits too
 
 
@@ -104,6 +108,12 @@ def is_fbp_value(value: str) -> bool:
         and value.isprintable()
         and " " not in value
     )
+
+
+def is_ttp_value(value: str) -> bool:
+    """Whether a `_ttp` value (set by the TikTok Pixel on the site's domain) can be TikTok's:
+    URL-safe characters, of a sane length."""
+    return _TTP.fullmatch(value) is not None
 
 
 def is_https(

@@ -5,6 +5,7 @@ Pure functions of plain JSON: `capture` takes what a browser event's context say
 a newer capture into an older profile (associative within MAX_BYTES, so captures can be coalesced
 before they are written), `merge_within` where a store keeps the bound, `attach` fills what a
 server event's context lacks: what the backend sent wins; consent is what it leaves out last.
+`match_traits` is what a profile keeps of an identify's traits: only what ads vendors match on.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from proxy.enrich.consent import writable_preferences
 JSON = dict[str, Any]
 
 # Replaced as a whole by a newer capture (a new campaign is one unit; so is a new set of clicks).
-LAST_TOUCH = ("campaign", "clickIds", "fbp", "fbc", "ip", "userAgent", "location")
+LAST_TOUCH = ("campaign", "clickIds", "fbp", "fbc", "ttp", "ip", "userAgent", "location")
 # Merged key by key: a later event may carry the GA session id without the client id, or
-# answer one consent category without repeating the others.
-MERGED = ("ga", "consent")
+# answer one consent category without repeating the others, or identify with a phone only.
+TRAITS = "traits"
+MERGED = ("ga", "consent", TRAITS)
 FIRST_TOUCH = "firstTouch"  # {"campaign", "clickIds"} of the first capture that had either
 PAGE = "page"  # {"url", "referrer"} of the last page seen
 DEVICE = "deviceId"
@@ -36,11 +38,12 @@ DEVICE = "deviceId"
 # grew a profile past the event limit.
 MAX_BYTES = 8192
 HEADROOM = 8  # attach() puts a profile's values 3 levels into an event
-MAX_MERGED_KEYS = 32  # in ga or consent
+MAX_MERGED_KEYS = 32  # in ga, consent or traits (a match-traits object has at most 9)
 # What attach() leaves out of a profile past the bound, first to last: the largest and least
 # needed first. Consent is never left out for the rest: without a refusal, delivery takes the
 # category as unanswered (allowed), and an order goes to a destination the user refused.
 CONSENT = "consent"
+# Traits go after these (they are what Meta and TikTok match a backend's order on), consent last.
 TRIM_ORDER = ("ga", PAGE, FIRST_TOUCH, "location", "userAgent", "campaign", "clickIds")
 
 
@@ -74,6 +77,58 @@ def capture(context: JSON) -> JSON:
         return profile
     profile.pop(PAGE, None)  # the likeliest to be long: what it takes to keep the rest
     return profile if fits(profile) else {}
+
+
+# The Segment reserved traits the ads adapters match on (destinations/hashing.py, Pii.of), and
+# nothing else: a profile is no place for whatever else a site puts in traits.
+MATCH_TRAITS = (
+    "email",
+    "phone",
+    "firstName",
+    "first_name",
+    "lastName",
+    "last_name",
+    "gender",
+    "birthday",
+)
+ADDRESS = "address"  # kept and lent as a unit: fields of two addresses make a place that is not
+ADDRESS_FIELDS = ("city", "state", "postalCode", "postal_code", "country")
+# Spellings of one trait: the backend's own, in either spelling, wins over a lent one.
+SPELLINGS = {
+    "firstName": "first_name",
+    "first_name": "firstName",
+    "lastName": "last_name",
+    "last_name": "lastName",
+}
+MAX_TRAIT_CHARS = 256  # longer than any address or name a vendor takes; bounds a planted value
+
+
+def match_traits(traits: object) -> JSON:
+    """What a profile keeps of an identify's traits: the match traits, as text or numbers
+    (phones and zips arrive as either)."""
+    if not isinstance(traits, dict):
+        return {}
+    kept: JSON = {}
+    for key in MATCH_TRAITS:
+        value = _trait(traits.get(key))
+        if value is not None:
+            kept[key] = value
+    address = traits.get(ADDRESS)
+    if isinstance(address, dict):
+        place = {
+            key: value for key in ADDRESS_FIELDS if (value := _trait(address.get(key))) is not None
+        }
+        if place:
+            kept[ADDRESS] = place
+    return kept
+
+
+def _trait(value: object) -> str | int | float | None:
+    if isinstance(value, str):
+        return value if value.strip() and len(value) <= MAX_TRAIT_CHARS else None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    return None
 
 
 def fits(profile: JSON) -> bool:
@@ -148,6 +203,31 @@ def attach(context: JSON, profile: JSON) -> None:
         device = context.setdefault("device", {})
         if isinstance(device, dict):
             device.setdefault("id", profile[DEVICE])
+    if TRAITS in profile:
+        _lend_traits(context, profile[TRAITS])
+
+
+def _lend_traits(context: JSON, lent: JSON) -> None:
+    """The remembered traits under `context.traits`, where Pii.of reads them, key by key: a
+    trait the backend sent (in either spelling) wins, and so does its address as a whole."""
+    own = context.get(TRAITS)
+    if own is not None and not isinstance(own, dict):
+        return
+    said = {key for key, value in (own or {}).items() if value not in (None, "")}
+    missing = {
+        key: value
+        for key, value in lent.items()
+        if key not in said and SPELLINGS.get(key) not in said
+    }
+    if missing:
+        context[TRAITS] = {**(own or {}), **missing}
+
+
+def without_traits(found: JSON) -> JSON:
+    """What a link carries from an anonymousId to a user: not its traits. An anonymousId passes
+    to whoever signs in next on that browser when a site forgets reset(); their orders must not
+    be matched on the last person's email."""
+    return {key: value for key, value in found.items() if key != TRAITS}
 
 
 def combine(profiles: Sequence[JSON], refusals_from: Sequence[JSON] = ()) -> JSON:

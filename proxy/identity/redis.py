@@ -40,6 +40,7 @@ from proxy.identity.profile import (
     MAX_BYTES,
     MAX_MERGED_KEYS,
     MERGED,
+    TRAITS,
     coalesce,
     fits,
 )
@@ -65,7 +66,7 @@ EXPIRES = "~exp"  # the hash field holding the expiry (epoch s, the callers' clo
 # encoded, is that long. (Depth needs no check here: a value comes from a capture that fit.)
 _PROFILE = Template("""
 local MAX_BYTES, MAX_KEYS, EXPIRES = $max_bytes, $max_keys, '$expires'
-local FIRST_TOUCH, CONSENT = '$first_touch', '$consent'
+local FIRST_TOUCH, CONSENT, TRAITS = '$first_touch', '$consent', '$traits'
 local GROUPS = {$groups}
 
 -- The live profile in the hash `key` (field -> stored JSON, no ~exp), or nil.
@@ -201,6 +202,7 @@ end
     max_keys=MAX_MERGED_KEYS,
     first_touch=FIRST_TOUCH,
     consent=CONSENT,
+    traits=TRAITS,
     expires=EXPIRES,
     groups=", ".join(f"{group} = true" for group in MERGED),
 )
@@ -222,14 +224,18 @@ return 1
 )
 
 # KEYS[1] the source profile, KEYS[2] the target. ARGV: now, expires_at, ttl ms.
-# merge_within(target, source): the source's fields replace the target's, the target's first
-# touch stays.
+# merge_within(target, without_traits(source)): the source's fields replace the target's, the
+# target's first touch stays, and the source's traits stay with it (profile.without_traits).
 LINK = Script(
     _PROFILE
     + """
 local source, target, now = KEYS[1], KEYS[2], tonumber(ARGV[1])
 local newer = live(source, now)
 if newer == nil then return 0 end
+for field in pairs(newer) do
+  if member(field) == TRAITS then newer[field] = nil end
+end
+if next(newer) == nil then return 0 end
 local older = live(target, now)
 local profile = within(older, newer)
 if profile == nil then return 0 end
@@ -327,6 +333,19 @@ class RedisIdentityStore:
             if stored:
                 found[key] = stored
         return found
+
+    async def forget(self, keys: Sequence[str]) -> list[str]:
+        for key in keys:
+            self._pending.pop(key, None)  # a capture still buffered would write it again
+        if self._pending or self._queued:  # what went before (a link) lands before the delete
+            await asyncio.shield(self._round()[1])
+        async with self._io:
+            pipe = self._client.pipeline(transaction=False)
+            wanted = list(dict.fromkeys(keys))
+            for key in wanted:
+                _ = pipe.delete(self._prefix + key)
+            deleted = await pipe.execute()
+        return [key for key, count in zip(wanted, deleted, strict=True) if count]
 
     async def close(self) -> None:
         self._flush()

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from proxy.identity.profile import coalesce, merge_within
+from proxy.identity.profile import coalesce, merge_within, without_traits
 from proxy.settings import IdentitySettings
 from proxy.sqlite_files import IDENTITY_MARK, connect
 from proxy.sqlite_writer import GroupCommitWriter
@@ -186,10 +186,19 @@ class SqliteIdentityStore:
             self._last_cleanup = now
             conn.execute("DELETE FROM profiles WHERE expires_at <= ?", (now,))
 
+    async def forget(self, keys: Sequence[str]) -> list[str]:
+        for key in keys:
+            self._pending.pop(key, None)  # a capture still buffered would write it again
+            self._cache.pop(key, None)
+        self._handed_over(keys)
+        wanted = list(dict.fromkeys(keys))
+        return await self._writer.submit(lambda conn: _delete(conn, wanted))
+
     def _link(self, conn: sqlite3.Connection, source: str, target: str, now: float) -> None:
         rows = _read(conn, [source, target], now)
-        if source in rows:
-            written = _written(rows.get(target), rows[source][0], now + self._ttl_secs, now)
+        carried = without_traits(rows[source][0]) if source in rows else None
+        if carried:
+            written = _written(rows.get(target), carried, now + self._ttl_secs, now)
             if written is None:
                 return
             conn.execute(
@@ -218,6 +227,15 @@ def _written(
     live = row[0] if row is not None and row[1] > now and row[0] else None
     profile = merge_within(live, delta)
     return None if profile is None else (profile, expires_at)
+
+
+def _delete(conn: sqlite3.Connection, keys: list[str]) -> list[str]:
+    """Deletes the rows of `keys`, expired ones too; the keys that had one."""
+    deleted = []
+    for key in keys:
+        if conn.execute("DELETE FROM profiles WHERE key = ?", (key,)).rowcount:
+            deleted.append(key)
+    return deleted
 
 
 def _read(conn: sqlite3.Connection, keys: list[str], now: float) -> dict[str, tuple[JSON, float]]:

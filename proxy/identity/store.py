@@ -24,5 +24,9 @@ class IdentityStore(Protocol):
     async def load(self, keys: Sequence[str], now: float) -> dict[str, JSON]:
         """The live profiles of those keys that have one."""
 
+    async def forget(self, keys: Sequence[str]) -> list[str]:
+        """Delete the profiles of `keys` and what is buffered for them (the right to erasure);
+        the keys that had a stored profile."""
+
     async def close(self) -> None:
         """Write what is buffered and release the store."""

@@ -221,6 +221,13 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
     wbits = 16 + zlib.MAX_WBITS if encoding in GZIP_ENCODINGS else zlib.MAX_WBITS
     if encoding == "deflate" and body[:1] and body[0] & 0x0F != 8:
         wbits = -zlib.MAX_WBITS  # raw deflate without the zlib header, as some clients send it
+    elif encoding == "deflate" and len(body) > 1 and _asks_for_dictionary(body):
+        # zlib itself would only say "Error 2 while decompressing data".
+        raise IngestError(
+            400,
+            "invalid_encoding",
+            "the deflate body needs a preset dictionary; send it without one, or as gzip",
+        )
     decoder = zlib.decompressobj(wbits)
     try:
         data = decoder.decompress(body, limit + 1)
@@ -235,6 +242,12 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
     if decoder.unused_data:
         raise IngestError(400, "invalid_encoding", f"unexpected data after the {encoding} stream")
     return data
+
+
+def _asks_for_dictionary(body: bytes) -> bool:
+    """A zlib header (RFC 1950: its check bits make the first two bytes a multiple of 31) with
+    the FDICT flag set."""
+    return (body[0] << 8 | body[1]) % 31 == 0 and body[1] & 0x20 != 0
 
 
 def decode_object(body: bytes) -> dict[str, Any]:

@@ -6,8 +6,8 @@ numeric ids become strings), `receivedAt` (relay clock), `timestamp` (skew-corre
 ISO-8601 UTC with ms), `originalTimestamp` (the client's timestamp as sent), `sentAt` (the
 event's or the batch envelope's), `_relay: {"source": "<source name>", "kind": "<its kind>"}`
 (set by the relay only; a client's `_relay` is overwritten), and no `writeKey`. Enrichment adds to
-`context` (see proxy/enrich), and for browser sources `context.device.id` (the device cookie) and
-`context.fbp`.
+`context` (see proxy/enrich), and for browser sources `context.device.id` (the device cookie),
+`context.fbp` and `context.ttp`.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ class RequestFacts:
     source: SourceSettings
     device_id: str | None = None  # from the relay's device cookie (browser sources only)
     fbp: str | None = None  # the site's `_fbp` cookie
+    ttp: str | None = None  # the site's `_ttp` cookie (the TikTok Pixel's)
     context_step: ContextStep | None = None  # redaction, GPC, stitching (proxy/ingest/stitch.py)
 
 
@@ -216,7 +217,7 @@ def corrected_timestamp(event: JSON, sent_at: str | None, facts: RequestFacts) -
 
 
 def enrich(event: JSON, facts: RequestFacts, enricher: Enricher) -> None:
-    """Client IP, geo, user agent and campaign, then the browser's device id and `_fbp`.
+    """Client IP, geo, user agent and campaign, then the browser's device id, `_fbp` and `_ttp`.
 
     The request's IP and UA are the user's only when a browser sent it: a backend's own never
     are (it may send `context.ip` / `context.userAgent`, which are used instead). A browser's
@@ -238,6 +239,8 @@ def enrich(event: JSON, facts: RequestFacts, enricher: Enricher) -> None:
             device["id"] = facts.device_id
     if facts.fbp is not None and not context.get("fbp"):
         context["fbp"] = facts.fbp
+    if facts.ttp is not None and not context.get("ttp"):
+        context["ttp"] = facts.ttp
 
 
 def encode(event: JSON, max_bytes: int) -> bytes | Rejection:

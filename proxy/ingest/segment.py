@@ -21,11 +21,13 @@ from proxy.destinations import REGISTRY
 from proxy.events import format_time
 from proxy.identity.cookies import (
     FBP_COOKIE,
+    TTP_COOKIE,
     DeviceCookie,
     device_cookie,
     is_device_value,
     is_fbp_value,
     is_https,
+    is_ttp_value,
     read_cookies,
     set_device_cookie,
 )
@@ -86,7 +88,11 @@ class SegmentApi:
         )
         server = settings.server
         self.event_limit = min(server.max_event_bytes, server.max_body_bytes)
-        self.cookie_checks = {server.device_cookie: is_device_value, FBP_COOKIE: is_fbp_value}
+        self.cookie_checks = {
+            server.device_cookie: is_device_value,
+            FBP_COOKIE: is_fbp_value,
+            TTP_COOKIE: is_ttp_value,
+        }
         self.repeats = RecentIds(server.repeat_window_events)
         self.refusals = Refusals()
 
@@ -206,7 +212,8 @@ class SegmentApi:
             user_agent=header_text(headers.get("User-Agent")),
             source=source,
             device_id=device.device_id if device is not None else None,
-            fbp=cookies.get(FBP_COOKIE),  # read_cookies() kept only a valid one
+            fbp=cookies.get(FBP_COOKIE),  # read_cookies() kept only valid ones
+            ttp=cookies.get(TTP_COOKIE),
             context_step=context_step,
         )
         accepted: list[bytes] = []
@@ -268,7 +275,7 @@ class SegmentApi:
         self.refusals.charge(request, self.clock.now())
 
     def _cookies(self, header: str | None) -> dict[str, str]:
-        """The two cookies ingest reads: the relay's device id and Meta's `_fbp`."""
+        """The cookies ingest reads: the relay's device id, Meta's `_fbp` and TikTok's `_ttp`."""
         return read_cookies(header, self.cookie_checks)
 
     def _device_cookie(

@@ -1,6 +1,8 @@
 """The ingest step after enrichment: URL redaction and Global Privacy Control for every event,
 then context stitching: a browser event's context is remembered per device id, anonymousId and
-userId; a server event gets the remembered context it did not send (what it sent wins).
+userId; a server event gets the remembered context it did not send (what it sent wins). An
+identify's match traits (email, phone, ...) are remembered per anonymousId and userId, from any
+source that may speak for that user, and lent to server events as `context.traits`.
 
 One ContextStep per request. `Stitcher.step()` holds the only await, and only for server
 requests (one batched store read, usually answered by the LRU); `apply()` never does I/O.
@@ -37,11 +39,13 @@ class Stitcher:
         privacy: PrivacySettings,
         users: UserCheck | None = None,
         recapture_secs: float = RECAPTURE_SECS,
+        keep_traits: bool = True,
     ) -> None:
         self.store = store
         self.privacy = privacy
         self.redactor = Redactor(privacy)
         self.users = users or UserCheck(None)
+        self.keep_traits = keep_traits  # [identity] keep_traits: off, none stored and none lent
         # Per store key, the context (by hash) last captured under it and when: a page sending
         # event after event sends one context, and capturing it again would leave each profile
         # as it was (a third of a browser request's stitching). Again after RECAPTURE_SECS, so
@@ -148,7 +152,11 @@ class ContextStep:
             if own and keys:
                 self._remember(keys, {"consent": own})
                 stitcher.forget_captures(keys)
-        if event.get("type") == "identify" and anonymous and user and speaks_for_user:
+        if event.get("type") != "identify":
+            return
+        if stitcher.keep_traits:
+            self._remember_traits(event, keys)
+        if anonymous and user and speaks_for_user:
             self.finish()  # the link must see the captures of the events before it
             stitcher.store.link(f"a:{anonymous}", f"u:{user}", self._now)
             stitcher.forget_captures((f"u:{user}",))
@@ -156,8 +164,28 @@ class ContextStep:
             if lent is not None:  # the events after it in this batch see the link too
                 linked = f"u:{user}"
                 # Combined as _found() would: a refusal the user's profile holds still wins.
-                known = [found for found in (self._profiles.get(linked), lent) if found]
+                known = [
+                    found
+                    for found in (self._profiles.get(linked), profile.without_traits(lent))
+                    if found
+                ]
                 self._profiles[linked] = profile.combine(known)
+
+    def _remember_traits(self, event: JSON, keys: tuple[str, ...]) -> None:
+        """An identify's match traits, under its anonymousId and (when it speaks for the user,
+        as `keys` already says) its userId. Not under the device: a device id outlives reset(),
+        so the next person on a shared computer would be matched on them. A capture never
+        carries traits, so the captures marked in Stitcher.captured stay as they were."""
+        traits = profile.match_traits(event.get("traits"))
+        named = tuple(key for key in keys if not key.startswith("d:"))
+        if not traits or not named:
+            return
+        self._remember(named, {profile.TRAITS: traits})
+        if not self._browser:  # the events after it in this batch get them as a later one would
+            for key in named:
+                self._profiles[key] = profile.merge(
+                    self._profiles.get(key), {profile.TRAITS: traits}
+                )
 
     def _found(self, keys: tuple[str, ...]) -> JSON | None:
         """What the profiles `keys` name lend a server event (None: no profile)."""
@@ -165,7 +193,10 @@ class ContextStep:
         if not profiles:
             return None
         devices = (self._profiles.get(f"d:{_device_of(found)}") for found in profiles)
-        return profile.combine(profiles, [device for device in devices if device is not None])
+        found = profile.combine(profiles, [device for device in devices if device is not None])
+        if not self._stitcher.keep_traits:  # remembered before it was turned off: not lent
+            found.pop(profile.TRAITS, None)
+        return found
 
     def finish(self) -> None:
         """Hand what the request's events captured to the store (after its last apply())."""
@@ -224,6 +255,8 @@ async def identity_ctx(app: web.Application) -> AsyncIterator[None]:
     users = UserCheck(settings.identity.user_hash_secret)
     # Well inside the TTL, however short it is set: an active browser's profile never expires.
     recapture_secs = min(RECAPTURE_SECS, settings.identity.ttl_days * 86_400 / 4)
-    app[STITCHER] = Stitcher(store, settings.privacy, users, recapture_secs)
+    app[STITCHER] = Stitcher(
+        store, settings.privacy, users, recapture_secs, settings.identity.keep_traits
+    )
     yield
     await store.close()

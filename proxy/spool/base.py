@@ -40,6 +40,8 @@ class Stored:
     # The event's messageId when the backend can read it without Python decoding the event
     # (delivery needs it for every event; a webhook needs nothing else).
     message_id: str | None = None
+    # The `Retry.group` it was parked with, when it waits to go out again as the same request.
+    group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,16 @@ class Retry:
     # False when the event was not sent (held for a consent answer): it is not a failed attempt,
     # so it counts neither toward max_attempts nor into the backoff.
     failed: bool = True
+    # `<key>/<position>` (see `group_key`): the request the event failed in, for a destination
+    # that retries a request as it was sent (Destination.retry_as_sent). The worker parks a
+    # request's events with one key and one not_before; a claim hands the group out whole.
+    group: str | None = None
+
+
+def group_key(label: str) -> str:
+    """The group of a `Retry.group` label: what precedes its last "/". Positions are fixed-width
+    digits, so labels sort in request order, and one group's labels sort next to each other."""
+    return label.rpartition("/")[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +101,8 @@ class Spool(Protocol):
         """The next events due for `destination`: retries whose time has come, then new ones.
 
         Claimed events are not handed out again until settled, or until the process restarts.
+        Retries parked with one `Retry.group` key are handed out together (in any order; their
+        labels hold the request's), even when that takes more than `max_events`.
         """
 
     async def settle(

@@ -224,8 +224,9 @@ class RedisSpool:
             if autoclaim:
                 group.autoclaim_from = text(autoclaimed)
             claimed = []
-            for i in range(0, len(flat), 3):
-                stored = Stored(text(flat[i]), flat[i + 1], int(flat[i + 2]))
+            for i in range(0, len(flat), 4):
+                label = text(flat[i + 3]) or None
+                stored = Stored(text(flat[i]), flat[i + 1], int(flat[i + 2]), None, label)
                 # Reclaimed from this very process after a stall: its first claim still runs.
                 if stored.id not in group.held:
                     claimed.append(stored)
@@ -245,7 +246,7 @@ class RedisSpool:
         failed_at = self._clock.now()
         args: list[str | int | bytes] = [destination, len(done), len(retry), len(dead), *done]
         for item in retry:
-            args += [item.id, repr(item.not_before), int(item.failed)]
+            args += [item.id, repr(item.not_before), int(item.failed), item.group or ""]
         for letter in dead:
             args += [letter.id, redis_dead.dead_record(letter.reason, letter.response, failed_at)]
         # No longer held from here, before the script runs: a claim whose reply is read before
@@ -303,7 +304,7 @@ class RedisSpool:
 
     async def dead_letter_count(self, destination: str) -> int:
         with unavailable("count dead letters"):
-            return int(await self._client.hlen(self._keys.of(destination)[-1]))
+            return int(await self._client.hlen(self._keys.dead(destination)))
 
     async def replay(
         self, destination: str, since: float | None = None, ids: Sequence[str] | None = None

@@ -53,8 +53,11 @@ class Keys:
     def retries(self, destination: str) -> str:
         return f"{self.prefix}:retry:{destination}"  # zset: stream id by not_before (epoch s)
 
+    def dead(self, destination: str) -> str:
+        return f"{self.prefix}:dead:{destination}"  # hash: id -> {reason, response, failed_at}
+
     def of(self, destination: str) -> list[str]:
-        """KEYS[1..7] of a per-destination script."""
+        """KEYS[1..8] of a per-destination script."""
         return [
             self.stream,
             self.bytes,
@@ -62,7 +65,8 @@ class Keys:
             f"{self.prefix}:lease:{destination}",  # zset: claimed retries by lease end (server ms)
             f"{self.prefix}:attempts:{destination}",  # hash: stream id -> failed attempts
             f"{self.prefix}:parked:{destination}",  # hash: stream id -> body (retry or dead)
-            f"{self.prefix}:dead:{destination}",  # hash: id -> {reason, response, failed_at}
+            self.dead(destination),
+            f"{self.prefix}:group:{destination}",  # hash: waiting retry's id -> Retry.group
         ]
 
 
@@ -87,6 +91,7 @@ class Script:
 PRELUDE = """
 local stream, bytes = KEYS[1], KEYS[2]
 local retries, leases, attempts, parked, dead = KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local groups = KEYS[8]
 
 -- Stream ids order as (milliseconds, sequence), not as strings.
 local function id_less(a, b)
@@ -177,7 +182,7 @@ return {1, redis.call('INCRBY', bytes, total - before), skipped}
 
 # ARGV: group, consumer, want, due_at (epoch s), idle_ms, recover_from ('' when done),
 # recover_until, autoclaim_from ('' to skip)  ->  {recover_from', autoclaim_from', {id, body,
-# attempts, ...}}
+# attempts, Retry.group or '', ...}}
 CLAIM = Script(
     PRELUDE
     + """
@@ -185,31 +190,62 @@ local group, me, want = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local due_at, idle_ms = ARGV[4], tonumber(ARGV[5])
 local recover_from, recover_until, autoclaim_from = ARGV[6], ARGV[7], ARGV[8]
 local out, taken = {}, 0
-local function add(id, body, tries)
+local function add(id, body, tries, label)
   out[#out + 1] = id
   out[#out + 1] = body
   out[#out + 1] = tries
+  out[#out + 1] = label or ''
   taken = taken + 1
 end
 -- 1. Retries whose claimer stopped renewing the lease (it died), then retries now due. A claimed
 --    retry sits in `leases` until settled, so no other claim sees it meanwhile.
 local lease_end = server_ms() + idle_ms
+local function key_of(label)
+  return label and string.match(label, '^(.*)/')
+end
 local function lease(ids)
   for _, id in ipairs(ids) do
     redis.call('ZREM', retries, id)
     local body = redis.call('HGET', parked, id)
     if body then
       redis.call('ZADD', leases, lease_end, id)
-      add(id, body, tonumber(redis.call('HGET', attempts, id) or '0'))
+      local tries = tonumber(redis.call('HGET', attempts, id) or '0')
+      add(id, body, tries, redis.call('HGET', groups, id))
     else
       redis.call('ZREM', leases, id)
     end
   end
 end
-lease(redis.call('ZRANGEBYSCORE', leases, '-inf', lease_end - idle_ms, 'LIMIT', 0, want))
-if taken < want then
-  lease(redis.call('ZRANGEBYSCORE', retries, '-inf', due_at, 'LIMIT', 0, want - taken))
+-- The limit may cut the groups taken: their other members go along (past `want`: a request is
+-- retried whole, or its id changes). Members of equal score sort by id, so groups interleave
+-- and any of them may be cut, not only the last one's. In `retries` (one not_before per group)
+-- only groups at the last score can be: everything below it was taken. In `leases`, renewals
+-- in chunks may have spread a dead node's groups over the range.
+local function take(zset, low, high, limit)
+  local ids = redis.call('ZRANGEBYSCORE', zset, low, high, 'LIMIT', 0, limit)
+  if #ids < limit or #ids == 0 then return lease(ids) end
+  local keys, listed, any = {}, {}, false
+  for _, id in ipairs(ids) do
+    listed[id] = true
+    local key = key_of(redis.call('HGET', groups, id))
+    if key then keys[key], any = true, true end
+  end
+  if any then
+    if zset == retries then
+      low = redis.call('ZSCORE', zset, ids[#ids])
+      high = low
+    end
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', zset, low, high)) do
+      if not listed[id] then
+        local key = key_of(redis.call('HGET', groups, id))
+        if key and keys[key] then ids[#ids + 1] = id end
+      end
+    end
+  end
+  lease(ids)
 end
+take(leases, '-inf', lease_end - idle_ms, want)
+if taken < want then take(retries, '-inf', due_at, want - taken) end
 -- 2. After a restart under the same consumer name: its claims from before, still unsettled
 --    (only ids up to the group's position at open; later ones were claimed by this process).
 local recovered = recover_from
@@ -259,8 +295,8 @@ return {recovered, autoclaimed, out}
 """
 )
 
-# ARGV: group, n_done, n_retry, n_dead, done ids, (id, not_before, failed 1|0) triples,
-#   (id, record) pairs
+# ARGV: group, n_done, n_retry, n_dead, done ids, (id, not_before, failed 1|0, Retry.group or '')
+#   quadruples, (id, record) pairs
 #   ->  bytes held
 SETTLE = Script(
     PRELUDE
@@ -280,6 +316,7 @@ for i = 5, last_done, 1000 do
   redis.call('ZREM', leases, unpack(ids))
   redis.call('ZREM', retries, unpack(ids))
   redis.call('HDEL', attempts, unpack(ids))
+  if redis.call('EXISTS', groups) == 1 then redis.call('HDEL', groups, unpack(ids)) end
   -- Nothing parked is the common case (no vendor failing): skip the look per id.
   if redis.call('EXISTS', parked) == 1 then
     for _, id in ipairs(ids) do unpark(id) end
@@ -290,12 +327,17 @@ for i = 5, last_done, 1000 do
 end
 local at = last_done + 1
 for _ = 1, n_retry do
-  local id, not_before, failed = ARGV[at], ARGV[at + 1], ARGV[at + 2]
-  at = at + 3
+  local id, not_before, failed, label = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
+  at = at + 4
   release(id)
   if park(id) then
     redis.call('ZADD', retries, not_before, id)
     if failed == '1' then redis.call('HINCRBY', attempts, id, 1) end
+    if label ~= '' then
+      redis.call('HSET', groups, id, label)
+    else
+      redis.call('HDEL', groups, id)
+    end
   end
 end
 for _ = 1, n_dead do
@@ -304,6 +346,7 @@ for _ = 1, n_dead do
   release(id)
   redis.call('ZREM', retries, id)
   redis.call('HDEL', attempts, id)
+  redis.call('HDEL', groups, id)
   if park(id) then redis.call('HSET', dead, id, record) end
 end
 return held_bytes()

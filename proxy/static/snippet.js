@@ -114,6 +114,10 @@
       screen: { width: screen.width, height: screen.height, density: w.devicePixelRatio },
       locale: nav.language,
       userAgent: nav.userAgent,
+      // What identify() kept, on every event as RudderStack's SDK sends it: Meta and TikTok match
+      // the browser's own events on it too. All of it, not only what they match on: a filter
+      // costs bytes the budget has not got, and the relay remembers only an identify's traits.
+      traits: local(TRAITS) || undefined,
       library: { name: "relay-snippet", version: "1" },
     };
     try {

@@ -107,7 +107,9 @@ async def test_an_answer_the_adapter_cannot_read_is_retried(
     await relay.ingest(relay.event(1))
     await eventually(lambda: outcomes(worker) == {"m-1": "delivered:http_204"}, "delivered")
     assert worker.counts["retry"] == 1
-    assert receiver.message_ids == ["m-1", "m-1"]
+    # The receiver took it the first time; the retry is the same request, which it ignores.
+    assert receiver.message_ids == ["m-1"]
+    assert receiver.repeats == 1
 
 
 class BuildsOnlyAlone(Webhook):
@@ -382,6 +384,34 @@ async def test_per_event_rejections_dead_letter_only_those(
     }
     (letter,) = await relay.spool.dead_letters("hook")
     assert (letter.message_id, letter.reason) == ("m-2", "dead:invalid_field")
+
+
+class Throttling(Webhook):
+    """Answers m-2's first send as a rate limit naming m-2 alone (as Amplitude's 429 names its
+    throttled_events), whatever else the request carried."""
+
+    paused = False
+
+    def classify(self, request: HttpRequest, response: HttpResponse, now: float) -> Result:
+        if "m-2" in request.event_ids and not self.paused:
+            self.paused = True
+            return Result(Verdict.ISOLATE, "http_429", 30.0, throttled=frozenset({"m-2"}))
+        return super().classify(request, response, now)
+
+
+async def test_a_rate_limit_naming_events_pauses_them_alone_and_counts_no_attempt(
+    relay: Relay, receiver: FakeWebhookReceiver, clock: ManualClock
+) -> None:
+    worker = relay.start(receiver.endpoint, adapter=Throttling, max_attempts=1)
+    await relay.ingest(relay.event(1), relay.event(2), relay.event(3))
+    await eventually(lambda: len(worker.outcomes) == 2, "the others delivered at once")
+    assert outcomes(worker) == {"m-1": "delivered:http_204", "m-3": "delivered:http_204"}
+    assert await relay.spool.next_retry_at("hook") == clock.now() + 30
+    clock.advance(30)
+    # max_attempts = 1: had the pause been a failed attempt, m-2 would be dead by now.
+    await eventually(lambda: len(worker.outcomes) == 3, "m-2 delivered after its pause")
+    assert outcomes(worker)["m-2"] == "delivered:http_204"
+    assert receiver.message_ids == ["m-1", "m-2", "m-3", "m-1", "m-3", "m-2"]
 
 
 class OnePerRequest(Webhook):

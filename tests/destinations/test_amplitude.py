@@ -85,7 +85,68 @@ def test_revenue_is_top_level_and_negative_for_refunds() -> None:
     completed, refunded = body(amplitude(), event(1), refund)["events"]
     assert (completed["revenue"], completed["currency"]) == (30, "EUR")
     assert refunded["revenue"] == -30
-    assert "revenue" not in body(amplitude(), event(3, properties={"price": 9}))["events"][0]
+    # Only an order's price is revenue: a product added to a cart is no income.
+    added = event(3, event="Product Added", properties={"product_id": "p1", "price": 9})
+    (sent,) = body(amplitude(), added)["events"]
+    assert not {"revenue", "price", "quantity", "productId"} & set(sent)
+
+
+ORDER = {"order_id": "o-1", "currency": "usd"}
+MAT = {"product_id": "p1", "price": 15, "quantity": 2}
+STRAP = {"product_id": "p2", "price": 5}
+
+
+def revenue_of(name: str, properties: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """The §2 revenue fields Amplitude gets for one event."""
+    keys = ("revenue", "price", "quantity", "productId", "revenueType", "currency")
+    (sent,) = body(amplitude(), event(1, event=name, properties=properties, **fields))["events"]
+    return {key: sent[key] for key in keys if key in sent}
+
+
+def test_an_order_without_revenue_has_its_total_as_revenue() -> None:
+    # amplitude.md §6: Order Completed's revenue. Before, only `properties.revenue` was read: an
+    # order with a total of 30 (two mats at 15) was no revenue at all.
+    order = {**ORDER, "total": 30, "products": [MAT]}
+    assert revenue_of("Order Completed", order) == {
+        "revenue": 30,
+        "productId": "p1",  # §6: product_id, of an order of one product
+        "currency": "USD",
+    }
+    # An order of several products has a revenue but no one productId.
+    several = {**ORDER, "revenue": 25, "total": 30, "products": [MAT, STRAP]}
+    assert revenue_of("Order Completed", several) == {"revenue": 25, "currency": "USD"}
+
+
+def test_an_order_of_line_items_only_has_their_sum_as_revenue() -> None:
+    # §2: revenue = price x quantity (quantity 1 when not given), summed over the products.
+    order = {**ORDER, "products": [MAT, STRAP], "revenue_type": "purchase"}
+    expected = {"revenue": 35, "revenueType": "purchase", "currency": "USD"}
+    assert revenue_of("Order Completed", order) == expected
+    refund = {**ORDER, "products": [MAT]}
+    assert revenue_of("Order Refunded", refund)["revenue"] == -30  # §2: negative for refunds
+
+
+def test_an_orders_own_price_and_quantity_make_its_revenue() -> None:
+    # §2: Amplitude takes price x quantity as the revenue when both are given, so the revenue
+    # sent says the same; quantity defaults to 1.
+    order = {**ORDER, **MAT, "revenue": 99, "revenueType": "income"}
+    assert revenue_of("Order Completed", order) == {
+        "revenue": 30,
+        "price": 15,
+        "quantity": 2,
+        "productId": "p1",
+        "revenueType": "income",
+        "currency": "USD",
+    }
+    refund = {**ORDER, "product_id": "p2", "price": "5"}
+    expected = {"revenue": -5.0, "price": -5.0, "quantity": 1, "productId": "p2"}
+    assert revenue_of("Order Refunded", refund) == {**expected, "currency": "USD"}
+
+
+def test_a_browsers_order_has_no_revenue() -> None:
+    browser = {"source": "web", "kind": "browser"}
+    order = {**ORDER, **MAT, "total": 30, "products": [MAT]}
+    assert revenue_of("Order Completed", order, _relay=browser) == {}
 
 
 @pytest.mark.parametrize("relay", [{"source": "web", "kind": "browser"}, {"source": "web"}, None])
@@ -128,7 +189,8 @@ async def test_too_large_and_too_many_are_refused_by_the_fake(
     fake: FakeAmplitude, transport: HttpTransport
 ) -> None:
     destination = amplitude(endpoint=fake.url)
-    (request,) = destination.build([event(n) for n in range(2000)], NOW)
+    devices = [event(n, anonymousId=f"device-{n}") for n in range(2000)]
+    (request,) = destination.build(devices, NOW)
     assert (await transport.send(request, 5)).status == 400
     (request,) = destination.build(
         [event(n, properties={"x": "y" * 335_000}) for n in range(3)], NOW
@@ -162,16 +224,55 @@ def test_a_400_naming_every_event_rejects_the_request() -> None:
     assert destination.classify(request, bad_key, NOW).verdict is Verdict.REJECT
 
 
-async def test_per_device_throttling_is_a_429_retried_after_30_seconds(
+def test_a_request_carries_at_most_30_events_of_a_device_or_user() -> None:
+    # amplitude.md §3: 30 events per second per device or user. Before, one request took a
+    # device's whole backlog: with more than 30 it was a 429 every time, with others' events.
+    backlog = [event(n) for n in range(65)]
+    others = [event(100 + n, anonymousId=f"other-{n}", userId="user-42") for n in range(35)]
+    requests = amplitude().build([*backlog, *others], NOW)
+    assert [len(r.event_ids) for r in requests] == [60, 35, 5]
+    assert requests[0].event_ids == (
+        *(f"m-{n}" for n in range(30)),
+        *(f"m-{n}" for n in range(100, 130)),
+    )
+    assert requests[2].event_ids == ("m-60", "m-61", "m-62", "m-63", "m-64")
+    small = [event(n, anonymousId=f"device-{n % 3}") for n in range(90)]
+    (request,) = amplitude().build(small, NOW)
+    assert request.event_ids == tuple(e.message_id for e in small)  # the batch as it came
+
+
+async def test_a_429_pauses_the_events_it_names_and_no_others(
     fake: FakeAmplitude, transport: HttpTransport
 ) -> None:
     destination = amplitude(endpoint=fake.url)
-    (request,) = destination.build([event(n) for n in range(31)], NOW)
+    (first,) = destination.build([event(n) for n in range(30)], NOW)
+    assert (await transport.send(first, 5)).status == 200  # the device's 30 in this second
+    (request,) = destination.build([event(30), event(31, anonymousId="other-device")], NOW)
     response = await transport.send(request, 5)
-    assert response.status == 429
-    assert orjson.loads(response.body)["throttled_devices"] == {"anon-device-1": 31}
+    answer = orjson.loads(response.body)
+    assert (response.status, answer["throttled_events"]) == (429, [0])
+    assert answer["throttled_devices"] == {"anon-device-1": 31}
     result = destination.classify(request, response, NOW)
-    assert (result.verdict, result.retry_after_secs) == (Verdict.RETRY, 30.0)
+    # §4: pause the throttled device ~30 s; the other event goes again at once (ISOLATE).
+    assert (result.verdict, result.reason) == (Verdict.ISOLATE, "http_429")
+    assert (result.throttled, result.retry_after_secs) == (frozenset({"m-30"}), 30.0)
+
+
+def test_a_429_naming_devices_or_users_pauses_all_their_events() -> None:
+    destination = amplitude()
+    events = [event(1), event(2, anonymousId="other-device", userId="busy-user"), event(3)]
+    (request,) = destination.build(events, NOW)
+    answer = {"code": 429, "throttled_users": {"busy-user": 31}, "throttled_events": [2]}
+    result = destination.classify(request, HttpResponse(429, {}, orjson.dumps(answer)), NOW)
+    assert (result.verdict, result.throttled) == (Verdict.ISOLATE, frozenset({"m-2", "m-3"}))
+    # A 429 naming no one: the whole request waits, as before.
+    nameless = HttpResponse(429, {}, b'{"code":429,"error":"Too many requests"}')
+    result = destination.classify(request, nameless, NOW)
+    assert (result.verdict, result.retry_after_secs, result.throttled) == (
+        Verdict.RETRY,
+        30.0,
+        frozenset(),
+    )
 
 
 def test_track_events_carry_the_page_context_in_event_properties() -> None:

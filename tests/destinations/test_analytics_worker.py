@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from proxy.deliver.worker import Worker
 from proxy.events import format_time
 from tests.deliver.harness import eventually, outcomes
 from tests.destinations.worker_run import Run, worker_run
@@ -29,6 +30,24 @@ RATE_LIMITED = {
 
 
 TEMPLATE = {"type": "track", "event": "Signed Up", "anonymousId": "device-1", "context": BROWSER}
+SEGMENT = {"write_key": "seg-write-key"}
+POSTHOG = {"api_key": "phc_testProjectKey"}
+
+
+def noted(run: Run, n: int, size: int) -> dict[str, object]:
+    """The template event m-<n> with a `note` property of `size` characters."""
+    return run.event(n, properties={"note": "x" * size})
+
+
+async def retried(run: Run, worker: Worker, retries: int) -> float:
+    """Wait for the worker's `retries`-th retry, then move the clock to when it is due; returns
+    how long that was."""
+    await eventually(lambda: worker.counts["retry"] == retries, f"retry {retries}")
+    due = await run.spool.next_retry_at(worker.name)
+    assert due is not None
+    wait = due - run.clock.now()
+    run.clock.advance(wait)
+    return wait
 
 
 @pytest.fixture
@@ -64,6 +83,37 @@ async def test_mixpanel_rate_limit_retries_with_backoff(run: Run) -> None:
     assert len(fake.requests) == 2
 
 
+async def test_mixpanel_413_splits_a_batch_past_2_mb_and_delivers_all_of_it(run: Run) -> None:
+    # mixpanel.md §4: 10 MB per request, but the OpenAPI 413 says 2 MB (unverified, so it must
+    # not hard-fail: vendors/README.md). Before, a 413 made the whole batch dead (http_413).
+    fake = FakeMixpanel(now=run.clock.now, max_body_bytes=2_097_152)
+    await run.ingest(noted(run, n, 100_000) for n in range(30))  # about 3 MB uncompressed
+    worker = await run.start("mixpanel", fake, MIXPANEL)
+    await eventually(lambda: len(worker.outcomes) == 30, "thirty outcomes")
+    assert set(outcomes(worker).values()) == {"delivered:http_200"}
+    assert [len(r.json()) for r in fake.requests] == [30, 15, 15]  # refused, then its halves
+    assert (len(fake.imported), worker.counts["retry"]) == (30, 0)
+    assert await run.spool.dead_letters("mixpanel") == []
+
+
+async def test_mixpanel_413_dead_letters_only_an_event_too_large_alone(run: Run) -> None:
+    fake = FakeMixpanel(now=run.clock.now, max_body_bytes=50_000)
+    await run.ingest([run.event(1), noted(run, 2, 60_000), run.event(3), run.event(4)])
+    worker = await run.start("mixpanel", fake, MIXPANEL)
+    await eventually(lambda: len(worker.outcomes) == 4, "four outcomes")
+    assert outcomes(worker) == {
+        "m-1": "delivered:http_200",
+        "m-2": "dead:http_413",  # refused alone: halving ends here, it does not loop
+        "m-3": "delivered:http_200",
+        "m-4": "delivered:http_200",
+    }
+    (letter,) = await run.spool.dead_letters("mixpanel")
+    assert (letter.message_id, letter.reason) == ("m-2", "dead:http_413")
+    assert "exceeds max limit of 50000 bytes" in letter.response
+    assert [len(r.json()) for r in fake.requests] == [4, 2, 1, 1, 2]
+    assert [r["properties"]["$insert_id"] for r in fake.imported] == ["m-1", "m-3", "m-4"]
+
+
 async def test_mixpanel_batch_with_a_profile_goes_to_both_endpoints(run: Run) -> None:
     fake = FakeMixpanel(now=run.clock.now)
     identify = run.event(1, type="identify", userId="u-9", traits={"plan": "pro"})
@@ -87,6 +137,64 @@ async def test_amplitude_throttled_device_waits_30_seconds(run: Run) -> None:
     await eventually(lambda: len(worker.outcomes) == 40, "all 40 delivered")
     assert set(outcomes(worker).values()) == {"delivered:http_200"}
     assert (len(fake.requests), len(fake.received)) == (3, 40)
+
+
+async def test_amplitude_backlog_of_one_device_holds_up_no_other(run: Run) -> None:
+    # amplitude.md §3, §4: 30 events per second per device; a 429 names the throttled events.
+    # Before, 40 events of device-1 and 5 of device-2 went as one request, a 429 every time,
+    # and all 45 ended dead:max_attempts, device-2's too. Now device-1's 30 and 10 go in two
+    # requests: whichever the fake answers second is throttled for device-1 alone.
+    fake = FakeAmplitude(now=run.clock.now)
+    backlog = [run.event(n) for n in range(40)]
+    others = [run.event(100 + n, anonymousId="device-2") for n in range(5)]
+    await run.ingest([*backlog, *others])
+    config = {"api_key": "amp-api-key-123", "max_attempts": 2}
+    worker = await run.start("amplitude", fake, config)
+    await eventually(
+        lambda: len(worker.outcomes) + worker.counts["retry"] >= 45, "every event sent once"
+    )
+    device_2 = [f"m-{100 + n}" for n in range(5)]
+    ended = outcomes(worker)
+    assert {mid: ended.get(mid) for mid in device_2} == dict.fromkeys(
+        device_2, "delivered:http_200"
+    )
+    assert worker.counts["retry"] in (10, 30)  # device-1's events, none of device-2
+    assert await run.spool.next_retry_at("amplitude") == run.clock.now() + 30  # §4: ~30 s
+    run.clock.advance(30)
+    await eventually(lambda: len(worker.outcomes) == 45, "all 45 delivered")
+    assert set(outcomes(worker).values()) == {"delivered:http_200"}
+    assert sorted(e["insert_id"] for e in fake.received) == sorted(
+        e["messageId"] for e in [*backlog, *others]
+    )
+
+
+async def test_amplitude_throttling_uses_up_no_attempts(run: Run) -> None:
+    # amplitude.md §4: pause the throttled devices and users and "retry until not 429". Before,
+    # each 429 was a failed attempt: a device throttled twice was dead at max_attempts = 2.
+    fake = FakeAmplitude(now=run.clock.now)
+    throttled = {
+        "code": 429,
+        "error": "Too many requests for some devices and users",
+        "eps_threshold": 30,
+        "throttled_devices": {"device-1": 31},
+        "throttled_users": {},
+        "throttled_events": [0],
+    }
+    for _ in range(3):
+        fake.answer(429, throttled)
+    config = {"api_key": "amp-api-key-123", "max_attempts": 2}
+    worker = await run.start("amplitude", fake, config)
+    await run.ingest([run.event(1)])
+
+    async def paused(times: int) -> None:
+        await eventually(lambda: worker.counts["retry"] == times, f"{times} pauses")
+        assert await run.spool.next_retry_at("amplitude") == run.clock.now() + 30
+        run.clock.advance(30)
+
+    for times in (1, 2, 3):
+        await paused(times)
+    await eventually(lambda: outcomes(worker) == {"m-1": "delivered:http_200"}, "delivered")
+    assert len(fake.requests) == 4
 
 
 async def test_amplitude_413_is_split_and_resent_not_dead(run: Run) -> None:
@@ -132,6 +240,36 @@ async def test_posthog_gzipped_batch_retries_a_503_then_delivers(run: Run) -> No
     assert refused.body == accepted.body  # the same uuids: PostHog can tell a retry (§3)
 
 
+async def test_posthog_413_splits_a_batch_past_the_body_limit_and_delivers_it(run: Run) -> None:
+    # posthog.md §4: /batch/ bodies are < 20 MB "by default"; an instance may refuse less. §5
+    # says a 413 is never retried, and before, the whole batch was dead (http_413).
+    fake = FakePostHog(max_body_bytes=300_000)
+    await run.ingest(noted(run, n, 60_000) for n in range(6))  # about 360 KB
+    worker = await run.start("posthog", fake, POSTHOG)
+    await eventually(lambda: len(worker.outcomes) == 6, "six outcomes")
+    assert set(outcomes(worker).values()) == {"delivered:http_200"}
+    assert [len(r.json()["batch"]) for r in fake.requests] == [6, 3, 3]
+    assert (len(fake.received), worker.counts["retry"]) == (6, 0)
+
+
+async def test_posthog_event_too_big_is_dead_alone_and_the_rest_delivered(run: Run) -> None:
+    # posthog.md §5: 413 "event too big", for the whole request, naming no event.
+    fake = FakePostHog(max_event_bytes=50_000)
+    await run.ingest([run.event(1), run.event(2), noted(run, 3, 60_000), run.event(4)])
+    worker = await run.start("posthog", fake, POSTHOG)
+    await eventually(lambda: len(worker.outcomes) == 4, "four outcomes")
+    assert outcomes(worker) == {
+        "m-1": "delivered:http_200",
+        "m-2": "delivered:http_200",
+        "m-3": "dead:http_413",
+        "m-4": "delivered:http_200",
+    }
+    (letter,) = await run.spool.dead_letters("posthog")
+    assert (letter.message_id, letter.response) == ("m-3", "event too big")
+    assert [len(r.json()["batch"]) for r in fake.requests] == [4, 2, 2, 1, 1]
+    assert len(fake.received) == 3
+
+
 async def test_segment_splits_at_2500_and_dead_letters_events_of_32_kb(run: Run) -> None:
     fake = FakeSegmentApi()
     huge = run.event(0, properties={"note": "x" * 32 * 1024})
@@ -153,6 +291,70 @@ async def test_segment_rate_limit_waits_for_retry_after(run: Run) -> None:
     assert await run.spool.next_retry_at("segment") == run.clock.now() + 7
     run.clock.advance(7)
     await eventually(lambda: outcomes(worker) == {"m-1": "delivered:http_200"}, "delivered")
+
+
+@pytest.mark.parametrize("status", [301, 302, 307])
+async def test_segment_counts_a_3xx_as_delivered(run: Run, status: int) -> None:
+    # segment.md §4: the official SDKs, which the adapter follows, take 2xx and 3xx as success.
+    # Before, a 3xx was dead (the default table's "other 4xx").
+    fake = FakeSegmentApi()
+    fake.answer(status, headers={"Location": "https://api.segment.io/v1/batch"})
+    worker = await run.start("segment", fake, SEGMENT)
+    await run.ingest([run.event(1)])
+    await eventually(lambda: len(worker.outcomes) == 1, "an outcome")
+    assert outcomes(worker) == {"m-1": f"delivered:http_{status}"}
+    assert (len(fake.requests), worker.counts["retry"]) == (1, 0)
+
+
+async def test_segment_retries_408_410_460_and_500_then_delivers(run: Run) -> None:
+    # §4: "408, 410, 460 | retry with backoff", like 5xx. Before, 410 and 460 were dead.
+    fake = FakeSegmentApi()
+    for status in (408, 410, 460, 500):
+        fake.answer(status, {"success": False})
+    worker = await run.start("segment", fake, SEGMENT)
+    await run.ingest([run.event(1)])
+    waits = [await retried(run, worker, retries) for retries in (1, 2, 3, 4)]
+    await eventually(lambda: outcomes(worker) == {"m-1": "delivered:http_200"}, "delivered")
+    assert waits == [1.0, 2.0, 4.0, 8.0]  # counted: the backoff doubles (base 2 s, jitter 0.5)
+    assert [r.json()["batch"][0]["messageId"] for r in fake.requests] == ["m-1"] * 5
+
+
+@pytest.mark.parametrize("status", [501, 505])
+async def test_segment_dead_letters_501_and_505(run: Run, status: int) -> None:
+    # §4: "5xx except 501, 505" are retried. Before, 505 was retried max_attempts times.
+    fake = FakeSegmentApi()
+    fake.answer(status, {"success": False})
+    worker = await run.start("segment", fake, SEGMENT)
+    await run.ingest([run.event(1)])
+    await eventually(lambda: len(worker.outcomes) == 1, "an outcome")
+    assert outcomes(worker) == {"m-1": f"dead:http_{status}"}
+    assert (len(fake.requests), worker.counts["retry"]) == (1, 0)
+
+
+async def test_segment_429_with_retry_after_uses_up_no_attempts(run: Run) -> None:
+    # §4: "with the header the retry does not consume the retry budget". Before, each 429 was a
+    # failed attempt: with max_attempts = 3 the third made the event dead (max_attempts).
+    fake = FakeSegmentApi()
+    for _ in range(5):
+        fake.answer(429, {"success": False}, {"Retry-After": "7"})
+    worker = await run.start("segment", fake, {**SEGMENT, "max_attempts": 3})
+    await run.ingest([run.event(1)])
+    waits = [await retried(run, worker, retries) for retries in range(1, 6)]
+    await eventually(lambda: outcomes(worker) == {"m-1": "delivered:http_200"}, "delivered")
+    assert waits == [7.0] * 5  # Segment's wait each time, no growing backoff on top
+    assert len(fake.requests) == 6
+
+
+async def test_segment_429_without_retry_after_is_a_counted_attempt(run: Run) -> None:
+    fake = FakeSegmentApi()
+    for _ in range(2):
+        fake.answer(429, {"success": False})
+    worker = await run.start("segment", fake, {**SEGMENT, "max_attempts": 2})
+    await run.ingest([run.event(1)])
+    await retried(run, worker, 1)
+    await eventually(lambda: len(worker.outcomes) == 1, "an outcome")
+    assert outcomes(worker) == {"m-1": "dead:max_attempts"}
+    assert len(fake.requests) == 2
 
 
 async def test_plausible_sends_one_request_per_fresh_event(run: Run) -> None:

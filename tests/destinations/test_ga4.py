@@ -190,6 +190,27 @@ def test_user_properties_leave_out_pii_and_keep_to_limits() -> None:
     }
 
 
+def test_user_properties_leave_out_pii_under_any_name() -> None:
+    """The snippet sends every trait identify() kept, under the site's own names."""
+    traits = {
+        "emailAddress": "ada@example.com",
+        "mobile_phone": "+47 912 34 567",
+        "FullName": "Ada Lovelace",
+        "date_of_birth": "1815-12-10",
+        "zipCode": "0150",
+        "contact": "Ada <ada@example.com>",
+        "gender": "f",
+        "plan_name": "pro",
+        "team": "@platform",
+    }
+    (body,) = bodies(ga4().build([track(1, context={"traits": traits})], NOW))
+    assert body["user_properties"] == {
+        "gender": {"value": "f"},
+        "plan_name": {"value": "pro"},
+        "team": {"value": "@platform"},
+    }
+
+
 def test_region_and_endpoint_choose_the_base_url() -> None:
     (eu,) = ga4(region="eu").build([track(1)], NOW)
     assert eu.url.startswith("https://region1.google-analytics.com/mp/collect?")
@@ -305,3 +326,34 @@ def test_user_location_comes_from_the_iso_codes_geo_enrichment_writes() -> None:
     # A client's own two-letter country still counts.
     (body,) = bodies(ga4().build([track(2, context={"location": {"country": "no"}})], NOW))
     assert body["user_location"] == {"country_id": "NO"}
+
+
+def test_a_promotion_becomes_ga4_promotion_params_and_items() -> None:
+    # ga4.md §9: Promotion Viewed -> view_promotion with items. Segment's promotion fields went
+    # out as raw params ("name", "creative") that no GA4 report reads.
+    properties = {
+        "promotion_id": "promo_1",
+        "name": "Summer sale",
+        "creative": "banner_a",
+        "position": "home_top",
+        "products": [{"product_id": "p1", "name": "Sandals"}, {"sku": "s2"}],
+    }
+    viewed = track(1, event="Promotion Viewed", properties=properties)
+    clicked = track(2, event="Promotion Clicked", properties={"promotion_id": "promo_1"})
+    sent = [e for body in bodies(ga4().build([viewed, clicked], NOW)) for e in body["events"]]
+    promotion = {
+        "promotion_id": "promo_1",
+        "promotion_name": "Summer sale",
+        "creative_name": "banner_a",
+        "creative_slot": "home_top",
+    }
+    assert sent[0]["name"] == "view_promotion"
+    assert sent[0]["params"].items() >= promotion.items()
+    assert sent[0]["params"]["items"] == [
+        {"item_id": "p1", "item_name": "Sandals", **promotion},
+        {"item_id": "s2", **promotion},
+    ]
+    assert not {"name", "creative", "position", "products"} & sent[0]["params"].keys()
+    assert sent[1]["name"] == "select_promotion"
+    assert sent[1]["params"]["promotion_id"] == "promo_1"
+    assert "items" not in sent[1]["params"]  # no products: an item needs an id or a name

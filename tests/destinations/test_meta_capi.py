@@ -3,6 +3,7 @@ error table, and every golden request accepted by the fake (shared/vendors/meta-
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -364,3 +365,25 @@ def test_valid_reserved_keys_of_custom_events_are_kept() -> None:
     }
     (data,) = sent(meta(), event(event="Quote Requested", properties=props))
     assert data["custom_data"] == props
+
+
+@pytest.mark.parametrize(
+    ("address", "normalised"),
+    [
+        ({"state": "California", "country": "US"}, "ca"),
+        ({"state": "New York", "country": "United States"}, "ny"),
+        ({"state": "CA", "country": "usa"}, "ca"),
+        ({"state": "West Virginia"}, "wv"),  # no country: a US state's name is a US address
+        # Another country's state keeps Meta's general rule, even one named like a US state.
+        ({"state": "Georgia", "country": "GE"}, "georgia"),
+        ({"state": "New South Wales", "country": "AU"}, "newsouthwales"),
+        ({"state": "Bavaria"}, "bavaria"),
+    ],
+)
+def test_a_us_state_is_sent_as_its_two_letter_code(
+    address: dict[str, str], normalised: str
+) -> None:
+    # meta-capi.md §3: "US: 2-letter ANSI code lowercase (`ca`)"; "California" was hashed as
+    # "california", which matches no one.
+    (data,) = sent(meta(), event(context={"traits": {"address": address}}))
+    assert data["user_data"]["st"] == hashlib.sha256(normalised.encode()).hexdigest()

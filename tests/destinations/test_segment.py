@@ -103,7 +103,44 @@ def test_rate_limits_wait_for_retry_after() -> None:
     answer = HttpResponse(429, {"Retry-After": "7", "X-RateLimit-Reset": "7"}, b"")
     result = destination.classify(request, answer, NOW)
     assert (result.verdict, result.retry_after_secs) == (Verdict.RETRY, 7.0)
+    assert not result.failed  # §4: with the header the retry uses up no retry budget
     assert orjson.loads(request.body)["batch"][0]["messageId"] == "m-1"
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "secs", "failed"),
+    [("0", 1.0, False), ("3600", 300.0, False), (None, None, True), ("soon", None, True)],
+)
+def test_a_429_waits_1_to_300_seconds_and_without_retry_after_is_a_failed_attempt(
+    retry_after: str | None, secs: float | None, failed: bool
+) -> None:
+    # §4: analytics-node honours Retry-After for 1 s to 300 s; without a usable header it is
+    # "normal counted backoff".
+    headers = {} if retry_after is None else {"Retry-After": retry_after}
+    (request,) = segment().build([event()], NOW)
+    result = segment().classify(request, HttpResponse(429, headers, b""), NOW)
+    assert (result.verdict, result.retry_after_secs, result.failed) == (Verdict.RETRY, secs, failed)
+
+
+RETRY, DEAD, DELIVERED = Verdict.RETRY, Verdict.REJECT, Verdict.DELIVERED
+
+
+@pytest.mark.parametrize(
+    ("status", "verdict"),
+    [
+        *((status, DELIVERED) for status in (200, 204, 301, 302, 307, 308)),
+        *((status, RETRY) for status in (408, 410, 460, 500, 502, 503, 504, 599)),
+        *((status, DEAD) for status in (400, 401, 403, 404, 413, 422, 501, 505, 511)),
+    ],
+)
+def test_answers_follow_the_sdks_retry_policy(status: int, verdict: Verdict) -> None:
+    # §4 asks the adapter to follow the official SDKs: 2xx and 3xx succeed; 408, 410 and 460
+    # and 5xx but 501 and 505 are retried (511 only with OAuth, which the adapter does not
+    # use); other 4xx are dropped. Before, the default table dropped 3xx, 410 and 460 and
+    # retried 505.
+    (request,) = segment().build([event()], NOW)
+    result = segment().classify(request, HttpResponse(status, {}, b""), NOW)
+    assert (result.verdict, result.reason) == (verdict, f"http_{status}")
 
 
 STORED = {

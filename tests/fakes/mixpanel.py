@@ -1,7 +1,8 @@
 """A Mixpanel ingestion server (shared/vendors/mixpanel.md) on FakeVendor. `/import` checks §2-§4:
-strict=1, HTTP Basic (service account + project_id, secret or token), ≤ 2000 records and 10 MB,
-each record's time, distinct_id and $insert_id, importing the valid ones and listing the rest in
-`failed_records`; `/engage` takes profile records with the project token (§2, §6).
+strict=1, HTTP Basic (service account + project_id, secret or token), ≤ 2000 records and 10 MB
+(`max_body_bytes`: 2097152 is the older limit of the OpenAPI example, §4), each record's time,
+distinct_id and $insert_id, importing the valid ones and listing the rest in `failed_records`;
+`/engage` takes profile records with the project token (§2, §6).
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ class FakeMixpanel(FakeVendor):
         service_account: tuple[str, str] = ("relay.sa.mixpanel", "sa-secret"),
         project_id: int = 3141592,
         now: Callable[[], float] = time.time,
+        max_body_bytes: int = 10 * 1024 * 1024,  # §4: of the uncompressed body
     ) -> None:
         super().__init__({"/import": self._import, "/engage": self._engage})
+        self.max_body_bytes = max_body_bytes
         self.project_token = project_token
         self.api_secret = api_secret
         self.service_account = service_account
@@ -58,8 +61,8 @@ class FakeMixpanel(FakeVendor):
             return refused(400, "this fake only speaks strict=1 (§4)", "Bad Request")
         if not self._authorized(request):
             return refused(401, "Invalid credentials", "Unauthorized")
-        if len(request.body) > 10 * 1024 * 1024:
-            error = "request exceeds max limit of 10485760 bytes"
+        if len(request.body) > self.max_body_bytes:
+            error = f"request exceeds max limit of {self.max_body_bytes} bytes"
             return refused(413, error, "Request Entity Too Large")
         try:
             records = orjson.loads(request.body)

@@ -1,18 +1,21 @@
 """A Standard Webhooks receiver (shared/vendors/webhooks.md §3) on FakeVendor for behaviour tests.
 
 It verifies what a real consumer would: all three headers present, the timestamp within ±5
-minutes of its clock, a `v1` signature matching in constant time; otherwise it answers 401.
-Scripted answers (`answer()`) bypass the check, as FakeVendor's script always does.
+minutes of its clock, a `v1` signature matching in constant time; otherwise it answers 401. Like
+a real consumer (§3: "de-duplicate on webhook-id") it takes a webhook-id once: a repeat is
+answered 2xx and its events are not counted again. Scripted answers (`answer()`) bypass all of
+that, as FakeVendor's script always does: the request never reached the consumer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import hmac
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import orjson
 
@@ -20,6 +23,11 @@ from tests.fakes.vendor import Answer, FakeVendor, Recorded
 
 TOLERANCE_SECS = 300
 PATH = "/hooks/analytics"
+
+
+async def _hang(secs: float) -> Answer:
+    await asyncio.sleep(secs)
+    return Answer(503)
 
 
 def verify(
@@ -60,7 +68,8 @@ def verify(
 
 
 class FakeWebhookReceiver(FakeVendor):
-    """`url` (after `start()`) is the endpoint; `message_ids` are the events it accepted."""
+    """`url` (after `start()`) is the endpoint; `message_ids` are the events it accepted, once
+    per webhook-id; `webhook_ids` the ids of every authentic request, repeats included."""
 
     def __init__(self, secret: str, now: Callable[[], float] = time.time) -> None:
         super().__init__()
@@ -69,7 +78,17 @@ class FakeWebhookReceiver(FakeVendor):
         self.status = 204
         self.message_ids: list[str] = []
         self.webhook_ids: list[str] = []
+        self.repeats = 0  # authentic requests ignored as a webhook-id seen before
+        self._seen: set[str] = set()
+        self._lost = 0
+        self._hang_secs = 0.0
         self.route(PATH, self._receive)
+
+    def lose_answers(self, count: int = 1, hang_secs: float = 0.0) -> None:
+        """The next `count` authentic requests are taken in, but their answer is lost: a 503
+        after `hang_secs` (the consumer committed, then its gateway or the relay timed out)."""
+        self._lost += count
+        self._hang_secs = hang_secs
 
     async def start(self, port: int = 0) -> FakeWebhookReceiver:
         await super().start(port)
@@ -79,11 +98,19 @@ class FakeWebhookReceiver(FakeVendor):
     def endpoint(self) -> str:
         return self.url + PATH
 
-    def _receive(self, request: Recorded) -> Answer:
+    def _receive(self, request: Recorded) -> Answer | Awaitable[Answer]:
         problem = verify(self.secret, request.headers, request.body, self.now(), TOLERANCE_SECS)
         if problem is not None:
             return Answer(401, orjson.dumps({"error": problem}))
         events = request.json()
-        self.webhook_ids.extend(v for k, v in request.headers.items() if k.lower() == "webhook-id")
-        self.message_ids.extend(str(event["messageId"]) for event in events)
+        [msg_id] = [v for k, v in request.headers.items() if k.lower() == "webhook-id"]
+        self.webhook_ids.append(msg_id)
+        if msg_id in self._seen:
+            self.repeats += 1
+        else:
+            self._seen.add(msg_id)
+            self.message_ids.extend(str(event["messageId"]) for event in events)
+        if self._lost > 0:
+            self._lost -= 1
+            return _hang(self._hang_secs) if self._hang_secs else Answer(503)
         return Answer(self.status)

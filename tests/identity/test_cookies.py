@@ -1,4 +1,5 @@
-"""The device cookie's value and renewal rule, `_fbp`, and when a request counts as HTTPS."""
+"""The device cookie's value and renewal rule, `_fbp`, `_ttp`, and when a request counts as
+HTTPS."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from proxy.identity.cookies import (
     is_device_value,
     is_fbp_value,
     is_https,
+    is_ttp_value,
     read_cookies,
 )
 
@@ -58,6 +60,16 @@ def test_a_value_that_is_not_ours_gets_a_new_id(value: str) -> None:
     cookie = device_cookie(value, NOW)
     assert cookie.device_id not in value
     assert cookie.renewal == f"{cookie.device_id}.{int(NOW)}"
+
+
+def test_ttp_is_taken_when_it_can_be_tiktoks() -> None:
+    assert is_ttp_value("2XkQ3pZ8rLmN0vB1cD4eF5gH6iJ")
+    assert is_ttp_value("01JA2B3C4D5E6F7G8H9J0K1M2N_x-y.z")
+    assert not is_ttp_value("")
+    assert not is_ttp_value("short")
+    assert not is_ttp_value("a" * 101)
+    assert not is_ttp_value("has spaces in it")
+    assert not is_ttp_value("<script>alert(1)</script>")
 
 
 def test_fbp_is_forwarded_as_meta_wrote_it() -> None:

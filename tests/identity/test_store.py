@@ -151,6 +151,55 @@ def test_attach_never_overrides_what_the_backend_sent() -> None:
     assert (context["userAgent"], context["fbp"]) == ("UA", "fb.1.1.1")
 
 
+def test_a_profile_keeps_only_the_match_traits() -> None:
+    traits = {
+        "email": "ada@example.com",
+        "phone": 4712345678,  # phones and zips arrive as numbers too
+        "first_name": "Ada",
+        "gender": "f",
+        "birthday": "1990-12-10",
+        "address": {"city": "Oslo", "postal_code": "0150", "street": "Karl Johans gate 1"},
+        "plan": "pro",  # custom traits: the site's own business, not a profile's
+        "company": {"name": "ACME"},
+        "lastName": {"nested": "no"},  # not text: a planted object is no name
+        "firstName": "x" * (profile.MAX_TRAIT_CHARS + 1),
+        "isVip": True,
+    }
+    assert profile.match_traits(traits) == {
+        "email": "ada@example.com",
+        "phone": 4712345678,
+        "first_name": "Ada",
+        "gender": "f",
+        "birthday": "1990-12-10",
+        "address": {"city": "Oslo", "postal_code": "0150"},
+    }
+    assert profile.match_traits({"plan": "pro", "address": {"street": "x"}}) == {}
+    assert profile.match_traits(None) == {}
+
+
+def test_attach_lends_traits_where_the_backend_sent_none() -> None:
+    remembered = {
+        "traits": {
+            "email": "ada@example.com",
+            "firstName": "Ada",
+            "lastName": "Lovelace",
+            "address": {"city": "Oslo", "country": "NO"},
+        }
+    }
+    context: dict[str, Any] = {}
+    profile.attach(context, remembered)
+    assert context["traits"] == remembered["traits"]
+    # The backend's own win key by key, in either spelling; an address is one unit; an empty
+    # value is no answer.
+    own = {"first_name": "Ann", "address": {"postalCode": "0150"}, "email": "", "plan": "pro"}
+    context = {"traits": dict(own)}
+    profile.attach(context, remembered)
+    assert context["traits"] == {**own, "email": "ada@example.com", "lastName": "Lovelace"}
+    context = {"traits": "not an object"}
+    profile.attach(context, remembered)
+    assert context["traits"] == "not an object"
+
+
 # --- the contract, on both backends ------------------------------------------------------------
 
 
@@ -333,6 +382,62 @@ async def test_sqlite_stores_a_profile_within_its_bound(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / FILE_NAME) as conn:
         (body,) = conn.execute("SELECT body FROM profiles WHERE key = 'a:fed'").fetchone()
     assert len(body) <= profile.MAX_BYTES
+
+
+async def test_traits_merge_identify_by_identify_and_an_address_is_one_unit(
+    reopen: OpenStore,
+) -> None:
+    store = await reopen()
+    first = {"email": "ada@example.com", "address": {"city": "Oslo", "country": "NO"}}
+    store.remember(["u:user"], {"traits": first}, NOW)
+    await close(store)
+    store = await reopen(cache_entries=0)
+    store.remember(
+        ["u:user"], {"traits": {"phone": "+4712345678", "address": {"city": "Bergen"}}}, NOW
+    )
+    found = (await store.load(["u:user"], NOW))["u:user"]
+    assert found["traits"] == {
+        "email": "ada@example.com",
+        "phone": "+4712345678",
+        "address": {"city": "Bergen"},
+    }
+
+
+async def test_traits_expire_with_their_profile(reopen: OpenStore) -> None:
+    store = await reopen(ttl_days=1)
+    store.remember(["u:user"], {"traits": {"email": "ada@example.com"}}, NOW)
+    assert (await store.load(["u:user"], NOW + DAY / 2))["u:user"]["traits"]
+    assert await store.load(["u:user"], NOW + 2 * DAY) == {}
+
+
+async def test_a_link_carries_the_context_but_not_the_traits(reopen: OpenStore) -> None:
+    """An anonymousId a site forgot to reset() passes to the next person who signs in there:
+    their orders must not be matched on the last person's email."""
+    store = await reopen()
+    store.remember(["u:bob"], {"traits": {"email": "bob@example.com"}}, NOW)
+    store.remember(["a:anon"], profile.capture(browser("spring")), NOW)
+    store.remember(["a:anon"], {"traits": {"email": "alice@example.com", "phone": "1"}}, NOW)
+    store.link("a:anon", "u:bob", NOW)
+    found = (await store.load(["u:bob"], NOW))["u:bob"]
+    assert found["campaign"] == {"name": "spring"}
+    assert found["traits"] == {"email": "bob@example.com"}
+    # An anonymousId with nothing but traits links nothing.
+    store.remember(["a:only"], {"traits": {"email": "carol@example.com"}}, NOW)
+    store.link("a:only", "u:dave", NOW)
+    assert await store.load(["u:dave"], NOW) == {}
+
+
+async def test_forget_deletes_profiles_and_what_is_buffered_for_them(reopen: OpenStore) -> None:
+    store = await reopen()
+    store.remember(["u:user", "a:anon"], {"traits": {"email": "ada@example.com"}}, NOW)
+    store.remember(["u:other"], profile.capture(browser("spring")), NOW)
+    await store.load(["u:user"], NOW)  # written, and on SQLite cached
+    store.remember(["u:user"], profile.capture(browser("summer")), NOW)  # still buffered
+    assert sorted(await store.forget(["u:user", "a:anon", "d:never"])) == ["a:anon", "u:user"]
+    assert await store.load(["u:user", "a:anon"], NOW) == {}
+    await close(store)
+    store = await reopen()  # nothing came back with a late write
+    assert set(await store.load(["u:user", "a:anon", "u:other"], NOW)) == {"u:other"}
 
 
 # --- Redis only: several nodes -------------------------------------------------------------------

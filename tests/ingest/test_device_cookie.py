@@ -18,6 +18,7 @@ from tests.conftest import SERVER_KEY, RelayFactory, RelayServer, SettingsFactor
 from tests.ingest.client import Answer, post, track
 
 FBP = "fb.1.1767000000000.1116446470"
+TTP = "2XkQ3pZ8rLmN0vB1cD4eF5gH6iJ"
 DEVICE = "Zm9vYmFyYmF6cXV4MTIz"
 
 
@@ -111,13 +112,14 @@ async def test_secure_only_behind_a_trusted_https_proxy(
 async def test_server_sources_get_no_cookie_and_no_device_id(
     relay: RelayServer, http: aiohttp.ClientSession
 ) -> None:
-    headers = {"Cookie": f"_rid={DEVICE}.1; _fbp={FBP}"}
+    headers = {"Cookie": f"_rid={DEVICE}.1; _fbp={FBP}; _ttp={TTP}"}
     answer = await post(http, f"{relay.url}/v1/t", track(), key=SERVER_KEY, headers=headers)
     assert answer.status == 200
     assert "Set-Cookie" not in answer.headers
     (event,) = await relay.spooled()
     assert "device" not in event.get("context", {})
     assert "fbp" not in event.get("context", {})
+    assert "ttp" not in event.get("context", {})
 
 
 async def test_a_refused_request_sets_no_cookie(
@@ -141,6 +143,21 @@ async def test_the_cookie_name_comes_from_config(
     assert list(set_cookies(answer)) == ([sets] if sets else [])
     (event,) = await relay.spooled()
     assert ("id" in event["context"].get("device", {})) is bool(sets)
+
+
+async def test_ttp_is_kept_for_tiktok(relay: RelayServer, http: aiohttp.ClientSession) -> None:
+    # tiktok.md §2: `ttp` is the Pixel's first-party `_ttp` cookie; the relay, on the site's
+    # domain, gets it with every request, and it was never read (a vendor review's find).
+    headers = {"Cookie": f"_ttp={TTP}; _fbp={FBP}"}
+    await post(http, f"{relay.url}/v1/t", track(messageId="m-1"), headers=headers)
+    mine = track(messageId="m-2", context={"ttp": "client-sent-ttp-value"})
+    await post(http, f"{relay.url}/v1/t", mine, headers=headers)
+    odd = {"Cookie": "_ttp=not a tiktok value"}
+    await post(http, f"{relay.url}/v1/t", track(messageId="m-3"), headers=odd)
+    first, second, third = await relay.spooled()
+    assert first["context"]["ttp"] == TTP
+    assert second["context"]["ttp"] == "client-sent-ttp-value"  # what the client sent wins
+    assert "ttp" not in third["context"]
 
 
 async def test_fbp_is_kept_and_no_other_cookie_is_forwarded(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import zlib
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -165,6 +166,16 @@ async def test_unsupported_encoding(
 async def test_broken_gzip(relay: RelayServer, http: aiohttp.ClientSession, body: bytes) -> None:
     answer = await post(http, f"{relay.url}/v1/t", body, headers={"Content-Encoding": "gzip"})
     assert (answer.status, answer.json["code"]) == (400, "invalid_encoding")
+
+
+async def test_deflate_with_a_preset_dictionary_is_named(
+    relay: RelayServer, http: aiohttp.ClientSession
+) -> None:
+    packer = zlib.compressobj(zdict=b'{"type": "track", "event": ')
+    body = packer.compress(orjson.dumps(track())) + packer.flush()
+    answer = await post(http, f"{relay.url}/v1/t", body, headers={"Content-Encoding": "deflate"})
+    assert (answer.status, answer.json["code"]) == (400, "invalid_encoding")
+    assert "preset dictionary" in answer.json["message"]
 
 
 async def test_gzip_bomb_is_413(relay: RelayServer, http: aiohttp.ClientSession) -> None:

@@ -26,7 +26,8 @@ LANDING = (
     "&email=bob%40mail.example&token=t0p"
 )
 FBP = "fb.1.1767225000000.1234567890"
-BROWSER = {"Origin": WEB_ORIGIN, "User-Agent": AGENT, "Cookie": f"_fbp={FBP}"}
+TTP = "2XkQ3pZ8rLmN0vB1cD4eF5gH6iJ"
+BROWSER = {"Origin": WEB_ORIGIN, "User-Agent": AGENT, "Cookie": f"_fbp={FBP}; _ttp={TTP}"}
 
 
 @dataclass
@@ -110,6 +111,7 @@ async def test_backend_order_carries_the_browsers_context(
     context = spooled["m-order"]["context"]
     assert context["ga"] == {"client_id": "123456789.1767225000", "session_id": 1767225000}
     assert context["fbp"] == FBP
+    assert context["ttp"] == TTP  # for TikTok, which matches on the Pixel's cookie
     assert context["fbc"].startswith("fb.1.")
     assert context["fbc"].endswith(".IwAR0abc")
     assert context["ip"] == "127.0.0.1"  # the browser's, never the backend's own request

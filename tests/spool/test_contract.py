@@ -15,7 +15,7 @@ import pytest
 from proxy.clock import ManualClock
 from proxy.settings import SpoolBackend, SpoolSettings
 from proxy.spool import open_spool
-from proxy.spool.base import Dead, Retry, Spool, SpoolFull
+from proxy.spool.base import Dead, Retry, Spool, SpoolFull, Stored
 from proxy.spool.sqlite import SqliteSpool
 
 OpenSpool = Callable[..., Awaitable[Spool]]
@@ -140,6 +140,39 @@ async def test_a_hold_is_not_a_failed_attempt(reopen: OpenSpool, clock: ManualCl
     await spool.settle("a", retry=[Retry(stored.id, clock.now(), "http_503")])
     [stored] = await spool.claim("a", 10, clock.now())
     assert stored.attempts == 1
+
+
+async def test_a_retry_group_is_handed_out_whole_with_its_labels(
+    reopen: OpenSpool, clock: ManualClock
+) -> None:
+    spool = await reopen()
+    await spool.append([body(n) for n in range(6)])
+    claimed = await spool.claim("a", 10, clock.now())
+    due = clock.now() + 10
+    # One failed request [m-4, m-2, m-3] (the labels hold its order: the worker sorts by them),
+    # and three events parked alone.
+    labels = {claimed[4].id: "k/000000", claimed[2].id: "k/000001", claimed[3].id: "k/000002"}
+    retry = [Retry(s.id, due, "http_503", group=labels.get(s.id)) for s in claimed]
+    await spool.settle("a", retry=retry)
+    await spool.close()  # the labels are in the spool: a restart keeps them
+
+    spool = await reopen()
+    clock.advance(10)
+    taken: list[Stored] = []
+    for want in (1, 1, 1, 1):
+        taken += await spool.claim("a", want, clock.now())
+    # A claim that reached the group took all of it, past its `want`.
+    assert len(taken) == 6
+    group = [stored for stored in taken if stored.group is not None]
+    assert sorted((s.group, s.raw) for s in group) == [
+        ("k/000000", body(4)),
+        ("k/000001", body(2)),
+        ("k/000002", body(3)),
+    ]
+    # Settled again without a group (held for consent), an event leaves it.
+    await spool.settle("a", retry=[Retry(group[0].id, clock.now(), "waiting", failed=False)])
+    [again] = await spool.claim("a", 10, clock.now())
+    assert again.group is None
 
 
 async def test_dead_letters_keep_reason_and_replay(reopen: OpenSpool, clock: ManualClock) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from redis.asyncio import Redis
 
 from proxy.clock import ManualClock
 from proxy.config import ConfigError, load_settings
@@ -390,3 +391,71 @@ def test_redis_settings_are_validated(tmp_path: Path) -> None:
     config.write_text('[spool]\nredis_consumer = "node-1"\nredis_claim_idle_secs = 5\n')
     spool = load_settings(config, {}).spool
     assert (spool.redis_consumer, spool.redis_claim_idle_secs) == ("node-1", 5.0)
+
+
+async def test_a_dead_nodes_retry_group_goes_whole_to_another(
+    node: OpenNode, clock: ManualClock, redis_server: RedisServer
+) -> None:
+    first = await node("node-1")
+    await first.append([body(n) for n in range(3)])
+    claimed = await first.claim("a", 10, clock.now())
+    labels = [f"{claimed[0].id}/{n:06d}" for n in range(3)]
+    retry = [
+        Retry(s.id, clock.now(), "http_503", group=g) for s, g in zip(claimed, labels, strict=True)
+    ]
+    await first.settle("a", retry=retry)
+    assert len(await first.claim("a", 10, clock.now())) == 3
+    await first.close()  # it dies holding the group
+    # Its last renewals came in chunks, at different times: the leases end apart.
+    client = Redis.from_url(redis_server.url())
+    try:
+        leases = scripts.Keys().of("a")[3]
+        await client.zadd(leases, {s.id: n + 1 for n, s in enumerate(claimed)})
+    finally:
+        await client.aclose()
+    second = await node("node-2")
+    taken = await second.claim("a", 1, clock.now())
+    assert sorted((s.group, s.raw) for s in taken) == [
+        (label, body(n)) for n, label in enumerate(labels)
+    ]
+
+
+async def _interleaved_groups(spool: RedisSpool, clock: ManualClock) -> dict[str, list[str]]:
+    """Two failed requests whose events' ids interleave (A = 1st and 3rd, B = 2nd and 4th), as
+    regrouped retries' do, parked at one not_before: their members sort by id at one score."""
+    await spool.append([body(n) for n in range(4)])
+    claimed = await spool.claim("a", 10, clock.now())
+    requests = {claimed[0].id: claimed[0::2], claimed[1].id: claimed[1::2]}
+    await spool.settle(
+        "a",
+        retry=[
+            Retry(s.id, clock.now(), "http_503", group=f"{key}/{n:06d}")
+            for key, members in requests.items()
+            for n, s in enumerate(members)
+        ],
+    )
+    return {key: [s.id for s in members] for key, members in requests.items()}
+
+
+@pytest.mark.parametrize("where", ["retries", "a dead node's leases"])
+async def test_interleaved_groups_are_each_handed_out_whole(
+    node: OpenNode, clock: ManualClock, redis_server: RedisServer, where: str
+) -> None:
+    # A review's find: only the group of the last id a claim took was completed, so another
+    # group at the same score went out cut, under a new webhook-id, after a node's failover.
+    first = await node("node-1")
+    requests = await _interleaved_groups(first, clock)
+    claimer = first
+    if where != "retries":
+        assert len(await first.claim("a", 10, clock.now())) == 4  # leased at one score
+        await first.close()
+        client = Redis.from_url(redis_server.url())
+        try:  # the leases ran out, as a dead node's do
+            await client.zadd(
+                scripts.Keys().of("a")[3], {i: 1 for ids in requests.values() for i in ids}
+            )
+        finally:
+            await client.aclose()
+        claimer = await node("node-2")
+    taken = await claimer.claim("a", 2, clock.now())
+    assert sorted(s.id for s in taken) == sorted(i for ids in requests.values() for i in ids)
