@@ -21,7 +21,7 @@ from proxy.deliver.backoff import retry_delay
 from proxy.deliver.batching import Split, split
 from proxy.deliver.client import Transport, TransportError
 from proxy.deliver.consent_wait import HOLD_REASON, ConsentWait, with_answer
-from proxy.deliver.filters import NAMES_DESTINATIONS, screen, stops_nothing
+from proxy.deliver.filters import names_destinations, screen, stops_nothing
 from proxy.deliver.privacy import apply_ip
 from proxy.deliver.settlement import Claimed, Settlement, excerpt
 from proxy.deliver.tasks import finish_within, first_of
@@ -260,7 +260,7 @@ class Worker:
         ready: list[Claimed] = []
         stopped = Settlement()
         for stored in claimed:
-            if NAMES_DESTINATIONS in stored.raw:
+            if names_destinations(stored.raw):
                 event = Event(stored.raw, None, stored.message_id)
                 try:
                     outcome = screen(event, self.destination, now, self.consent_required)

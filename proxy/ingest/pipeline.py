@@ -186,6 +186,14 @@ def normalise(event: JSON, event_type: str, envelope: Envelope, facts: RequestFa
         event["context"] = {**envelope.context, **(event.get("context") or {})}
     if envelope.integrations is not None:
         event["integrations"] = {**envelope.integrations, **(event.get("integrations") or {})}
+    integrations = event.get("integrations")
+    if integrations and next(iter(event)) != "integrations":
+        # First in the stored bytes: delivery tells the events that choose destinations by
+        # their first bytes, without reading the rest (deliver/filters.py, NAMES_DESTINATIONS).
+        rest = {key: value for key, value in event.items() if key != "integrations"}
+        event.clear()
+        event["integrations"] = integrations
+        event.update(rest)
     sent_at = event.get("sentAt") or envelope.sent_at
     if sent_at:
         event["sentAt"] = sent_at

@@ -241,6 +241,11 @@ async def test_filters_settle_as_filtered(relay: Relay, receiver: FakeWebhookRec
     assert await relay.spool.backlog("hook") == 0
 
 
+def first(integrations: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
+    """`event` with its `integrations` object first, as ingest stores it."""
+    return {"integrations": integrations, **event}
+
+
 @pytest.mark.parametrize("as_stored", [True, False])
 async def test_integrations_settle_as_filtered(
     relay: Relay, receiver: FakeWebhookReceiver, as_stored: bool
@@ -251,12 +256,12 @@ async def test_integrations_settle_as_filtered(
     worker = relay.start(receiver.endpoint)
     events = [
         relay.event(1),
-        relay.event(2, integrations={"All": False, "hook": True}),
-        relay.event(3, integrations={"hook": False}),
-        relay.event(4, integrations={"Webhooks": False}),
-        relay.event(5, integrations={"All": False, "Mixpanel": True}),
-        relay.event(6, integrations={"All": True}, properties={"integrations": {"hook": False}}),
-        relay.event(7, integrations={}),
+        first({"All": False, "hook": True}, relay.event(2)),
+        first({"hook": False}, relay.event(3)),
+        first({"Webhooks": False}, relay.event(4)),
+        first({"All": False, "Mixpanel": True}, relay.event(5)),
+        first({"All": True}, relay.event(6, properties={"integrations": {"hook": False}})),
+        first({}, relay.event(7)),
     ]
     known = [e["messageId"] for e in events] if as_stored else None
     await relay.spool.append([orjson.dumps(e) for e in events], known)
@@ -296,9 +301,9 @@ async def test_only_events_naming_destinations_are_screened_and_decoded(
     worker = relay.start(receiver.endpoint)
     events = [
         relay.event(1),
-        relay.event(2, integrations={"hook": False}),
-        relay.event(3, integrations={}),
-        relay.event(4, integrations={"Mixpanel": False}),
+        first({"hook": False}, relay.event(2)),
+        first({}, relay.event(3)),
+        first({"Mixpanel": False}, relay.event(4)),
         relay.event(5),
     ]
     await relay.spool.append([orjson.dumps(e) for e in events], [e["messageId"] for e in events])
@@ -319,7 +324,7 @@ async def test_a_stored_event_that_names_destinations_but_does_not_decode_is_dea
     relay: Relay, receiver: FakeWebhookReceiver
 ) -> None:
     worker = relay.start(receiver.endpoint)
-    broken = b'{"messageId":"m-1","integrations":{"hook":false},'
+    broken = b'{"integrations":{"hook":false},"messageId":"m-1",'
     await relay.spool.append([broken, orjson.dumps(relay.event(2))], ["m-1", "m-2"])
     await eventually(lambda: len(worker.outcomes) == 2, "two outcomes")
     assert outcomes(worker) == {"m-1": "dead:invalid", "m-2": "delivered:http_204"}

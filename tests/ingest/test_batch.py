@@ -67,6 +67,29 @@ async def test_envelope_context_and_integrations_merge_message_wins(
     assert second["integrations"] == {"All": True, "Mixpanel": False}
 
 
+async def test_integrations_that_name_destinations_are_stored_first(
+    relay: RelayServer, http: aiohttp.ClientSession
+) -> None:
+    # Delivery reads only an event's first bytes to tell whether it chooses destinations.
+    body = {
+        "batch": [
+            track(messageId="m1", integrations={"Mixpanel": False}),
+            track(messageId="m2"),
+            track(messageId="m3", integrations={}),
+        ],
+        "integrations": {"All": False, "ga4": True},
+    }
+    assert (await post(http, f"{relay.url}/v1/batch", body, key=SERVER_KEY)).status == 200
+    body = {"batch": [track(messageId="m4"), track(messageId="m5", integrations={})]}
+    assert (await post(http, f"{relay.url}/v1/batch", body, key=SERVER_KEY)).status == 200
+    stored = await relay.spooled()
+    assert [next(iter(event)) for event in stored[:3]] == ["integrations"] * 3
+    assert stored[0]["integrations"] == {"All": False, "ga4": True, "Mixpanel": False}
+    assert "integrations" not in stored[3]
+    assert next(iter(stored[4])) == "type"  # empty: it chooses nothing, and stays where it was
+    assert stored[4]["integrations"] == {}
+
+
 async def test_envelope_sent_at_is_used_when_the_event_has_none(
     relay: RelayServer, http: aiohttp.ClientSession
 ) -> None:
