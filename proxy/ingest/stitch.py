@@ -194,8 +194,18 @@ class ContextStep:
             return None
         devices = (self._profiles.get(f"d:{_device_of(found)}") for found in profiles)
         found = profile.combine(profiles, [device for device in devices if device is not None])
+        found.pop(profile.TRAITS, None)
         if not self._stitcher.keep_traits:  # remembered before it was turned off: not lent
-            found.pop(profile.TRAITS, None)
+            return found
+        # Traits are a person's: an event naming its user gets the user's own, never those of
+        # its anonymousId, which may have been someone else's (a shared browser whose site
+        # forgot reset()). Combined, the anonymousId's won field by field, a review showed, and
+        # the next person's order reached Meta under the last one's email.
+        user = next((key for key in keys if key.startswith("u:")), None)
+        owner = self._profiles.get(user) if user else next(iter(profiles))
+        traits = owner.get(profile.TRAITS) if owner else None
+        if traits:
+            found[profile.TRAITS] = traits
         return found
 
     def finish(self) -> None:

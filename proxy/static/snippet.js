@@ -114,10 +114,6 @@
       screen: { width: screen.width, height: screen.height, density: w.devicePixelRatio },
       locale: nav.language,
       userAgent: nav.userAgent,
-      // What identify() kept, on every event as RudderStack's SDK sends it: Meta and TikTok match
-      // the browser's own events on it too. All of it, not only what they match on: a filter
-      // costs bytes the budget has not got, and the relay remembers only an identify's traits.
-      traits: local(TRAITS) || undefined,
       library: { name: "relay-snippet", version: "1" },
     };
     try {
@@ -323,9 +319,11 @@
     },
     identify(id, traits, options) {
       if (id && typeof id == "object") (options = traits), (traits = id), (id = user);
-      // The hash goes with its user: kept for the same user (or identify(traits)), else replaced.
+      // The hash and the traits go with their user: kept for the same user (or identify(traits)),
+      // else replaced. Merged across users, a shared browser's next identify carried the last
+      // person's email, and the relay remembers an identify's traits for the user it names.
+      traits = Object.assign(((!id || id == user) && local(TRAITS)) || {}, traits);
       if (id) local(HASH, (hash = (options || {}).userHash || (id == user && hash) || null)), local(USER, (user = "" + id));
-      traits = Object.assign(local(TRAITS) || {}, traits);
       local(TRAITS, traits);
       enqueue("identify", { traits }, options);
     },

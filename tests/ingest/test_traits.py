@@ -235,6 +235,23 @@ async def test_a_backend_identify_reaches_its_later_track(
     assert (tiktok["email"], tiktok["phone"]) == (EM, hashed("+16505551234"))
 
 
+async def test_a_users_order_gets_their_own_traits_not_those_of_a_shared_browser(
+    vendors: Vendors, http: aiohttp.ClientSession
+) -> None:
+    # A review's find: p-1 signed in on a browser whose site forgot reset(); p-2 signed in there
+    # next. p-2's order, naming p-2 and that browser's anonymousId, was lent the anonymousId's
+    # traits over p-2's own, and reached Meta with p-1's email, phone and city.
+    shared = identify("p-1", TRAITS, userHash=user_hash(SECRET, "p-1"))
+    await from_browser(http, vendors.relay, {**shared, "anonymousId": "anon-shared"})
+    p2 = {"type": "identify", "userId": "p-2", "messageId": "id-p-2"}
+    await from_backend(http, vendors.relay, {**p2, "traits": {"email": "p2@example.com"}})
+    await from_backend(http, vendors.relay, {**order("p-2"), "anonymousId": "anon-shared"})
+    await vendors.settled("o-p-2")
+    meta, _ = vendors.bought("o-p-2")
+    assert meta["em"] == hashed("p2@example.com")
+    assert not {"ph", "ct", "fn"} & meta.keys()  # p-1's, none of them p-2's
+
+
 async def test_what_the_backend_sends_wins_trait_by_trait(
     vendors: Vendors, http: aiohttp.ClientSession
 ) -> None:
