@@ -272,14 +272,25 @@ def user_properties(traits: object) -> JSON:
 
 
 def _personal(key: str, value: object) -> bool:
-    """A trait GA4 must not get (its policy forbids PII): a reserved personal trait, one whose
-    name says it is one, or any value that is an email address."""
-    if key in PII_TRAITS:
-        return True
+    """A trait GA4 must not get (its policy forbids PII): one whose name says it is personal, in
+    any case and spelling, or any value that is an email address or a phone number."""
     word = re.sub(r"[^a-z0-9]", "", key.lower())
-    if any(part in word for part in PII_WORDS):
+    if word in PII_TRAITS or any(part in word for part in PII_WORDS):
         return True
-    return isinstance(value, str) and re.search(r"[^@\s]@[^@\s]+\.", value) is not None
+    # Values that are an email address or a phone number, whatever the trait is called.
+    return isinstance(value, str) and (
+        re.search(r"[^@\s]@[^@\s]+\.", value) is not None or _is_phone(value)
+    )
+
+
+# Digits and the marks phone numbers are written with; an ISO date has that shape too.
+_PHONE = re.compile(r"\+?[\d\s().-]{7,24}")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _is_phone(value: str) -> bool:
+    digits = sum(char.isdigit() for char in value)
+    return 7 <= digits <= 15 and bool(_PHONE.fullmatch(value)) and not _DATE.match(value)
 
 
 def user_location(location: object) -> JSON | None:

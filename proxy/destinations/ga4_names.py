@@ -70,17 +70,15 @@ RESERVED_USER_PROPERTIES = frozenset(
 )  # fmt: skip
 # Page fields GA4 gets as page_location/page_title/page_referrer, not as params of their own.
 PAGE_KEYS = frozenset({"path", "referrer", "search", "title", "url", "name", "keywords"})
-# Identify traits that are personal data: never user properties (ga4.md §9 "excluding PII").
-PII_TRAITS = frozenset(
-    {"email", "phone", "name", "firstName", "first_name", "lastName", "last_name", "username",
-     "address", "birthday", "avatar", "id", "userId"}
-)  # fmt: skip
-# Words of a trait's name (lowercased, letters and digits only) that make it personal data in
-# any spelling a site picks (emailAddress, mobile_phone, fullName): the snippet sends every trait
-# identify() kept with every event, so whatever a site names them reaches user_properties.
+# Trait names that are personal data whole, as the key reads lowercased in letters and digits
+# only: never user properties (ga4.md §9 "excluding PII"; GA4's policy forbids it).
+PII_TRAITS = frozenset({"id", "userid", "avatar", "dob", "tel", "ssn", "ip"})
+# Words inside a trait's name (in the same form) that make it personal data in any spelling a
+# site picks (emailAddress, mobile_phone, fullName, userName, homeAddress, contactNumber). Any
+# `name` is one, a plan's name too: better a property GA4 misses than a person it gets.
 PII_WORDS = (
-    "email", "phone", "mobile", "firstname", "lastname", "fullname", "surname", "givenname",
-    "familyname", "street", "birth", "postal", "zip",
+    "email", "phone", "mobile", "name", "street", "address", "birth", "postal", "zip", "contact",
+    "passport",
 )  # fmt: skip
 MAX_NAME_CHARS, MAX_USER_PROPERTY_NAME_CHARS, MAX_VALUE_CHARS = 40, 24, 100
 # UI-side exceptions to the 100-character value limit (§4).

@@ -69,10 +69,14 @@ class Segment(BatchApi[SegmentConfig]):
 
     def classify(self, request: HttpRequest, response: HttpResponse, now: float) -> Result:
         """§4: the official SDKs' policy, which the page asks this adapter to follow. The default
-        table would dead-letter 3xx, 410 and 460, and retry 505."""
+        table would dead-letter 410 and 460, and retry 505. Except for 3xx: the SDKs' clients
+        follow a redirect and count what comes after it, but the relay follows none (a redirect
+        could lead its requests anywhere), so a 3xx means Segment never got the events. Taken
+        as delivered, they were lost without a trace; as dead letters they wait for a replay once
+        the endpoint is fixed."""
         status = response.status
         reason = f"http_{status}"
-        if 200 <= status < 400:
+        if 200 <= status < 300:
             return Result(Verdict.DELIVERED, reason)
         wait = retry_after(response.headers, now)
         if status == 429 and wait is not None:

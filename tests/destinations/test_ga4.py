@@ -179,20 +179,27 @@ def test_user_properties_leave_out_pii_and_keep_to_limits() -> None:
         "email": "a@b.co",
         "phone": "+1 650",
         "plan": "pro",
-        "a_very_long_trait_name_here": "y",
+        "a_very_long_trait_key_here": "y",
     }
     traits["company_size"] = "z" * 50
     (body,) = bodies(ga4().build([track(1, context={"traits": traits})], NOW))
     assert body["user_properties"] == {
         "plan": {"value": "pro"},
-        "a_very_long_trait_name_h": {"value": "y"},
+        "a_very_long_trait_key_he": {"value": "y"},
         "company_size": {"value": "z" * 36},
     }
 
 
 def test_user_properties_leave_out_pii_under_any_name() -> None:
-    """The snippet sends every trait identify() kept, under the site's own names."""
+    """Sites name traits as they like, and analytics.js users put them in context.traits."""
     traits = {
+        "Name": "Ada Lovelace",  # a review's finds: case, other names, and numbers by value
+        "userName": "ada",
+        "homeAddress": "1 Main St",
+        "dob": "1815-12-10",
+        "tel": "+47 912 34 567",
+        "reachMeAt": "+47 912 34 567",
+        "signup_day": "2026-01-01",  # a date is not a phone number
         "emailAddress": "ada@example.com",
         "mobile_phone": "+47 912 34 567",
         "FullName": "Ada Lovelace",
@@ -206,7 +213,7 @@ def test_user_properties_leave_out_pii_under_any_name() -> None:
     (body,) = bodies(ga4().build([track(1, context={"traits": traits})], NOW))
     assert body["user_properties"] == {
         "gender": {"value": "f"},
-        "plan_name": {"value": "pro"},
+        "signup_day": {"value": "2026-01-01"},
         "team": {"value": "@platform"},
     }
 
