@@ -26,11 +26,15 @@ from proxy.deliver.privacy import apply_ip
 from proxy.deliver.settlement import Claimed, Settlement, excerpt
 from proxy.deliver.tasks import finish_within, first_of
 from proxy.destinations.base import Destination, HttpRequest, HttpResponse, Result, Verdict
-from proxy.events import Event
+from proxy.events import Event, parse_time
 from proxy.outcomes import Outcome
 from proxy.spool.base import Retry, Spool, Stored, group_key
 
 log = logging.getLogger(__name__)
+
+# How long after the relay received an event a vendor's request to wait (Segment's 429 with
+# Retry-After, Amplitude's throttled devices) costs it no attempt: see Worker._may_wait.
+UNCOUNTED_WAITS_SECS = 86_400.0
 
 # An idle worker looks at the spool at least this often: dead letters replayed by another
 # process (the CLI) wake nothing in this one.
@@ -468,9 +472,16 @@ class Worker:
         if held := [item for item in items if item[1].message_id in result.throttled]:
             not_before = self.clock.now() + (result.retry_after_secs or 0.0)
             paused = [
-                Retry(stored.id, not_before, result.reason, failed=False) for stored, _ in held
+                Retry(stored.id, not_before, result.reason, failed=False)
+                for stored, event in held
+                if self._may_wait(event)
             ]
-            await self._settle(Settlement(retry=paused))
+            settlement = Settlement(retry=paused)
+            if counted := [item for item in held if not self._may_wait(item[1])]:
+                wait = Result(Verdict.RETRY, result.reason, result.retry_after_secs)
+                settlement = self._settlement(wait, answer, counted)
+                settlement.retry += paused
+            await self._settle(settlement)
             items = [item for item in items if item[1].message_id not in result.throttled]
             if not items:
                 return
@@ -530,7 +541,9 @@ class Worker:
                 settlement.add(stored, mid, Outcome.delivered(result.reason), answer)
             elif result.verdict is Verdict.REJECT:
                 settlement.add(stored, mid, Outcome.dead(result.reason), answer)
-            elif not result.failed and result.retry_after_secs is not None:
+            elif (
+                not result.failed and result.retry_after_secs is not None and self._may_wait(event)
+            ):
                 # The vendor asked us to wait, not failed (Result.failed): no attempt is used up.
                 not_before = self.clock.now() + result.retry_after_secs
                 settlement.retry.append(Retry(stored.id, not_before, result.reason, failed=False))
@@ -570,6 +583,14 @@ class Worker:
             Retry(stored.id, not_before, result.reason, group=f"{key}/{position:06d}")
             for position, stored in enumerate(retried)
         ]
+
+    def _may_wait(self, event: Event) -> bool:
+        """Whether a wait the vendor asks for (a rate limit) may leave `event`'s attempts as they
+        are: for UNCOUNTED_WAITS_SECS after the relay received it. A vendor that never stops
+        asking must not keep events, and the spool room they hold, for ever: past that, its
+        waits count, and max_attempts ends them as for any failure."""
+        received = parse_time(event.data.get("receivedAt"))
+        return received is None or self.clock.now() - received.timestamp() < UNCOUNTED_WAITS_SECS
 
     async def _settle(self, settlement: Settlement) -> None:
         await self.spool.settle(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.deliver.worker import Worker
+from proxy.deliver.worker import UNCOUNTED_WAITS_SECS, Worker
 from proxy.events import format_time
 from tests.deliver.harness import eventually, outcomes
 from tests.destinations.worker_run import Run, worker_run
@@ -166,6 +166,28 @@ async def test_amplitude_backlog_of_one_device_holds_up_no_other(run: Run) -> No
     assert sorted(e["insert_id"] for e in fake.received) == sorted(
         e["messageId"] for e in [*backlog, *others]
     )
+
+
+async def test_amplitude_throttling_counts_once_the_event_is_a_day_old(run: Run) -> None:
+    # As for Segment's 429s: a device throttled for ever must not keep its events for ever.
+    fake = FakeAmplitude(now=run.clock.now)
+    throttled = {
+        "code": 429,
+        "error": "Too many requests for some devices and users",
+        "eps_threshold": 30,
+        "throttled_devices": {"device-1": 31},
+        "throttled_users": {},
+        "throttled_events": [0],
+    }
+    for _ in range(3):
+        fake.answer(429, throttled)
+    received = format_time(run.clock.utcnow())
+    await run.ingest([run.event(1, receivedAt=received)])
+    run.clock.advance(UNCOUNTED_WAITS_SECS + 1)
+    worker = await run.start("amplitude", fake, {"api_key": "amp-api-key-123", "max_attempts": 2})
+    assert await retried(run, worker, 1) >= 30.0
+    await eventually(lambda: len(worker.outcomes) == 1, "an outcome")
+    assert outcomes(worker) == {"m-1": "dead:max_attempts"}
 
 
 async def test_amplitude_throttling_uses_up_no_attempts(run: Run) -> None:
@@ -344,6 +366,23 @@ async def test_segment_429_with_retry_after_uses_up_no_attempts(run: Run) -> Non
     await eventually(lambda: outcomes(worker) == {"m-1": "delivered:http_200"}, "delivered")
     assert waits == [7.0] * 5  # Segment's wait each time, no growing backoff on top
     assert len(fake.requests) == 6
+
+
+async def test_segment_429s_count_once_the_event_is_a_day_old(run: Run) -> None:
+    # A review's find: waits that count no attempt never ended, so a Segment answering 429 for
+    # ever would keep its events, and the spool room they hold, for ever. A day after the relay
+    # received an event, its waits count and max_attempts ends them.
+    fake = FakeSegmentApi()
+    for _ in range(5):
+        fake.answer(429, {"success": False}, {"Retry-After": "7"})
+    received = format_time(run.clock.utcnow())
+    await run.ingest([run.event(1, receivedAt=received)])
+    run.clock.advance(UNCOUNTED_WAITS_SECS + 1)
+    worker = await run.start("segment", fake, {**SEGMENT, "max_attempts": 2})
+    assert await retried(run, worker, 1) == 7.0
+    await eventually(lambda: len(worker.outcomes) == 1, "an outcome")
+    assert outcomes(worker) == {"m-1": "dead:max_attempts"}
+    assert len(fake.requests) == 2
 
 
 async def test_segment_429_without_retry_after_is_a_counted_attempt(run: Run) -> None:
