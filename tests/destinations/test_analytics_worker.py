@@ -168,19 +168,22 @@ async def test_amplitude_backlog_of_one_device_holds_up_no_other(run: Run) -> No
     )
 
 
+# amplitude.md §4: a 429 naming device-1 (the template event's) as over its rate.
+THROTTLED = {
+    "code": 429,
+    "error": "Too many requests for some devices and users",
+    "eps_threshold": 30,
+    "throttled_devices": {"device-1": 31},
+    "throttled_users": {},
+    "throttled_events": [0],
+}
+
+
 async def test_amplitude_throttling_counts_once_the_event_is_a_day_old(run: Run) -> None:
     # As for Segment's 429s: a device throttled for ever must not keep its events for ever.
     fake = FakeAmplitude(now=run.clock.now)
-    throttled = {
-        "code": 429,
-        "error": "Too many requests for some devices and users",
-        "eps_threshold": 30,
-        "throttled_devices": {"device-1": 31},
-        "throttled_users": {},
-        "throttled_events": [0],
-    }
     for _ in range(3):
-        fake.answer(429, throttled)
+        fake.answer(429, THROTTLED)
     received = format_time(run.clock.utcnow())
     await run.ingest([run.event(1, receivedAt=received)])
     run.clock.advance(UNCOUNTED_WAITS_SECS + 1)
@@ -194,16 +197,8 @@ async def test_amplitude_throttling_uses_up_no_attempts(run: Run) -> None:
     # amplitude.md §4: pause the throttled devices and users and "retry until not 429". Before,
     # each 429 was a failed attempt: a device throttled twice was dead at max_attempts = 2.
     fake = FakeAmplitude(now=run.clock.now)
-    throttled = {
-        "code": 429,
-        "error": "Too many requests for some devices and users",
-        "eps_threshold": 30,
-        "throttled_devices": {"device-1": 31},
-        "throttled_users": {},
-        "throttled_events": [0],
-    }
     for _ in range(3):
-        fake.answer(429, throttled)
+        fake.answer(429, THROTTLED)
     config = {"api_key": "amp-api-key-123", "max_attempts": 2}
     worker = await run.start("amplitude", fake, config)
     await run.ingest([run.event(1)])
