@@ -351,6 +351,25 @@ def test_forget_deletes_what_the_identity_store_keeps_of_a_user(
     assert capsys.readouterr().out.splitlines() == ["none stored  userId u-1"]
 
 
+def test_forget_runs_without_the_redis_package(tmp_path: Path) -> None:
+    # `pip install .` leaves out the redis extra; forget imported it at the top of its module.
+    config = tmp_path / "relay.toml"
+    config.write_text(MINIMAL, encoding="utf-8")
+    script = "import sys; sys.modules['redis'] = None; from proxy.cli import main; "
+    script += "sys.exit(main(sys.argv[1:]))"
+    run = subprocess.run(
+        [sys.executable, "-c", script, "forget", "u-1", "--config", str(config)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (run.returncode, run.stderr) == (0, "")
+    assert "nothing to forget" in run.stdout
+
+
 def test_parse_since() -> None:
     now = 1_767_225_600.0
 

@@ -12,8 +12,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from redis.exceptions import RedisError
-
 from proxy.identity.profile import DEVICE
 from proxy.identity.store import IdentityStore
 from proxy.settings import Settings, SpoolBackend
@@ -33,7 +31,9 @@ async def forget(settings: Settings, user_id: str, anonymous_ids: Sequence[str])
     seen on; the store keys that had one."""
     keys = [f"u:{user_id}", *(f"a:{anonymous}" for anonymous in anonymous_ids)]
     spool = settings.spool
-    if spool.backend is SpoolBackend.REDIS:
+    if spool.backend is SpoolBackend.REDIS:  # the redis package is an extra: imported here
+        from redis.exceptions import RedisError
+
         from proxy.identity.redis import RedisIdentityStore
 
         redis = RedisIdentityStore.open(
