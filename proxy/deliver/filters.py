@@ -40,9 +40,7 @@ def filter_reason(
     """Why `event` is not for this destination, or None when it is.
 
     `consent_required` is `[privacy] consent_required`: whether an unanswered category refuses."""
-    if names_destinations(event.raw) and routed_away(
-        event.data.get("integrations"), settings.name, SEGMENT_NAMES.get(settings.type, ())
-    ):
+    if turned_off(event, settings):
         return "integrations"  # the sender's own choice, ahead of the config's filters
     if not (settings.types or settings.events or settings.exclude_events or settings.consent):
         return None  # the common case; also spares decoding a stored event just to look
@@ -58,6 +56,13 @@ def filter_reason(
     if settings.consent and refused(event.context, settings.consent, consent_required):
         return "consent"
     return None
+
+
+def turned_off(event: Event, settings: DestinationSettings) -> bool:
+    """Whether the event's own `integrations` object turns this destination off."""
+    return names_destinations(event.raw) and routed_away(
+        event.data.get("integrations"), settings.name, SEGMENT_NAMES.get(settings.type, ())
+    )
 
 
 def routed_away(integrations: object, name: str, segment_names: Sequence[str]) -> bool:

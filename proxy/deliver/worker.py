@@ -21,7 +21,7 @@ from proxy.deliver.backoff import retry_delay
 from proxy.deliver.batching import Split, split
 from proxy.deliver.client import Transport, TransportError
 from proxy.deliver.consent_wait import HOLD_REASON, ConsentWait, with_answer
-from proxy.deliver.filters import names_destinations, screen, stops_nothing
+from proxy.deliver.filters import names_destinations, screen, stops_nothing, turned_off
 from proxy.deliver.privacy import apply_ip
 from proxy.deliver.settlement import Claimed, Settlement, excerpt
 from proxy.deliver.tasks import finish_within, first_of
@@ -321,6 +321,10 @@ class Worker:
             event = Event(stored.raw, message_id=stored.message_id)
             try:
                 message_id = event.message_id
+                if turned_off(event, self.settings):
+                    # Before any wait for a consent answer: whatever the answer, it is not sent.
+                    stopped.add(stored, message_id, Outcome.filtered("integrations"))
+                    continue
                 if message_id in answered:
                     event = with_answer(event, answered[message_id])
                 elif self.consent_wait.undecided(event, self.settings.consent, now):

@@ -131,3 +131,21 @@ async def test_an_answer_sent_by_the_backend_releases_the_event_too(
     assert (await post(http, f"{relay.url}/v1/track", decision, headers=server)).status == 200
     await eventually(lambda: "m-early" in outcomes(worker), "the early event is released")
     assert outcomes(worker)["m-early"].startswith("delivered")
+
+
+async def test_an_event_its_integrations_turn_off_is_filtered_without_waiting(
+    relay_factory: RelayFactory,
+    settings_factory: SettingsFactory,
+    meta: FakeMeta,
+    http: aiohttp.ClientSession,
+) -> None:
+    # Whatever the consent answer, such an event is not sent: before, it waited for the answer
+    # first (up to consent_wait_secs), then was filtered.
+    relay = await relay_with(relay_factory, settings_factory, meta, wait=3600)
+    worker = relay.app[WORKERS]["meta"]
+    routed = {**page("m-routed"), "integrations": {"meta": False}}
+    sent = await post(http, f"{relay.url}/v1/page", routed, headers=BROWSER)
+    assert sent.status == 200
+    await eventually(lambda: "m-routed" in outcomes(worker), "the event is decided")
+    assert outcomes(worker)["m-routed"] == "filtered:integrations"
+    assert worker.counts["retry"] == 0
