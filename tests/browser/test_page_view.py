@@ -11,7 +11,7 @@ import pytest
 from playwright.async_api import BrowserContext
 
 from proxy.settings import ServerSettings
-from tests.browser.conftest import ARTIFACTS, Shop, loaded
+from tests.browser.conftest import ARTIFACTS, Shop, loaded, poll
 
 pytestmark = pytest.mark.browser
 
@@ -39,6 +39,14 @@ async def test_page_view_on_load_carries_the_browser_context(
     await page.click("#go")
     await page.wait_for_url(landing)
     await loaded(page)
+
+    async def cookie_names() -> set[str]:
+        return {cookie["name"] for cookie in await context.cookies(shop.origin)}
+
+    # The relay sets its device cookie in the answer to the first event request. A click while
+    # that request is in flight sends a second cookieless request, which gets its own id: on a
+    # slow CI run the test saw two ids. Wait for the answer first; that is what is tested.
+    await poll(cookie_names, lambda names: DEVICE_COOKIE in names, 10.0, "the device cookie")
     await page.click("#test-event")
     # The next page of the visit: the click ids are no longer in the URL, the session keeps them.
     await page.goto(shop.page_url)
