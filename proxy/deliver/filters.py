@@ -61,11 +61,23 @@ def filter_reason(
 def turned_off(event: Event, settings: DestinationSettings) -> bool:
     """Whether the event's own `integrations` object turns this destination off."""
     return names_destinations(event.raw) and routed_away(
-        event.data.get("integrations"), settings.name, SEGMENT_NAMES.get(settings.type, ())
+        event.data.get("integrations"),
+        settings.name,
+        SEGMENT_NAMES.get(settings.type, ()),
+        settings.type not in PAST_ALL,
     )
 
 
-def routed_away(integrations: object, name: str, segment_names: Sequence[str]) -> bool:
+# Types `All: false` does not turn off. A `segment` destination hands events on to Segment
+# itself, which analytics.js sends every event to whatever `All` says ("Segment.io" is always
+# on unless named false): Segment applies the object to its own destinations downstream, so
+# `{"All": false, "Mixpanel": true}` must reach it to reach Segment's Mixpanel.
+PAST_ALL = frozenset({"segment"})
+
+
+def routed_away(
+    integrations: object, name: str, segment_names: Sequence[str], all_applies: bool = True
+) -> bool:
     """Whether a message's Segment `integrations` object turns off the destination configured as
     `name` whose type Segment's catalog calls `segment_names` (keys are case-sensitive).
 
@@ -73,7 +85,8 @@ def routed_away(integrations: object, name: str, segment_names: Sequence[str]) -
     names do, the destination being on when any of them is on (each names a Segment destination
     this one stands in for). Else `All`, true when absent. As analytics.js reads the object, only
     `false` turns off: `true`, an options object or any other value under a name turns on. An
-    `integrations` that is not an object chooses nothing (ingest refuses those)."""
+    `integrations` that is not an object chooses nothing (ingest refuses those). `all_applies`
+    False: only a name turns the destination off (PAST_ALL)."""
     if not isinstance(integrations, dict):
         return False
     if name in integrations:
@@ -81,7 +94,7 @@ def routed_away(integrations: object, name: str, segment_names: Sequence[str]) -
     named = [integrations[key] for key in segment_names if key in integrations]
     if named:
         return all(value is False for value in named)
-    return integrations.get("All") is False
+    return all_applies and integrations.get("All") is False
 
 
 def matches(name: str, patterns: Sequence[str]) -> bool:

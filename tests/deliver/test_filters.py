@@ -116,6 +116,16 @@ def test_all_false_and_one_true_sends_only_to_that_one() -> None:
     assert filter_reason(only_mixpanel, named("d", "debug")) == "integrations"
 
 
+def test_all_false_does_not_stop_what_goes_on_to_segment() -> None:
+    # analytics.js sends Segment.io every event whatever `All` says, and Segment applies the
+    # object to its own destinations: {"All": false, "Mixpanel": true} must reach Segment to
+    # reach its Mixpanel. Only the relay's segment destination's own names turn it off.
+    segment = named("seg", "segment")
+    assert filter_reason(routed({"All": False, "Mixpanel": True}), segment) is None
+    assert filter_reason(routed({"All": False, "Segment.io": False}), segment) == "integrations"
+    assert filter_reason(routed({"seg": False}), segment) == "integrations"
+
+
 def test_one_false_turns_off_only_that_one() -> None:
     not_mixpanel = routed({"Mixpanel": False})
     assert filter_reason(not_mixpanel, MIXPANEL) == "integrations"
