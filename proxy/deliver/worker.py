@@ -301,13 +301,11 @@ class Worker:
         result: Split[Claimed] = Split()
         for items in groups.values():
             items.sort(key=lambda item: item[0].group or "")
-            # Limits lowered since the request was sent split it; anything else keeps it whole.
+        # Limits lowered since a request was sent split it; anything else keeps it whole.
+        for items in (*groups.values(), rest):
             part = split(items, limits, measure)
             result.batches += part.batches
             result.too_large += part.too_large
-        part = split(rest, limits, measure)
-        result.batches += part.batches
-        result.too_large += part.too_large
         return result
 
     async def _screen(self, claimed: Sequence[Stored]) -> tuple[list[Claimed], Settlement]:
@@ -475,13 +473,15 @@ class Worker:
         """
         if held := [item for item in items if item[1].message_id in result.throttled]:
             not_before = self.clock.now() + (result.retry_after_secs or 0.0)
+            waiting: list[Claimed] = []
+            counted: list[Claimed] = []
+            for item in held:
+                (waiting if self._may_wait(item[1]) else counted).append(item)
             paused = [
-                Retry(stored.id, not_before, result.reason, failed=False)
-                for stored, event in held
-                if self._may_wait(event)
+                Retry(stored.id, not_before, result.reason, failed=False) for stored, _ in waiting
             ]
             settlement = Settlement(retry=paused)
-            if counted := [item for item in held if not self._may_wait(item[1])]:
+            if counted:
                 wait = Result(Verdict.RETRY, result.reason, result.retry_after_secs)
                 settlement = self._settlement(wait, answer, counted)
                 settlement.retry += paused

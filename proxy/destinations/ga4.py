@@ -37,6 +37,7 @@ from proxy.destinations.ga4_names import (
     user_property_name,
 )
 from proxy.enrich.consent import granted
+from proxy.enrich.redact import is_address
 from proxy.events import JSON, Event, EventType, parse_time
 from proxy.settings import Secret
 
@@ -278,9 +279,7 @@ def _personal(key: str, value: object) -> bool:
     if word in PII_TRAITS or any(part in word for part in PII_WORDS):
         return True
     # Values that are an email address or a phone number, whatever the trait is called.
-    return isinstance(value, str) and (
-        re.search(r"[^@\s]@[^@\s]+\.", value) is not None or _is_phone(value)
-    )
+    return isinstance(value, str) and (is_address(value) or _is_phone(value))
 
 
 # Digits and the marks phone numbers are written with; an ISO date has that shape too.

@@ -52,14 +52,14 @@ class Redactor:
                 found = context.get(field)
                 if isinstance(found, dict):
                     addresses = [
-                        k for k, v in found.items() if isinstance(v, str) and _is_address(v)
+                        k for k, v in found.items() if isinstance(v, str) and is_address(v)
                     ]
                     for key in addresses:
                         del found[key]
                     if addresses and not found:
                         del context[field]
             fbc = context.get("fbc")
-            if isinstance(fbc, str) and _is_address(fbc):
+            if isinstance(fbc, str) and is_address(fbc):
                 del context["fbc"]
         properties = event.get("properties")
         if event.get("type") == "page" and isinstance(properties, dict):
@@ -87,7 +87,7 @@ class Redactor:
     def _allowed(self, pair: str) -> bool:
         raw_name, _, raw_value = pair.partition("=")
         name = _decoded(raw_name)
-        if _is_address(_decoded(raw_value)) or _is_address(name):
+        if is_address(_decoded(raw_value)) or is_address(name):
             return False
         if name.startswith("utm_") or name in CLICK_IDS:
             return True
@@ -99,6 +99,6 @@ def _decoded(text: str) -> str:
     return unquote_plus(text) if "%" in text or "+" in text else text  # most are plain
 
 
-def _is_address(text: str) -> bool:
+def is_address(text: str) -> bool:
     # Most values have no "@": the cheap test first, as this runs on every event's campaign.
     return "@" in text and EMAIL.search(text) is not None

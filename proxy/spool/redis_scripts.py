@@ -203,6 +203,17 @@ local lease_end = server_ms() + idle_ms
 local function key_of(label)
   return label and string.match(label, '^(.*)/')
 end
+-- Each retry's group label, read once: take() reads them to complete groups, lease() to hand
+-- them out. HGET of no label gives false, which is remembered too.
+local labels = {}
+local function label_of(id)
+  local label = labels[id]
+  if label == nil then
+    label = redis.call('HGET', groups, id)
+    labels[id] = label
+  end
+  return label
+end
 local function lease(ids)
   for _, id in ipairs(ids) do
     redis.call('ZREM', retries, id)
@@ -210,7 +221,7 @@ local function lease(ids)
     if body then
       redis.call('ZADD', leases, lease_end, id)
       local tries = tonumber(redis.call('HGET', attempts, id) or '0')
-      add(id, body, tries, redis.call('HGET', groups, id))
+      add(id, body, tries, label_of(id))
     else
       redis.call('ZREM', leases, id)
     end
@@ -227,7 +238,7 @@ local function take(zset, low, high, limit)
   local keys, listed, any = {}, {}, false
   for _, id in ipairs(ids) do
     listed[id] = true
-    local key = key_of(redis.call('HGET', groups, id))
+    local key = key_of(label_of(id))
     if key then keys[key], any = true, true end
   end
   if any then
@@ -237,7 +248,7 @@ local function take(zset, low, high, limit)
     end
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', zset, low, high)) do
       if not listed[id] then
-        local key = key_of(redis.call('HGET', groups, id))
+        local key = key_of(label_of(id))
         if key and keys[key] then ids[#ids + 1] = id end
       end
     end
