@@ -5,7 +5,8 @@ wrk (Debian) is pinned to one core and the server under test to the other; 64 co
 Reports events/s and latency percentiles, and each figure as a ratio to the bare handler, as
 the median of --rounds rounds that alternate the loads (this VM's speed drifts by 30%).
 "spool only" (tests/bench/spool_only.py) is the floor under the durable ack: read, parse, append
-and commit, nothing else; the gap between it and "relay single" is the cost of ingest's work.
+and commit, nothing else; the gap between it and "relay single" (or "relay batch") is the cost
+of ingest's work.
 """
 
 from __future__ import annotations
@@ -254,6 +255,12 @@ def main() -> None:
                     wrk(f"http://127.0.0.1:{floor_port}/", single_lua, opts.seconds, "spool only"),
                     wrk(f"{url}/v1/t", single_lua, opts.seconds, "relay single"),
                     wrk(f"{url}/v1/batch", batch_lua, opts.seconds, "relay batch x100"),
+                    wrk(
+                        f"http://127.0.0.1:{floor_port}/",
+                        batch_lua,
+                        opts.seconds,
+                        "spool batch x100",
+                    ),
                 )
                 for _ in range(opts.rounds)
             ]

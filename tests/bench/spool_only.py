@@ -1,6 +1,7 @@
 """The floor under the relay's durable ack, for bench_ingest: an aiohttp handler that reads the
 body, parses it, appends it to the relay's SQLite spool and answers 200 after the commit, with
-none of ingest's other work (auth, limits, cookies, enrichment, stitching, metrics).
+none of ingest's other work (auth, limits, cookies, enrichment, stitching, metrics). A body
+with a `batch` array is split: each event is encoded on its own, as the spool keeps events.
 
 `python -m tests.bench.spool_only PORT SPOOL_PATH SYNCHRONOUS`
 """
@@ -20,8 +21,13 @@ SPOOL = web.AppKey("spool", SqliteSpool)
 
 async def ingest(request: web.Request) -> web.Response:
     body = await request.read()
-    event = orjson.loads(body)
-    await request.app[SPOOL].append([body], [event.get("messageId")])
+    data = orjson.loads(body)
+    if "batch" in data:
+        events = data["batch"]
+        bodies = [orjson.dumps(event) for event in events]
+        await request.app[SPOOL].append(bodies, [event.get("messageId") for event in events])
+    else:
+        await request.app[SPOOL].append([body], [data.get("messageId")])
     return web.Response(body=b'{"success":true}', content_type="application/json")
 
 
