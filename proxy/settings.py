@@ -132,9 +132,10 @@ class IdentitySettings:
 class PrivacySettings:
     """Consent and URL redaction rules for every event (proxy/enrich/consent.py, redact.py)."""
 
-    # False: an event without an answer for a category may go where that category is needed;
-    # True: it may not (only an explicit true lets it through).
-    consent_required: bool = False
+    # True: an event without an answer for a category does not go where that category is
+    # needed (only an explicit true lets it through: no answer is no consent, as the GDPR
+    # reads it); False: no answer counts as allowed, for sites that ask no one.
+    consent_required: bool = True
     gpc_opts_out: tuple[str, ...] = ("marketing",)  # categories Global Privacy Control refuses
     gpc_overrides_consent: bool = True  # GPC wins over a category the user granted
     honor_dnt: bool = False  # True: a browser's `DNT: 1` counts as GPC (`Sec-GPC: 1`)

@@ -704,7 +704,7 @@ def test_privacy_identity_and_destination_ip(tmp_path: Path) -> None:
 [identity]
 ttl_days = 30
 [privacy]
-consent_required = true
+consent_required = false
 gpc_opts_out = ["marketing", "ads"]
 honor_dnt = true
 redact_query_params = ["ref"]
@@ -716,7 +716,7 @@ ip = "truncate"
 """
     settings = load_settings(write(tmp_path, text), ENV)
     assert settings.identity.ttl_days == 30
-    assert settings.privacy.consent_required is True
+    assert settings.privacy.consent_required is False
     assert settings.privacy.gpc_opts_out == ("marketing", "ads")
     assert settings.privacy.honor_dnt is True
     assert settings.privacy.redact_query_params == ("ref",)

@@ -35,7 +35,7 @@ def names_destinations(raw: bytes) -> bool:
 
 
 def filter_reason(
-    event: Event, settings: DestinationSettings, consent_required: bool = False
+    event: Event, settings: DestinationSettings, consent_required: bool = True
 ) -> str | None:
     """Why `event` is not for this destination, or None when it is.
 
@@ -115,7 +115,7 @@ def stops_nothing(destination: Destination[Any]) -> bool:
 
 
 def screen(
-    event: Event, destination: Destination[Any], now: float, consent_required: bool = False
+    event: Event, destination: Destination[Any], now: float, consent_required: bool = True
 ) -> Outcome | None:
     """The final Outcome of an event that is not sent at all (filtered, unsupported, too old)."""
     reason = filter_reason(event, destination.settings, consent_required)

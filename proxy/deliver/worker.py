@@ -79,7 +79,7 @@ class Worker:
         rand: Callable[[], float] = random.random,
         keep_outcomes: int = KEEP_OUTCOMES,
         observer: Observer | None = None,
-        consent_required: bool = False,  # [privacy] consent_required: unanswered means refused
+        consent_required: bool = True,  # [privacy] consent_required: unanswered means refused
         consent_wait: ConsentWait | None = None,
     ) -> None:
         self.destination = destination
@@ -325,7 +325,9 @@ class Worker:
                     continue
                 if message_id in answered:
                     event = with_answer(event, answered[message_id])
-                elif self.consent_wait.undecided(event, self.settings.consent, now):
+                # A remembered answer may not answer this destination's categories (one that
+                # Global Privacy Control wrote at ingest answers only `marketing`): still waiting.
+                if self.consent_wait.undecided(event, self.settings.consent, now):
                     not_before = now + self.consent_wait.recheck_secs
                     stopped.retry.append(Retry(stored.id, not_before, HOLD_REASON, failed=False))
                     continue

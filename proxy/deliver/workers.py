@@ -29,7 +29,7 @@ def build_worker(
     session: aiohttp.ClientSession,
     clock: Clock,
     observer: Observer | None = None,
-    consent_required: bool = False,
+    consent_required: bool = True,
     consent_wait: ConsentWait | None = None,
 ) -> Worker:
     destination = REGISTRY[settings.type](settings)

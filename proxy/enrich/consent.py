@@ -2,7 +2,8 @@
 map of category name to true/false. Global Privacy Control is applied here at ingest; delivery
 (proxy/deliver/filters.py) asks `refused()` whether a destination's categories are allowed.
 
-A category the map does not answer is "missing": allowed unless `[privacy] consent_required`.
+A category the map does not answer is "missing": refused, unless `[privacy] consent_required`
+is turned off.
 `necessary` cannot be refused: it names what the site needs to work at all.
 """
 

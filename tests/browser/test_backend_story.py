@@ -21,7 +21,7 @@ from proxy.app import create_app
 from proxy.client import Client
 from proxy.config import destination_settings
 from proxy.keys import WORKERS
-from proxy.settings import Secret, ServerSettings, SourceKind, SourceSettings
+from proxy.settings import PrivacySettings, Secret, ServerSettings, SourceKind, SourceSettings
 from tests.browser.conftest import PREFIX, BrowserFactory, loaded, poll
 from tests.browser.site import SHOP_PATH, other_origin_app, shop_routes
 from tests.conftest import SERVER_KEY, WEB_KEY, SettingsFactory
@@ -102,6 +102,9 @@ async def story(
             SourceSettings("backend", SourceKind.SERVER, Secret(SERVER_KEY)),
         ),
         destinations=destinations,
+        # The page view and product view come before the visitor's consent answer: they wait
+        # for it in the spool, as a site with a consent banner would configure.
+        privacy=PrivacySettings(consent_wait_secs=60),
     )
     app = create_app(settings)
     other_url = str(other.make_url("")).rstrip("/")
@@ -206,8 +209,13 @@ async def test_with_gpc_no_marketing_destination_receives_anything(
     assert purchase["client_id"] == CLIENT_ID
     assert purchase["events"][0]["params"]["session_id"] == SESSION_ID
     assert purchase["consent"] == {"ad_user_data": "DENIED", "ad_personalization": "DENIED"}
-    names = {e["name"] for r in story.ga4.requests for e in r.json()["events"]}
-    assert {"page_view", "view_item", "begin_checkout", "purchase"} <= names
+    # The visit's first events waited for the consent answer, and go at their next look.
+    await poll(
+        lambda: _async({e["name"] for r in story.ga4.requests for e in r.json()["events"]}),
+        lambda names: {"page_view", "view_item", "begin_checkout", "purchase"} <= names,
+        20,
+        "the whole visit at GA4",
+    )
     workers = story.app[WORKERS]
     # GA4's fake holds the request before its worker has read the answer: wait for both.
     for name in ("meta", "ga4"):

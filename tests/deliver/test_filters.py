@@ -75,16 +75,21 @@ def test_consent_refused_for_a_needed_category() -> None:
     needs = settings(consent=("marketing",))
     assert filter_reason(track("A", context=consent(marketing=False)), needs) == "consent"
     assert filter_reason(track("A", context=consent(marketing=True)), needs) is None
-    assert filter_reason(track("A", context=consent(analytics=False)), needs) is None
+    # An answer about other categories leaves marketing unanswered.
+    only_analytics = track("A", context=consent(analytics=False))
+    assert filter_reason(only_analytics, needs) == "consent"
+    assert filter_reason(only_analytics, needs, consent_required=False) is None
 
 
-def test_events_without_consent_information_pass_unless_consent_is_required() -> None:
+def test_events_without_consent_information_pass_only_when_consent_is_not_required() -> None:
     needs = settings(consent=("marketing",))
-    assert filter_reason(track("A"), needs) is None
-    assert filter_reason(track("A", context={"consent": "yes"}), needs) is None
-    assert filter_reason(track("A"), needs, consent_required=True) == "consent"
+    assert filter_reason(track("A"), needs) == "consent"  # the default: no answer is no consent
+    assert filter_reason(track("A", context={"consent": "yes"}), needs) == "consent"
     granted = track("A", context=consent(marketing=True))
-    assert filter_reason(granted, needs, consent_required=True) is None
+    assert filter_reason(granted, needs) is None
+    assert filter_reason(track("A"), needs, consent_required=False) is None
+    malformed = track("A", context={"consent": "yes"})
+    assert filter_reason(malformed, needs, consent_required=False) is None
 
 
 def test_consent_is_ignored_when_the_destination_needs_none() -> None:

@@ -222,12 +222,13 @@ async def test_filters_settle_as_filtered(relay: Relay, receiver: FakeWebhookRec
         consent=("marketing",),
     )
     no_marketing = {"consent": {"categoryPreferences": {"marketing": False, "analytics": True}}}
+    marketing = {"consent": {"categoryPreferences": {"marketing": True}}}
     await relay.ingest(
         relay.event(1, type="identify", userId="u-1"),
         relay.event(2, event="Debug ping"),
         relay.event(3, context=no_marketing),
-        relay.event(4),
-        relay.event(5, type="page", name="Home"),
+        relay.event(4, context=marketing),
+        relay.event(5, type="page", name="Home", context=marketing),
     )
     await eventually(lambda: len(worker.outcomes) == 5, "five outcomes")
     assert outcomes(worker) == {

@@ -31,7 +31,11 @@ async def meta() -> AsyncIterator[FakeMeta]:
 
 
 async def relay_with(
-    relay_factory: RelayFactory, settings_factory: SettingsFactory, meta: FakeMeta, wait: float
+    relay_factory: RelayFactory,
+    settings_factory: SettingsFactory,
+    meta: FakeMeta,
+    wait: float,
+    required: bool = True,
 ) -> RelayServer:
     table = {
         "type": "meta_capi",
@@ -43,7 +47,7 @@ async def relay_with(
     }
     settings = settings_factory(
         destinations=(destination_settings("meta", table),),
-        privacy=PrivacySettings(consent_wait_secs=wait),
+        privacy=PrivacySettings(consent_wait_secs=wait, consent_required=required),
     )
     return await relay_factory(settings)
 
@@ -68,10 +72,11 @@ async def early_event_held(
     meta: FakeMeta,
     http: aiohttp.ClientSession,
     wait: float,
+    required: bool = True,
 ) -> tuple[RelayServer, Worker]:
     """A relay whose Meta destination needs marketing consent, and a page view without an
     answer, held by that destination's worker."""
-    relay = await relay_with(relay_factory, settings_factory, meta, wait)
+    relay = await relay_with(relay_factory, settings_factory, meta, wait, required)
     worker = relay.app[WORKERS]["meta"]
     sent = await post(http, f"{relay.url}/v1/page", page("m-early"), headers=BROWSER)
     assert sent.status == 200
@@ -100,15 +105,44 @@ async def test_an_early_event_waits_for_the_answer(
     assert ("m-early" in sent_ids) is marketing
 
 
-async def test_without_an_answer_the_event_goes_as_it_stands_after_the_wait(
+@pytest.mark.parametrize(("required", "expected"), [(True, "filtered"), (False, "delivered")])
+async def test_without_an_answer_the_event_is_decided_as_it_stands_after_the_wait(
+    relay_factory: RelayFactory,
+    settings_factory: SettingsFactory,
+    meta: FakeMeta,
+    http: aiohttp.ClientSession,
+    required: bool,
+    expected: str,
+) -> None:
+    _, worker = await early_event_held(
+        relay_factory, settings_factory, meta, http, wait=1, required=required
+    )
+    # consent_required (the default): no answer is no consent; off, no answer means allowed.
+    await eventually(lambda: "m-early" in outcomes(worker), "decided after the wait", 10)
+    assert outcomes(worker)["m-early"].startswith(expected)
+
+
+async def test_an_answer_about_other_categories_does_not_end_the_wait(
     relay_factory: RelayFactory,
     settings_factory: SettingsFactory,
     meta: FakeMeta,
     http: aiohttp.ClientSession,
 ) -> None:
-    _, worker = await early_event_held(relay_factory, settings_factory, meta, http, wait=1)
-    # consent_required is off: no answer means allowed, once the wait is over.
-    await eventually(lambda: "m-early" in outcomes(worker), "released after the wait", 10)
+    # Meta needs marketing; the user first answers only about analytics (or Global Privacy
+    # Control writes only its own categories). Before, any remembered answer decided the held
+    # event at once, and with consent_required it was filtered before the user said yes.
+    relay, worker = await early_event_held(relay_factory, settings_factory, meta, http, wait=30)
+    analytics_only = page("m-analytics", consent={"categoryPreferences": {"analytics": True}})
+    looks = worker.counts["retry"]
+    assert (await post(http, f"{relay.url}/v1/page", analytics_only, headers=BROWSER)).status == 200
+    # Both are held: the new event (it does not answer marketing either) and, at its next look,
+    # the early one, which now finds the remembered analytics answer.
+    await eventually(lambda: worker.counts["retry"] >= looks + 2, "both events looked at", 15)
+    assert "m-early" not in outcomes(worker)
+
+    sent = await post(http, f"{relay.url}/v1/page", answer(True), headers=BROWSER)
+    assert sent.status == 200
+    await eventually(lambda: "m-early" in outcomes(worker), "the early event is released", 10)
     assert outcomes(worker)["m-early"].startswith("delivered")
 
 
