@@ -1,8 +1,9 @@
 """Prometheus metrics of one relay app, in their own CollectorRegistry (tests build many apps).
 
 Counters and histograms are fed as things happen (the ingest routes' guard, the spool tap, the
-delivery observer); gauges that need the spool (backlog, oldest waiting, dead letters) are
-refreshed just before each scrape, so nothing polls the spool in the background.
+delivery observer); gauges that need the spool or the workers (backlog, oldest waiting, dead
+letters, disabled destinations) are refreshed just before each scrape, so nothing polls the
+spool in the background.
 """
 
 from __future__ import annotations
@@ -76,6 +77,13 @@ class Metrics:
         self.oldest_age = Gauge(
             "relay_oldest_waiting_seconds",
             "Age of the oldest event waiting per destination (0 when none waits).",
+            ["destination"],
+            registry=r,
+        )
+        self.disabled = Gauge(
+            "relay_destination_disabled",
+            "1 while a destination is disabled because its endpoint said it is gone (a webhook's"
+            " 410), else 0.",
             ["destination"],
             registry=r,
         )

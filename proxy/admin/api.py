@@ -54,6 +54,9 @@ async def destinations(request: web.Request) -> web.Response:
                     {"id": d.id, "messageId": d.message_id, "reason": d.reason, "at": d.failed_at}
                     for d in v.dead_letters
                 ],
+                "disabled": None
+                if v.disabled is None
+                else {"at": v.disabled.at, "reason": v.disabled.reason},
             }
             for v in views
         ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp_jinja2
@@ -36,7 +37,7 @@ def create_admin_app(public: web.Application, token: str) -> web.Application:
         app,
         loader=jinja2.PackageLoader("proxy.admin", "templates"),
         autoescape=jinja2.select_autoescape(default=True),
-        filters={"age": _age, "percent": lambda value: f"{value * 100:.0f}%"},
+        filters={"age": _age, "percent": lambda value: f"{value * 100:.0f}%", "utc": _utc},
     )
     app.add_routes(
         [
@@ -79,6 +80,10 @@ def admin_token(settings: Settings) -> tuple[str, Path | None]:
         out.write(token + "\n")
     os.replace(fresh, file)
     return token, file
+
+
+def _utc(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _age(secs: float | None) -> str:

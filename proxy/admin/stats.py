@@ -13,7 +13,8 @@ from markupsafe import Markup, escape
 
 from proxy.admin.monitor import Seen, Sent
 from proxy.admin.tap import oldest_waiting
-from proxy.keys import CLOCK, METRICS, MONITOR, SETTINGS, SPOOL
+from proxy.deliver.gone import Disabled
+from proxy.keys import CLOCK, METRICS, MONITOR, SETTINGS, SPOOL, WORKERS
 from proxy.spool.base import DeadLetter
 
 # The admin app keeps the public app here: its spool, workers and monitor are what it shows.
@@ -32,6 +33,9 @@ class DestinationView:
     dead_letter_count: int
     dead_letters: list[DeadLetter]  # the oldest SHOWN_DEAD_LETTERS
     series: list[int]
+    # Set while its endpoint has said it is gone (proxy/deliver/gone.py). Only a process that
+    # delivers knows: on an ingest-only node (Redis) it is always None.
+    disabled: Disabled | None
 
 
 # A page (or an API answer) lists at most this many; the count is always exact. Thousands of
@@ -60,7 +64,13 @@ async def destination_view(public: web.Application, name: str) -> DestinationVie
             for letter in await spool.dead_letters(name, SHOWN_DEAD_LETTERS)
         ],
         series=monitor.series(stats.per_minute),
+        disabled=disabled(public, name),
     )
+
+
+def disabled(public: web.Application, name: str) -> Disabled | None:
+    worker = public.get(WORKERS, {}).get(name)
+    return None if worker is None else worker.disabled
 
 
 async def all_destinations(public: web.Application) -> list[DestinationView]:
@@ -77,6 +87,9 @@ async def refresh_gauges(public: web.Application) -> None:
         metrics.backlog.labels(view.name).set(view.backlog)
         metrics.oldest_age.labels(view.name).set(view.oldest_waiting_secs or 0.0)
         metrics.dead_letters_waiting.labels(view.name).set(view.dead_letter_count)
+    # Only for the destinations this process delivers to: an ingest-only node cannot tell.
+    for name, worker in public.get(WORKERS, {}).items():
+        metrics.disabled.labels(name).set(0 if worker.disabled is None else 1)
 
 
 def event_summary(public: web.Application, seen: Seen) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from proxy.admin.stats import (
     event_summary,
 )
 from proxy.enrich.ip import client_ip, parse_ip
-from proxy.keys import MONITOR, SETTINGS, SPOOL
+from proxy.keys import MONITOR, SETTINGS, SPOOL, WORKERS
 
 FILTERS = ("source", "destination", "name", "user")
 
@@ -104,11 +104,19 @@ async def destination_page(request: web.Request) -> web.Response:
 
 
 async def replay(request: web.Request) -> web.StreamResponse:
-    """Replay every dead letter, or the ones named by `id` fields."""
+    """Replay every dead letter, or the ones named by `id` fields.
+
+    A replay is the operator's word that the destination's endpoint works again: one disabled
+    because it said it was gone is re-enabled first, so the replayed events are sent, not parked
+    again. Only this process's worker hears it; a separate delivery node (Redis) needs a restart.
+    """
     public = request.app[PUBLIC]
     name = _destination(request)
     form = await request.post()
     ids = [str(v) for v in form.getall("id", [])]
+    worker = public.get(WORKERS, {}).get(name)
+    if worker is not None:
+        worker.enable()
     moved = await public[SPOOL].replay(name, ids=ids or None)
     raise web.HTTPSeeOther(f"/destinations/{name}?done=replayed+{moved}")
 

@@ -22,6 +22,7 @@ from proxy.deliver.batching import Split, split
 from proxy.deliver.client import Transport, TransportError
 from proxy.deliver.consent_wait import HOLD_REASON, ConsentWait, with_answer
 from proxy.deliver.filters import names_destinations, screen, stops_nothing, turned_off
+from proxy.deliver.gone import DISABLED_MESSAGE, GONE, Disabled
 from proxy.deliver.privacy import apply_ip
 from proxy.deliver.settlement import Claimed, Settlement, excerpt
 from proxy.deliver.tasks import finish_within, first_of
@@ -66,7 +67,8 @@ class Worker:
     """Delivers one destination's events. `start()` once; `stop(timeout)` at shutdown.
 
     `outcomes` keeps the latest (messageId, Outcome) pairs and `counts` totals by outcome status
-    (plus "retry"), for tests and the admin view.
+    (plus "retry"), for tests and the admin view. `disabled` is set while the destination's
+    endpoint has said it is gone (proxy/deliver/gone.py); `enable()` clears it.
     """
 
     def __init__(
@@ -108,6 +110,7 @@ class Worker:
         # except that events naming destinations (`integrations`) are decoded to look at them.
         self._as_stored = stops_nothing(destination) and self.settings.ip == "full"
         self._as_sent = destination.retry_as_sent
+        self.disabled: Disabled | None = None
 
     def start(self) -> None:
         if self._task is not None:
@@ -125,6 +128,19 @@ class Worker:
         if self._task is not None:
             await finish_within([self._task], deadline - loop.time())
         await finish_within(list(self._batches), deadline - loop.time())
+
+    def enable(self) -> None:
+        """Send again to a destination disabled because its endpoint said it was gone: the
+        operator says it is back (the admin's replay)."""
+        if self.disabled is None:
+            return
+        self.disabled = None
+        self._wake.set()
+        log.info("Delivery re-enabled.", extra={"destination": self.name})
+
+    def _disable(self, reason: str) -> None:
+        self.disabled = Disabled(self.clock.now(), reason)
+        log.error(DISABLED_MESSAGE, extra={"destination": self.name, "error": reason})
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -156,7 +172,7 @@ class Worker:
             await self._idle()
             return
         self._due_miss = False
-        if len(claimed) < limits.max_events:
+        if len(claimed) < limits.max_events and self.disabled is None:
             claimed += await self._linger(limits.max_events - len(claimed))
         await self._dispatch(claimed)
 
@@ -219,6 +235,12 @@ class Worker:
             ready, stopped = self._as_stored_unless_routed(claimed)
         else:
             ready, stopped = await self._screen(claimed)
+        if self.disabled is not None:
+            # Nothing is built or sent; events this destination would not take are settled
+            # as they would be anyway (filtered), the rest wait in the dead letters.
+            stopped.add_all(ready, GONE)
+            await self._settle(stopped)
+            return
         size = self.destination.size
         unmappable: set[str] = set()
 
@@ -436,6 +458,12 @@ class Worker:
     async def _send(self, request: HttpRequest, items: list[Claimed]) -> None:
         response: HttpResponse | None = None
         async with self._requests:
+            if self.disabled is not None:
+                # Disabled while this batch waited for a request slot: it is not sent either.
+                gone = Settlement()
+                gone.add_all(items, GONE)
+                await self._settle(gone)
+                return
             started = time.monotonic()
             try:
                 response = await self.transport.send(request, self.settings.timeout_secs)
@@ -443,19 +471,15 @@ class Worker:
                 result = Result(Verdict.RETRY, error.reason)
             else:
                 result = self._classify(request, response)
+        if result.gone and self.disabled is None:
+            # Before any await: batches waiting for a request slot see it and are not sent.
+            # Requests already under way finish and settle as their answers say.
+            self._disable(result.reason)
         if self.observer is not None:
             self.observer.sent(self.name, request, response, result, time.monotonic() - started)
         if result.verdict is not Verdict.DELIVERED or result.rejected:
             log.warning(
                 "Delivery failed.",
-                extra={"destination": self.name, "error": result.reason, "events": len(items)},
-            )
-        if response is not None and response.status == 410 and result.verdict is Verdict.REJECT:
-            # webhooks.md §4: "410 Gone: disable the endpoint, stop sending". Nothing pauses
-            # here: each later request meets the same answer, and its events park the same way.
-            log.error(
-                "The endpoint answered 410 Gone: it asks not to be sent to. Its events are dead"
-                " letters; fix or remove the destination, then replay them.",
                 extra={"destination": self.name, "error": result.reason, "events": len(items)},
             )
         if result.verdict is Verdict.ISOLATE:

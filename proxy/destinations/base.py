@@ -71,6 +71,10 @@ class Result:
     # With ISOLATE, the events a rate limit named (Amplitude's throttled_events): the vendor asked
     # them to pause, so their wait is no failed attempt and does not count toward max_attempts.
     throttled: frozenset[str] = frozenset()
+    # The endpoint said it is gone and asks not to be sent to again (webhooks.md §4: "410 Gone:
+    # disable the endpoint, stop sending"). This request's events end as `verdict` says; the
+    # worker then disables the destination (proxy/deliver/gone.py).
+    gone: bool = False
 
 
 # The largest Retry-After we honour; a vendor asking for more is retried at this delay.

@@ -113,12 +113,12 @@ class Webhook(Destination[WebhookConfig]):
         """webhooks.md §4: "Success = any 2xx. Everything else (including 3xx, timeouts,
         connection resets) is a failure", retried with backoff "over days" (the destination's
         max_attempts and backoff settings), Retry-After honoured. Only "410 Gone: disable the
-        endpoint, stop sending" is final: those events are dead letters, for replay once the
-        receiver is back; the worker logs each 410 as an error that says so. (Pausing the whole
-        destination on a 410 is not done.)"""
+        endpoint, stop sending" is final: that request's events are dead letters, and `gone`
+        has the worker disable the destination, so nothing more is sent until an admin replay
+        or a restart (proxy/deliver/gone.py)."""
         status = response.status
         if 200 <= status < 300:
             return Result(Verdict.DELIVERED, f"http_{status}")
         if status == 410:
-            return Result(Verdict.REJECT, "http_410_gone")
+            return Result(Verdict.REJECT, "http_410_gone", gone=True)
         return Result(Verdict.RETRY, f"http_{status}", retry_after(response.headers, now))

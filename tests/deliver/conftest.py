@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from proxy.clock import ManualClock
-from proxy.settings import SpoolSettings
+from proxy.settings import SpoolBackend, SpoolSettings
 from proxy.spool import open_spool
+from proxy.spool.base import Spool
 from tests.deliver.harness import NAMES, SECRET, Relay
 from tests.fakes.vendor import FakeVendor
 from tests.fakes.webhook import FakeWebhookReceiver
+
+OpenSpool = Callable[[str], Awaitable[Spool]]
 
 
 @pytest.fixture
@@ -47,3 +50,29 @@ async def closed_url() -> str:
     fake = await FakeVendor().start()
     await fake.close()
     return fake.url + "/hooks/analytics"
+
+
+@pytest.fixture(params=[SpoolBackend.SQLITE, SpoolBackend.REDIS])
+async def spools(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
+) -> AsyncIterator[OpenSpool]:
+    """`await spools(node)`: the spool as a relay opens it. SQLite: the same file again (a
+    restart); Redis: the same server, under the node's consumer name (another node)."""
+    opened: list[Spool] = []
+    backend: SpoolBackend = request.param
+    url = request.getfixturevalue("redis_server").url() if backend is SpoolBackend.REDIS else ""
+
+    async def factory(node: str) -> Spool:
+        settings = SpoolSettings(
+            backend=backend,
+            path=str(tmp_path / "spool.sqlite3"),
+            redis_url=url,
+            redis_consumer=node,
+        )
+        spool = await open_spool(settings, clock, ["hook"])
+        opened.append(spool)
+        return spool
+
+    yield factory
+    for spool in opened:
+        await spool.close()

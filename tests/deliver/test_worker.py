@@ -143,6 +143,7 @@ async def test_410_gone_is_a_dead_letter_and_replay_delivers_it(
     assert letter.message_id == "m-1"
     assert "field 'event' is required" in letter.response
 
+    worker.enable()  # as the admin's replay does: the 410 disabled the destination
     assert await relay.spool.replay("hook") == 1
     await eventually(lambda: receiver.message_ids == ["m-1"], "delivered after replay")
     await eventually(lambda: worker.counts["delivered"] == 1, "delivered outcome")
@@ -157,8 +158,8 @@ async def test_replay_by_another_process_is_picked_up_when_idle(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(worker_module, "IDLE_RECHECK_SECS", 0.05)
-    receiver.answer(410)
-    worker = relay.start(receiver.endpoint)
+    receiver.answer(400)
+    worker = relay.start(receiver.endpoint, max_attempts=1)
     await relay.ingest(relay.event(1))
     await eventually(lambda: worker.counts["dead"] == 1, "dead letter")
     # The CLI opens the same file with no destinations; its replay wakes nothing in the relay.

@@ -1,5 +1,6 @@
 """One destination down (refused, then 500s, then 429 with Retry-After) while another keeps
-receiving; its backlog arrives when it is back; a 400 is a dead letter the CLI replays."""
+receiving; its backlog arrives when it is back; a 410 disables it (later events are dead letters
+without a request) until a restart, after which the CLI replays them."""
 
 from __future__ import annotations
 
@@ -64,9 +65,28 @@ async def test_a_down_destination_catches_up_and_never_blocks_the_other(tmp_path
             await eventually(dead_letter_listed, 30, "the 410 is a listed dead letter")
             assert bad_id not in flaky.message_ids
 
+            # The 410 disabled flaky: what comes next is parked without a request.
+            sent_to_flaky = len(flaky.requests)
+            after = [track("outage")]
+            assert await send_batch(http, relay.url, after) == 200
+            after_id = str(after[0]["messageId"])
+
+            async def parked() -> bool:
+                out = await asyncio.to_thread(cli, "dead-letters", config=config)
+                return after_id in out and "dead:endpoint_gone" in out
+
+            await eventually(parked, 30, "the next event is parked as endpoint_gone")
+            await eventually(lambda: after_id in steady.message_ids, 30, "steady receives it")
+            assert len(flaky.requests) == sent_to_flaky
+
+            # The CLI cannot reach the running relay's worker: a restart re-enables it first.
+            assert await relay.terminate() == 0
+            await relay.start()
             out = await asyncio.to_thread(cli, "replay", "flaky", config=config)
-            assert "1" in out
-            await eventually(lambda: bad_id in flaky.message_ids, 30, "replayed event arrives")
+            assert "2" in out
+            await eventually(
+                lambda: {bad_id, after_id} <= set(flaky.message_ids), 30, "replayed events arrive"
+            )
             steady.assert_no_unknown_paths()
             flaky.assert_no_unknown_paths()
     finally:
