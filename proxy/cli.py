@@ -2,7 +2,8 @@
 forget.
 
 Commands that need a config take --config FILE, else ./relay.toml if present, else the demo.
-An invalid config stops every command before it touches anything, with each error on its line.
+An invalid config stops every command before it touches anything, with each error on its line;
+an unset secret only stops the commands that use secrets (serve, test-destination).
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(command=_serve)
 
     check = commands.add_parser("check-config", help="validate a config file and summarise it")
-    check.add_argument("file", metavar="FILE")
+    check.add_argument("file", metavar="FILE", nargs="?", help="the same as --config FILE")
+    check.add_argument("--config", metavar="FILE", help=config_help)
     check.set_defaults(command=_check_config)
 
     init = commands.add_parser("init", help="write a starter config with fresh keys")
@@ -126,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    settings = _settings(args.config, announce=True)
+    settings = _settings(args.config, announce=True, need_secrets=True)
     if settings is None:
         return EXIT_INVALID
     role = Role(args.role)
@@ -149,12 +151,21 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    if args.file is not None and args.config is not None and args.file != args.config:
+        print("error: give the config file once (FILE or --config FILE)", file=sys.stderr)
+        return EXIT_INVALID
+    config = args.config or args.file
+    if config is None and not DEFAULT_CONFIG.is_file():
+        print(f"No config file (./{DEFAULT_CONFIG}): the relay would run the demo.")
+        print(_summary(demo_settings(Path.cwd())))
+        return 0
+    path = config or str(DEFAULT_CONFIG)
     try:
-        settings = load_settings(args.file)
+        settings = load_settings(path)
     except ConfigError as error:
-        _print_errors(args.file, error)
+        _print_errors(path, error)
         return 1
-    print(f"{args.file}: valid")
+    print(f"{path}: valid")
     print(_summary(settings))
     for warning in prefix_warnings(settings.server.prefix):
         print(f"warning: {warning}")
@@ -165,10 +176,13 @@ def _init(args: argparse.Namespace) -> int:
     path = Path(args.path)
     try:
         result = write_starter(path, force=args.force)
-    except FileExistsError:
+    except FileExistsError as error:
+        if Path(error.filename) != path:  # a file where its folder should be: main() says so
+            raise
         print(f"{path} exists; pass --force to overwrite it", file=sys.stderr)
         return 1
-    print(f"Wrote {path} (public routes under {result.prefix}). Before starting, export:")
+    print(f"Wrote {path} (public routes under {result.prefix}).")
+    print("It names its secrets but holds none: before starting, export (shown only now):")
     print(f"  export BACKEND_WRITE_KEY={result.server_key}")
     print(f"  export RELAY_ADMIN_TOKEN={result.admin_token}")
     print("Then put your site's origin in [sources.web] and run:")
@@ -250,7 +264,7 @@ def _profile_name(key: str) -> str:
 
 
 def _test_destination(args: argparse.Namespace) -> int:
-    settings = _settings(args.config)
+    settings = _settings(args.config, need_secrets=True)
     if settings is None or not _known_destination(settings, args.name):
         return EXIT_INVALID
     from proxy.destinations.validate import test_destination
@@ -263,15 +277,21 @@ def _test_destination(args: argparse.Namespace) -> int:
 # --- helpers --------------------------------------------------------------------------------
 
 
-def _settings(config: str | None, announce: bool = False) -> Settings | None:
-    """The settings to run with, or None after printing why the config is invalid."""
+def _settings(
+    config: str | None, announce: bool = False, need_secrets: bool = False
+) -> Settings | None:
+    """The settings to run with, or None after printing why the config is invalid.
+
+    Only serve and test-destination use secrets; the maintenance commands run without them (an
+    operator's shell may not have what systemd keeps in a root-only file): `need_secrets`.
+    """
     if config is None and not DEFAULT_CONFIG.is_file():
         if announce:
             print("No config file: running the demo (see `python -m proxy init`).", file=sys.stderr)
         return demo_settings(Path.cwd())
     path = DEFAULT_CONFIG if config is None else Path(config)
     try:
-        settings = load_settings(path)
+        settings = load_settings(path, need_secrets=need_secrets)
     except ConfigError as error:
         _print_errors(str(path), error)
         return None

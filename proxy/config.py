@@ -54,8 +54,14 @@ MIN_ADMIN_TOKEN_CHARS = 16
 MIN_HMAC_KEY_CHARS = 32
 
 
-def load_settings(path: str | Path, env: Mapping[str, str] = os.environ) -> Settings:
-    """Settings from the TOML file at `path`; file paths in it are relative to its folder."""
+def load_settings(
+    path: str | Path, env: Mapping[str, str] = os.environ, need_secrets: bool = True
+) -> Settings:
+    """Settings from the TOML file at `path`; file paths in it are relative to its folder.
+
+    need_secrets=False: for commands that use no secret, a secret whose `${NAME}` is not set is
+    a placeholder, not an error (see UnsetVariable).
+    """
     path = Path(path)
     try:
         if path.exists() and not path.is_file():  # a folder, a FIFO, /dev/zero: never read
@@ -73,7 +79,7 @@ def load_settings(path: str | Path, env: Mapping[str, str] = os.environ) -> Sett
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError([f"{path}: not valid TOML ({error})"]) from error
     errors: list[str] = []
-    filled = interpolate(data, "", env, errors)
+    filled = interpolate(data, "", env, errors, need_secrets)
     assert isinstance(filled, dict)
     settings = _settings(Reader(filled, "", errors), path.resolve().parent)
     if errors:
@@ -311,7 +317,7 @@ def _destination(r: Reader, name: str) -> DestinationSettings | None:
             f'unknown type "{type_name}"{did_you_mean(type_name, REGISTRY)} (known: {known})',
         )
         return None  # its other keys belong to a type we don't know: no unknown-key noise
-    config = _vendor_config(r, adapter.config_type, type_name)
+    config, reported = _vendor_config(r, adapter.config_type, type_name)
     r.done()
     if config is BAD:
         return None
@@ -321,16 +327,24 @@ def _destination(r: Reader, name: str) -> DestinationSettings | None:
     try:
         adapter(destination)  # adapters check what types cannot (a secret's format, a URL)
     except ValueError as error:
-        _value_error(r, error)
+        _value_error(r, error, reported)
         return None
-    return destination
+    return None if reported else destination
 
 
-def _vendor_config(r: Reader, config_type: type[Any], type_name: str) -> Any:
-    """The adapter's own config dataclass, filled field by field from its type hints."""
+# What a wrong required key of a vendor's config stands in with while the other keys are checked.
+_STAND_INS: dict[Any, Any] = {str: "", Secret: Secret("")}
+
+
+def _vendor_config(r: Reader, config_type: type[Any], type_name: str) -> tuple[Any, set[str]]:
+    """The adapter's own config dataclass, filled field by field from its type hints, and the
+    keys already reported as wrong. So that one run shows every error, the adapter's checks run
+    even then, on the keys that are right: a wrong optional key takes its default, a wrong
+    required one a stand-in ("" for a string, a secret); they give no config, only the checks."""
     hints = get_type_hints(config_type)
     fields: dict[str, Any] = {}
-    complete = True
+    reported: set[str] = set()
+    buildable = True
     for field in dataclasses.fields(config_type):
         if not field.init:
             continue
@@ -341,27 +355,41 @@ def _vendor_config(r: Reader, config_type: type[Any], type_name: str) -> Any:
         if value is ABSENT and required:
             r.error(field.name, f'missing; type "{type_name}" requires it')
         if value is BAD or (value is ABSENT and required):
-            complete = False
+            reported.add(field.name)
+            if required and hints[field.name] in _STAND_INS:
+                fields[field.name] = _STAND_INS[hints[field.name]]
+            elif required:
+                buildable = False
         elif value is not ABSENT:
             fields[field.name] = value
-    if not complete:
-        return BAD
     try:
         # Every vendor's base-URL override: a typo here would otherwise fail every send.
         check_url("endpoint", fields.get("endpoint"))
-        return config_type(**fields)
     except ValueError as error:
         _value_error(r, error)
-        return BAD
+        reported.add("endpoint")
+        del fields["endpoint"]
+    if not buildable:
+        return BAD, reported
+    try:
+        return config_type(**fields), reported
+    except ValueError as error:
+        _value_error(r, error, reported)
+        return BAD, reported
 
 
-def _value_error(r: Reader, error: ValueError) -> None:
+def _value_error(r: Reader, error: ValueError, reported: set[str] | None = None) -> None:
     """Report a ValueError from a config_type's __post_init__ or an adapter's constructor.
 
     A message "key: what is wrong" naming one of the table's keys is reported at that key.
+    When some keys were `reported` wrong already, only an error about another key is: the rest
+    may come of the defaults that stand in for the wrong ones.
     """
     key, separator, message = str(error).partition(": ")
-    if separator and key in r.table:
+    named = bool(separator) and key in r.table
+    if reported and (not named or key in reported):
+        return
+    if named:
         r.error(key, message)
     else:
         r.error(None, str(error))

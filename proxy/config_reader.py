@@ -5,7 +5,9 @@ did-you-mean. config.py builds each section of Settings with it.
 
 from __future__ import annotations
 
+import base64
 import difflib
+import hashlib
 import json
 import math
 import re
@@ -111,6 +113,7 @@ class Reader:
 # stop counting exactly): no setting needs one.
 MAX_INTEGER = 2**53
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # a tab is allowed
+_BARE_REFERENCE = re.compile(r"\$[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _convert(value: Any, hint: Any, path: str, errors: list[str]) -> Any:
@@ -123,6 +126,10 @@ def _convert(value: Any, hint: Any, path: str, errors: list[str]) -> Any:
     if origin in (types.UnionType, typing.Union):
         (inner,) = (arg for arg in args if arg is not type(None))  # TOML has no null
         return _convert(value, inner, path, errors)
+    if isinstance(value, UnsetVariable) and hint is not Secret:
+        # Only a secret goes unused by the commands that tolerate it; a URL or a path is used.
+        errors.append(f"{path}: environment variable {value.variable} is not set")
+        return BAD
     if origin is tuple and isinstance(value, list):
         items = [_convert(item, args[0], f"{path}[{i}]", errors) for i, item in enumerate(value)]
         return BAD if BAD in items else tuple(items)
@@ -145,6 +152,15 @@ def _convert(value: Any, hint: Any, path: str, errors: list[str]) -> Any:
         errors.append(f"{path}: contains a control character (a line break, a NUL)")
         return BAD
     if hint is Secret and isinstance(value, str):
+        if _BARE_REFERENCE.fullmatch(value):
+            # A shell habit: without braces it is not a reference, and a vendor such as GA4
+            # answers 2xx even to a wrong secret, so nothing would ever show the slip. Only
+            # secrets: "$pageview" is a fine event name (PostHog's), a secret is never "$NAME".
+            errors.append(
+                f'{path}: "{value}" is taken literally; write "${{{value[1:]}}}" to read the'
+                " environment variable"
+            )
+            return BAD
         if value != value.strip():
             errors.append(f"{path}: has spaces around it (a copy-paste slip: it would never match)")
             return BAD
@@ -240,19 +256,36 @@ _REFERENCE = re.compile(r"\$(\$?)\{([^}]*)\}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def interpolate(value: Any, path: str, env: Mapping[str, str], errors: list[str]) -> Any:
+def interpolate(
+    value: Any, path: str, env: Mapping[str, str], errors: list[str], need_secrets: bool = True
+) -> Any:
     """Every string with `${NAME}` filled from `env` (`$${` writes a literal `${`).
 
-    A value with a missing variable becomes BAD, so it is reported once, here, with its key.
+    A value with a missing variable becomes BAD, so it is reported once, here, with its key;
+    unless `need_secrets` is false and the value is all `${NAME}`: then it is an UnsetVariable,
+    which a secret takes as a placeholder and any other setting reports.
     """
     if isinstance(value, dict):
         return {
-            key: interpolate(item, join_key(path, key), env, errors) for key, item in value.items()
+            key: interpolate(item, join_key(path, key), env, errors, need_secrets)
+            for key, item in value.items()
         }
     if isinstance(value, list):
-        return [interpolate(item, f"{path}[{i}]", env, errors) for i, item in enumerate(value)]
+        return [
+            interpolate(item, f"{path}[{i}]", env, errors, need_secrets)
+            for i, item in enumerate(value)
+        ]
     if not isinstance(value, str) or "${" not in value:
         return value
+    whole = _REFERENCE.fullmatch(value)
+    if (
+        not need_secrets
+        and whole is not None
+        and not whole[1]
+        and _ENV_NAME.fullmatch(whole[2])
+        and whole[2] not in env
+    ):
+        return UnsetVariable(whole[2])
     problems: list[str] = []
 
     def fill(match: re.Match[str]) -> str:
@@ -271,7 +304,6 @@ def interpolate(value: Any, path: str, env: Mapping[str, str], errors: list[str]
     errors.extend(f"{path}: {problem}" for problem in problems)
     if problems:
         return BAD
-    whole = _REFERENCE.fullmatch(value)
     if not filled and whole is not None and not whole[1]:
         return EmptyVariable(whole[2])  # "" all the same; a secret's check names the variable
     return filled
@@ -285,5 +317,20 @@ class EmptyVariable(str):
 
     def __new__(cls, variable: str) -> EmptyVariable:
         made = super().__new__(cls, "")
+        made.variable = variable
+        return made
+
+
+class UnsetVariable(str):
+    """A `${NAME}` whose variable is unset, read by a command that never uses secrets (dead
+    letters, replay): such a command runs where the secrets are not (systemd keeps them in a
+    root-only file). As a secret it is a placeholder that passes every secret's check, a
+    Standard Webhooks `whsec_` key included, different per variable (sources' keys must differ)."""
+
+    variable: str
+
+    def __new__(cls, variable: str) -> UnsetVariable:
+        digest = hashlib.sha256(f"unset {variable}".encode()).digest()
+        made = super().__new__(cls, "whsec_" + base64.b64encode(digest).decode())
         made.variable = variable
         return made

@@ -30,15 +30,26 @@ def connect(
     """A connection to the relay's file at `path`, marked as such (NotRelayFile when it is
     another's): `tables` are all the file may hold, `required` those every version of it has
     held (how a file from before the mark is known as the relay's)."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as error:
+        raise _naming(error, path) from None
     try:
         # The relay and the CLI (replay) may open the file at once: wait for the lock.
         conn.execute("PRAGMA busy_timeout=5000")
         _claim(conn, path, mark, tables, required)
-    except BaseException:
+    except BaseException as error:
         conn.close()
+        if isinstance(error, sqlite3.Error) and not isinstance(error, NotRelayFile):
+            raise _naming(error, path) from None
         raise
     return conn
+
+
+def _naming(error: sqlite3.Error, path: str | Path) -> sqlite3.Error:
+    """The same error with the file in its message: SQLite's own ("file is not a database",
+    "unable to open database file") does not say which file the config pointed at."""
+    return type(error)(f"{path}: {error}")
 
 
 def _claim(

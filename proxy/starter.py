@@ -85,23 +85,24 @@ class Starter:
 
 
 def starter() -> Starter:
-    """A starter config with fresh keys and prefix; its secrets are read from ${ENV}."""
+    """A starter config with fresh keys and prefix; its secrets are read from ${ENV}, and only
+    `server_key` and `admin_token` carry their values."""
     prefix = random_prefix()
     server_key = "sk_" + secrets.token_urlsafe(24)
     admin_token = secrets.token_urlsafe(24)
     text = (
         _TEMPLATE.replace("@PREFIX@", prefix)
         .replace("@BROWSER_KEY@", "pk_" + secrets.token_urlsafe(12))
-        .replace("@SERVER_KEY@", server_key)
-        .replace("@ADMIN_TOKEN@", admin_token)
         .replace("@DESTINATIONS@", destination_examples())
     )
     return Starter(text, prefix, server_key, admin_token)
 
 
 def write_starter(path: Path, force: bool = False) -> Starter:
-    """Write a fresh starter to `path`; raises FileExistsError unless `force`."""
+    """Write a fresh starter to `path` (making its folder); raises FileExistsError unless
+    `force`. The file holds no secret: people commit their config."""
     result = starter()
+    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w" if force else "x", encoding="utf-8") as file:
         file.write(result.text)
     return result
@@ -218,11 +219,9 @@ _HANDWRITTEN = {
 }
 
 _TEMPLATE = """\
-# relay.toml, written by `python -m proxy init`. Secrets come from ${ENV} references; export
-# these before starting the relay (freshly generated for you, keep them out of version control):
-#
-#   export BACKEND_WRITE_KEY=@SERVER_KEY@
-#   export RELAY_ADMIN_TOKEN=@ADMIN_TOKEN@
+# relay.toml, written by `python -m proxy init`. Secrets never live in this file: it names
+# environment variables (${BACKEND_WRITE_KEY}, ${RELAY_ADMIN_TOKEN}) that you export before
+# starting the relay. `init` printed fresh values for them once; keep them out of version control.
 #
 # Then: python -m proxy check-config relay.toml && python -m proxy serve --config relay.toml
 

@@ -75,10 +75,22 @@ def test_init_writes_a_starter_that_loads(
     assert backend.write_key.value == env["BACKEND_WRITE_KEY"]
     assert [d.type for d in settings.destinations] == ["debug"]
     out = capsys.readouterr().out
-    server_key = re.search(r"export BACKEND_WRITE_KEY=(\S+)", out)
-    assert server_key is not None
-    assert f"export BACKEND_WRITE_KEY={server_key[1]}" in text  # the file shows it too
+    printed = re.findall(r"export (BACKEND_WRITE_KEY|RELAY_ADMIN_TOKEN)=(\S+)", out)
+    assert [name for name, _ in printed] == ["BACKEND_WRITE_KEY", "RELAY_ADMIN_TOKEN"]
+    # People commit their config: the secrets are printed once, never written to the file.
+    assert all(value not in text for _, value in printed)
     assert settings.server.prefix in out
+
+
+def test_init_makes_the_folder_it_is_told_to_write_in(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "sub" / "dir" / "relay.toml"
+
+    assert main(["init", "--path", str(path)]) == 0
+
+    assert path.is_file()
+    assert f"Wrote {path}" in capsys.readouterr().out
 
 
 def test_init_keys_are_fresh_each_time() -> None:
@@ -166,6 +178,22 @@ def test_check_config_valid(tmp_path: Path) -> None:
     assert str(tmp_path / "var/spool.sqlite3") in result.stdout
 
 
+def test_check_config_takes_config_as_the_other_commands_do(tmp_path: Path) -> None:
+    (tmp_path / "relay.toml").write_text(MINIMAL, encoding="utf-8")
+
+    with_option = run_cli("check-config", "--config", "relay.toml", cwd=tmp_path)
+    found = run_cli("check-config", cwd=tmp_path)  # ./relay.toml, as serve finds it
+
+    assert with_option.returncode == 0, with_option.stderr
+    assert "relay.toml: valid" in with_option.stdout
+    assert found.returncode == 0, found.stderr
+    assert "relay.toml: valid" in found.stdout
+    (tmp_path / "relay.toml").unlink()
+    demo = run_cli("check-config", cwd=tmp_path)
+    assert demo.returncode == 0, demo.stderr
+    assert "the relay would run the demo" in demo.stdout
+
+
 def test_check_config_prints_every_error(tmp_path: Path) -> None:
     broken = 'timeout_secs = "slow"\n[server]\nlisten = "8080"\n[admin]\ntoken = "${NOPE}"\n'
     text = MINIMAL + broken
@@ -250,6 +278,27 @@ def test_dead_letters_and_replay(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
     assert main(["dead-letters", "--config", str(config), "--destination", "debug"]) == 0
     assert capsys.readouterr().out.strip() == "debug: no dead letters"
+
+
+def test_maintenance_commands_run_without_the_secrets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # systemd keeps the secrets in a root-only file: an operator's shell has none of them.
+    monkeypatch.delenv("RELAY_ADMIN_TOKEN", raising=False)
+    config = tmp_path / "relay.toml"
+    config.write_text(MINIMAL + '[admin]\ntoken = "${RELAY_ADMIN_TOKEN}"\n', encoding="utf-8")
+    make_dead_letters(tmp_path / "var/spool.sqlite3")
+
+    assert main(["dead-letters", "--config", str(config)]) == 0
+    assert "debug: 1 dead letter" in capsys.readouterr().out
+    assert main(["replay", "debug", "--config", str(config)]) == 0
+    assert "Put 1 dead letter(s) of debug" in capsys.readouterr().out
+
+    # The commands that use them still say what is missing.
+    assert main(["test-destination", "debug", "--config", str(config)]) == 2
+    assert main(["check-config", str(config)]) == 1
+    expected = "admin.token: environment variable RELAY_ADMIN_TOKEN is not set"
+    assert capsys.readouterr().err.count(expected) == 2
 
 
 def test_dead_letters_are_listed_oldest_failure_first(
@@ -390,15 +439,20 @@ def test_what_the_machine_refuses_is_a_line_not_a_traceback(tmp_path: Path) -> N
     config.write_text(f'[spool]\npath = "{tmp_path / "folder"}"\n', encoding="utf-8")
     served = run_cli("serve", "--config", str(config), cwd=tmp_path)
     assert served.returncode == 1
-    assert served.stderr.strip().endswith("error: unable to open database file")
+    # SQLite's message names no file: the line does, as the config may point anywhere.
+    folder = tmp_path / "folder"
+    assert served.stderr.strip().endswith(f"error: {folder}: unable to open database file")
 
     not_a_spool = tmp_path / "spool.sqlite3"
     not_a_spool.write_text("not a database\n" * 100, encoding="utf-8")
     config.write_text(f'[spool]\npath = "{not_a_spool}"\n{MINIMAL}', encoding="utf-8")
-    listed = run_cli("dead-letters", "--config", str(config), cwd=tmp_path)
-    assert (listed.returncode, listed.stderr.strip()) == (1, "error: file is not a database")
+    for command in ("dead-letters", "serve"):
+        run = run_cli(command, "--config", str(config), cwd=tmp_path)
+        assert run.returncode == 1
+        assert run.stderr.strip().endswith(f"error: {not_a_spool}: file is not a database")
 
-    init = run_cli("init", "--path", str(tmp_path / "no" / "such" / "relay.toml"), cwd=tmp_path)
+    (tmp_path / "taken").write_text("", encoding="utf-8")  # a file where a folder should be
+    init = run_cli("init", "--path", str(tmp_path / "taken" / "relay.toml"), cwd=tmp_path)
     assert init.returncode == 1
     assert init.stderr.startswith("error: ")
     assert "Traceback" not in init.stderr

@@ -242,6 +242,30 @@ def test_env_reference_in_a_list_and_a_bad_reference_name(tmp_path: Path) -> Non
     ]
 
 
+def test_unset_secrets_are_placeholders_for_commands_that_use_none(tmp_path: Path) -> None:
+    # dead-letters, replay, paths, forget: run where systemd's root-only env file is not read.
+    settings = load_settings(write(tmp_path, DESIGN_EXAMPLE), {}, need_secrets=False)
+
+    assert [d.name for d in settings.destinations] == ["hook", "ga4"]
+    web, backend = settings.sources
+    assert backend.write_key != web.write_key
+    # A setting that is not a secret is used by those commands too: unset, it is still an error.
+    text = MINIMAL + '[spool]\nredis_url = "${REDIS_URL}"\n'
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text), {}, need_secrets=False)
+    assert caught.value.errors == ["spool.redis_url: environment variable REDIS_URL is not set"]
+
+
+def test_a_secret_written_as_dollar_name_is_an_error(tmp_path: Path) -> None:
+    text = DESIGN_EXAMPLE.replace('"${GA4_API_SECRET}"', '"$GA4_API_SECRET"')
+    text += 'event_names = { "Signed Up" = "$signup" }\n'  # vendors' own names may start with $
+
+    assert errors_of(tmp_path, text) == [
+        'destinations.ga4.api_secret: "$GA4_API_SECRET" is taken literally; write'
+        ' "${GA4_API_SECRET}" to read the environment variable'
+    ]
+
+
 def test_empty_secret_variable_is_an_error(tmp_path: Path) -> None:
     errors = errors_of(tmp_path, '[admin]\ntoken = "${TOKEN}"\n', env={"TOKEN": ""})
 
@@ -760,6 +784,32 @@ def test_demo_settings(tmp_path: Path) -> None:
     (debug,) = settings.destinations
     assert (debug.name, debug.type) == ("debug", "debug")
     assert isinstance(debug.config, REGISTRY["debug"].config_type)
+
+
+@pytest.mark.parametrize("api_secret", ["${GA4_API_SECRET}", "${UNSET_GA4_API_SECRET}"])
+def test_every_error_of_a_vendor_destination_shows_in_one_run(
+    tmp_path: Path, api_secret: str
+) -> None:
+    text = f"""
+[destinations.ga4]
+type = "ga4"
+region = "us"
+endpoint = "not a url"
+measurement_id = "ABC123"
+api_secret = "{api_secret}"
+"""
+    errors = errors_of(tmp_path, text)
+
+    # The adapter's own check (measurement_id) runs though other keys are wrong, a required one
+    # (the unset secret) included.
+    unset = ["destinations.ga4.api_secret: environment variable UNSET_GA4_API_SECRET is not set"]
+    assert errors == [
+        *(unset if "UNSET" in api_secret else []),
+        'destinations.ga4.region: expected one of "eu", got "us"',
+        "destinations.ga4.endpoint: must be an http:// or https:// URL with a host"
+        " (and a valid port)",
+        "destinations.ga4.measurement_id: expected G-XXXXXXXXXX (not the stream id)",
+    ]
 
 
 def test_a_vendor_endpoint_must_be_a_url() -> None:
