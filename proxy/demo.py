@@ -16,20 +16,29 @@ from aiohttp import web
 
 from proxy.deliver.client import MemoryTransport
 from proxy.identity.cookies import is_https
+from proxy.ingest.auth import normalise_origin
 from proxy.ingest.snippet import install_tag
 from proxy.keys import SETTINGS, WORKERS
-from proxy.settings import Settings, SourceKind
+from proxy.settings import Settings, SourceKind, SourceSettings
 
 SHOW_REQUESTS = 10
 SNIPPET = """<h2>The snippet on this page</h2>
 <p>This page loaded it with the tag below (put it in the <code>&lt;head&gt;</code> of your pages)
 and sent a page view. <button id="test-event" type="button">Send a test event</button>
 <span id="test-status"></span></p>
+{refused}<p>Both go to every destination configured, as your pages' events do.</p>
 <pre>{tag}</pre>
 <script>document.getElementById("test-event").onclick = function () {{
   analytics.track("Test Event", {{from: "test page"}});
-  document.getElementById("test-status").textContent = "Sent.";
+  document.getElementById("test-status").textContent =
+    "Sent: the relay's answer is in the browser's network tab (a refusal also in its console).";
 }};</script>"""
+# Browsers send Origin with every POST, same-origin too: a page opened at an address that is not
+# one of the source's origins (the relay's own port, say, not the site's domain) is refused.
+REFUSED = """<p><strong>This page's origin, <code>{origin}</code>, is not one of the browser
+source's <code>origins</code>, so the relay refuses its events (403).</strong> Open this page
+through your site's domain, or add the origin to the source.</p>
+"""
 NO_SNIPPET = '<p>Add a browser source (<code>kind = "browser"</code>) to try the snippet here.</p>'
 MAX_BODY_CHARS = 4000
 # The demo's own setup; a real site's test page is public, and which vendors a site uses and
@@ -59,9 +68,10 @@ async def demo_page(request: web.Request) -> web.Response:
         host = f"{settings.server.listen_host}:{settings.server.listen_port}"
     server = settings.server
     https = is_https(request.scheme, request.remote, request.headers, server.trusted_proxies)
-    base = f"{'https' if https else 'http'}://{host}{server.prefix.rstrip('/')}"
-    keys = [s.write_key.value for s in settings.sources if s.kind is SourceKind.BROWSER]
-    tag = install_tag(keys[0], server.prefix) if keys else ""
+    origin = f"{'https' if https else 'http'}://{host}"
+    base = f"{origin}{server.prefix.rstrip('/')}"
+    browsers = [s for s in settings.sources if s.kind is SourceKind.BROWSER]
+    tag = install_tag(browsers[0].write_key.value, server.prefix) if browsers else ""
     setup = ""
     if settings.demo:
         setup = SETUP.format(
@@ -71,12 +81,18 @@ async def demo_page(request: web.Request) -> web.Response:
         )
     page = PAGE.format(
         tag=tag,
-        snippet=SNIPPET.format(tag=escape(tag)) if keys else NO_SNIPPET,
+        snippet=_snippet(tag, browsers[0], origin) if browsers else NO_SNIPPET,
         setup=setup,
         curl=escape(curl_command(base, settings)),
         kept=_kept_requests(request.app) if settings.demo else "",
     )
     return web.Response(text=page, content_type="text/html")
+
+
+def _snippet(tag: str, source: SourceSettings, origin: str) -> str:
+    allowed = {normalise_origin(o) for o in source.origins}
+    refused = "" if normalise_origin(origin) in allowed else REFUSED.format(origin=escape(origin))
+    return SNIPPET.format(tag=escape(tag), refused=refused)
 
 
 def curl_command(base_url: str, settings: Settings) -> str:

@@ -79,6 +79,30 @@ async def test_page_outside_the_demo_hides_private_details(
         assert f"https://shop.example{prefix}/v1/track" in await response.text()
 
 
+async def test_the_test_page_says_when_its_origin_is_refused(
+    relay_factory: RelayFactory, settings_factory: SettingsFactory, http: aiohttp.ClientSession
+) -> None:
+    # Before, the page opened at the relay's own address sent events the relay refused (403)
+    # and said "Sent.".
+    prefix = "/k7q2xz"
+    settings = settings_factory(
+        server=ServerSettings(prefix=prefix, trusted_proxies=(ip_network("127.0.0.1/32"),))
+    )
+    relay = await relay_factory(settings)
+    origin = f"http://{urlsplit(relay.url).netloc}"
+    async with http.get(f"{relay.url}/") as response:
+        page = await response.text()
+    assert f"origin, <code>{origin}</code>, is not one of" in page
+    assert "the relay refuses its events (403)" in page
+    # Reached through the site's domain (an allowed origin), the page says nothing of it.
+    allowed = urlsplit(settings.sources[0].origins[0])
+    headers = {"Host": allowed.netloc, "X-Forwarded-Proto": allowed.scheme}
+    async with http.get(f"{relay.url}/", headers=headers) as response:
+        page = await response.text()
+    assert "Send a test event" in page
+    assert "refuses its events" not in page
+
+
 async def test_gzip_works_when_aiohttp_decodes_bodies_itself(
     aiohttp_server: AiohttpServer, settings_factory: SettingsFactory, http: aiohttp.ClientSession
 ) -> None:
