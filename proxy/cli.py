@@ -24,7 +24,7 @@ from proxy.roles import Role, role_problem
 from proxy.settings import Settings, SpoolBackend
 from proxy.spool import open_spool
 from proxy.spool.base import DeadLetter, SpoolUnavailable
-from proxy.starter import prefix_warnings, write_starter
+from proxy.starter import config_warnings, write_starter
 
 DEFAULT_CONFIG = Path("relay.toml")
 EXIT_INVALID = 2  # bad usage or an invalid config, as argparse does for bad arguments
@@ -136,7 +136,7 @@ def _serve(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_INVALID
-    for warning in prefix_warnings(settings.server.prefix):
+    for warning in config_warnings(settings):
         print(f"warning: {warning}", file=sys.stderr)
     # Imported here: the server pulls in the whole app, which the other commands don't need.
     from proxy.enrich import GeoDatabaseError
@@ -167,7 +167,7 @@ def _check_config(args: argparse.Namespace) -> int:
         return 1
     print(f"{path}: valid")
     print(_summary(settings))
-    for warning in prefix_warnings(settings.server.prefix):
+    for warning in config_warnings(settings):
         print(f"warning: {warning}")
     return 0
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from proxy.destinations import REGISTRY
-from proxy.settings import Secret
+from proxy.settings import Secret, Settings
 
 # Substrings that filter lists (or the people writing them) match in analytics paths. Short ones
 # such as "ad" and "ga" cost only a redraw, so the list errs on the side of avoiding.
@@ -54,6 +54,19 @@ def random_prefix() -> str:
         segment = "".join(secrets.choice(_ALPHABET) for _ in range(length))
         if not segment_problems(segment):
             return "/" + segment
+
+
+def config_warnings(settings: Settings) -> list[str]:
+    """Advice on a valid config, which check-config and serve print; nothing here refuses."""
+    warnings = prefix_warnings(settings.server.prefix)
+    for network in settings.server.trusted_proxies:
+        if network.prefixlen == 0:
+            warnings.append(
+                f"server.trusted_proxies: {network} trusts every client's X-Forwarded-For, so any"
+                " client can give itself any address (past its rate limit, into the geo and the"
+                " IP that vendors get); list only your proxies' addresses"
+            )
+    return warnings
 
 
 def prefix_warnings(prefix: str) -> list[str]:

@@ -178,6 +178,17 @@ def test_check_config_valid(tmp_path: Path) -> None:
     assert str(tmp_path / "var/spool.sqlite3") in result.stdout
 
 
+def test_check_config_warns_of_a_proxy_list_that_trusts_everyone(tmp_path: Path) -> None:
+    text = '[server]\ntrusted_proxies = ["10.0.0.0/8", "::/0"]\n' + MINIMAL
+    (tmp_path / "relay.toml").write_text(text, encoding="utf-8")
+
+    result = run_cli("check-config", "relay.toml", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    (warning,) = [line for line in result.stdout.splitlines() if line.startswith("warning:")]
+    assert "server.trusted_proxies: ::/0 trusts every client's X-Forwarded-For" in warning
+
+
 def test_check_config_takes_config_as_the_other_commands_do(tmp_path: Path) -> None:
     (tmp_path / "relay.toml").write_text(MINIMAL, encoding="utf-8")
 
