@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from proxy.destinations.base import ReservedNames
-from proxy.ingest.common import IngestError
+from proxy.ingest.common import IngestError, json_kind
 from proxy.settings import SourceKind, SourceSettings
 
 
@@ -42,9 +42,14 @@ class Sources:
     def authenticate(
         self, authorization: str | None, body_key: object, origin: str | None
     ) -> SourceSettings:
-        """The sending source, or IngestError 401 (no or unknown key) / 403 (origin refused)."""
+        """The sending source, or IngestError 401 (no or unknown key) / 403 (origin refused), or
+        400 for a body's writeKey that is not a string (and not overruled by a Basic key)."""
         key = basic_username(authorization) if authorization else None
-        if key is None and isinstance(body_key, str):
+        if key is None and body_key is not None:
+            if not isinstance(body_key, str):
+                raise IngestError(
+                    400, "invalid_field", f"writeKey must be a string, not {json_kind(body_key)}"
+                )
             key = body_key
         if not key:
             raise IngestError(

@@ -250,6 +250,19 @@ def _asks_for_dictionary(body: bytes) -> bool:
     return (body[0] << 8 | body[1]) % 31 == 0 and body[1] & 0x20 != 0
 
 
+def json_kind(value: object) -> str:
+    """A JSON value's type, in JSON's words, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
 def decode_object(body: bytes) -> dict[str, Any]:
     """Parse a JSON object with one orjson.loads; errors say what is wrong and where."""
     if not body:

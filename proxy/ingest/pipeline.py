@@ -12,6 +12,7 @@ event's or the batch envelope's), `_relay: {"source": "<source name>", "kind": "
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import orjson
 from proxy.enrich import Enricher
 from proxy.events import EventType, format_time, parse_time
 from proxy.ingest.auth import ServerOnly, refuse_server_only
+from proxy.ingest.common import json_kind
 from proxy.ingest.limits import BOT_EVENTS
 from proxy.ingest.stitch import ContextStep
 from proxy.settings import Settings, SourceKind, SourceSettings
@@ -37,9 +39,10 @@ NAME_FIELDS = ("name", "category")  # page and screen
 MAX_MESSAGE_ID_CHARS = 99  # Segment: messageId must be shorter than 100 characters
 RELAY_FIELD = "_relay"
 ABSENT = (None, "")  # an id that is missing or empty
-# Room for what the relay adds to an event (receivedAt, _relay, the parsed user agent, geo, the
-# stitched context) on top of the 32 KB an SDK may send: an event Segment takes as sent must not
-# be refused for the relay's own additions (SDKs drop what gets a 413).
+# Room for what is added to an event after its client's size was checked (the batch envelope's
+# context, receivedAt, _relay, the parsed user agent, geo, the stitched context): an event
+# Segment takes as sent must not be refused for the relay's own additions (SDKs drop what gets
+# a 413). Only a guard on what is stored: the limit a client meets is max_event_bytes.
 RELAY_ADDITIONS_BYTES = 4096
 # What a browser source's body may not say of itself (enrich()): its address, which only the
 # connection (and trusted proxies) can tell, and whether it is a bot. Its userAgent and location
@@ -92,19 +95,31 @@ def process(
     *,
     enricher: Enricher,
     counts: Counter[str],
+    measure: int | None = None,
 ) -> bytes | Rejection:
     """Every stage in order: the bytes to spool, or why the event is refused.
 
+    `measure`: the size limit to check the event against as its client sent it; None when the
+    request's body was within it (a single event is measured by its body, as it is read).
     `counts[BOT_EVENTS]` goes up for each accepted event that enrichment flagged as a bot."""
     rejection = validate(event, route_type)
     if rejection is not None:
         return rejection
     assert isinstance(event, dict)  # validate() checked it; this narrows the type
+    if measure is not None:
+        rejection = check_size(event, measure)
+        if rejection is not None:
+            return rejection
     event_type: str = route_type or event["type"]
     refused = refuse_server_only(event, event_type, facts.source, server_only)
     if refused is not None:
         return Rejection("server_only_event", refused, 403)
-    normalise(event, event_type, envelope, facts)  # first: fbc needs the event's timestamp
+    # First: fbc needs the event's timestamp. After it: the envelope's context is the event's.
+    rejection = normalise(event, event_type, envelope, facts)
+    if rejection is None and facts.source.kind is not SourceKind.BROWSER:
+        rejection = check_ip(event.get("context"))
+    if rejection is not None:
+        return rejection
     enrich(event, facts, enricher)
     if facts.context_step is not None:  # issue 6: privacy rules and context stitching
         facts.context_step.apply(event)
@@ -117,7 +132,7 @@ def process(
 def validate(event: object, route_type: str | None) -> Rejection | None:
     """The first thing wrong with the event's shape, or None. Does not change the event."""
     if not isinstance(event, dict):
-        return Rejection("not_an_object", f"an event must be a JSON object, not {_kind(event)}")
+        return Rejection("not_an_object", f"an event must be a JSON object, not {json_kind(event)}")
     kind = event.get("type")
     if route_type is not None:
         if kind is not None and kind != route_type:
@@ -171,8 +186,41 @@ def _validate_type_fields(event: JSON, kind: str) -> Rejection | None:
     return None
 
 
-def normalise(event: JSON, event_type: str, envelope: Envelope, facts: RequestFacts) -> None:
-    """Fill in what the relay owns: ids, envelope fields, receivedAt, skew-corrected timestamp."""
+def check_size(event: JSON, max_bytes: int) -> Rejection | None:
+    """A batch's event as its client sent it (before the relay adds to it), held to the limit a
+    single event's body is: encoded once more, so only when its request could hold one over."""
+    raw = dumps(event)
+    if isinstance(raw, Rejection):
+        return raw
+    return too_large_event(max_bytes) if len(raw) > max_bytes else None
+
+
+def too_large_event(max_bytes: int) -> Rejection:
+    """The one answer to an event over `server.max_event_bytes`, on every route."""
+    return Rejection("too_large", f"the event is larger than {max_bytes} bytes", 413)
+
+
+def check_ip(context: JSON | None) -> Rejection | None:
+    """A server's `context.ip`, which vendors are sent as the user's address, must be one."""
+    ip = context.get("ip") if context is not None else None
+    if ip is None:
+        return None
+    if isinstance(ip, str):
+        try:
+            ipaddress.ip_address(ip)
+            return None
+        except ValueError:
+            pass
+    what = _short(ip) if isinstance(ip, str) else json_kind(ip)
+    return Rejection("invalid_field", f"context.ip must be an IPv4 or IPv6 address, not {what}")
+
+
+def normalise(
+    event: JSON, event_type: str, envelope: Envelope, facts: RequestFacts
+) -> Rejection | None:
+    """Fill in what the relay owns: ids, envelope fields, receivedAt, skew-corrected timestamp.
+
+    A time field that is not ISO-8601 refuses the event (what normalise changed goes with it)."""
     event["type"] = event_type
     event.pop("writeKey", None)
     for field in ID_FIELDS:
@@ -194,27 +242,43 @@ def normalise(event: JSON, event_type: str, envelope: Envelope, facts: RequestFa
         event.clear()
         event["integrations"] = integrations
         event.update(rest)
-    sent_at = event.get("sentAt") or envelope.sent_at
-    if sent_at:
-        event["sentAt"] = sent_at
+    sent_at = event.get("sentAt")
+    if sent_at is None and envelope.sent_at is not None:
+        sent_at = event["sentAt"] = envelope.sent_at
     event["receivedAt"] = facts.received_at_iso
-    event["timestamp"] = corrected_timestamp(event, sent_at, facts)
+    timestamp = corrected_timestamp(event, sent_at, facts)
+    if isinstance(timestamp, Rejection):
+        return timestamp
+    event["timestamp"] = timestamp
     # The kind tells adapters a server's event (revenue fields) from a browser's.
     event[RELAY_FIELD] = {"source": facts.source.name, "kind": facts.source.kind.value}
+    return None
 
 
-def corrected_timestamp(event: JSON, sent_at: str | None, facts: RequestFacts) -> str:
+def corrected_timestamp(event: JSON, sent_at: str | None, facts: RequestFacts) -> str | Rejection:
     """Segment's skew rule: receivedAt - (sentAt - timestamp), so a client's wrong clock cancels.
 
-    Without a usable sentAt the client's time is kept; without a usable client time, receivedAt.
-    """
+    Without sentAt the client's time is kept; without a client time, receivedAt. A time that is
+    not ISO-8601 refuses the event, as a number there does (validate()): taken as absent, it was
+    replaced by receivedAt unseen, or went on to vendors as sent. Each is parsed once."""
     client = event.get("timestamp")
-    if client and event.get("originalTimestamp") is None:
+    original = event.get("originalTimestamp")
+    happened = parse_time(client)
+    if client is not None and happened is None:
+        return _not_a_time("timestamp", client)
+    if original is not None:
+        first = parse_time(original)
+        if first is None:
+            return _not_a_time("originalTimestamp", original)
+        if happened is None:
+            happened = first
+    sent = parse_time(sent_at)
+    if sent_at is not None and sent is None:
+        return _not_a_time("sentAt", sent_at)
+    if original is None and client is not None:
         event["originalTimestamp"] = client
-    happened = parse_time(client or event.get("originalTimestamp"))
     if happened is None:
         return facts.received_at_iso
-    sent = parse_time(sent_at)
     try:
         if sent is not None:
             happened = facts.received_at - (sent - happened)
@@ -252,39 +316,37 @@ def enrich(event: JSON, facts: RequestFacts, enricher: Enricher) -> None:
 
 
 def encode(event: JSON, max_bytes: int) -> bytes | Rejection:
-    """The event as stored: encoded once, and refused when larger than `max_bytes`."""
+    """The event as stored: encoded once, and refused when larger than `max_bytes` (a guard on
+    what the envelope and the relay add; the client's size was checked before)."""
+    raw = dumps(event)
+    if isinstance(raw, bytes) and len(raw) > max_bytes:
+        message = (
+            f"the event is {len(raw)} bytes with the batch's context and what the relay adds"
+            f" to it; at most {max_bytes} are stored"
+        )
+        return Rejection("too_large", message, 413)
+    return raw
+
+
+def dumps(event: JSON) -> bytes | Rejection:
     try:
-        raw = orjson.dumps(event)
+        return orjson.dumps(event)
     except orjson.JSONEncodeError as error:
         if "Recursion limit" in str(error):  # orjson reads 1024 levels deep but writes 254
             return Rejection("too_deep", "the event nests objects or arrays too deeply")
         # Input JSON and headers are checked where they come in; this names what slipped by.
         return Rejection("unencodable", f"the event cannot be stored as JSON: {error}")
-    if len(raw) > max_bytes:
-        return Rejection(
-            "too_large", f"the event is {len(raw)} bytes; the limit is {max_bytes}", 413
-        )
-    return raw
+
+
+def _not_a_time(field: str, value: object) -> Rejection:
+    return Rejection("invalid_field", f"{field} must be an ISO-8601 string, not {_short(value)}")
 
 
 def _wrong_type(field: str, expected: str, value: object) -> Rejection:
-    return Rejection("invalid_field", f"{field} must be {expected}, not {_kind(value)}")
+    return Rejection("invalid_field", f"{field} must be {expected}, not {json_kind(value)}")
 
 
 def _short(value: object) -> str:
     """A value for an error message, cut so a huge field cannot make a huge answer."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _kind(value: object) -> str:
-    """A JSON value's type, in JSON's words."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "an array" if isinstance(value, list) else "an object"

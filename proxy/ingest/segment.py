@@ -18,7 +18,7 @@ from aiohttp import web
 
 from proxy.clock import Clock
 from proxy.destinations import REGISTRY
-from proxy.events import format_time
+from proxy.events import format_time, parse_time
 from proxy.identity.cookies import (
     FBP_COOKIE,
     TTP_COOKIE,
@@ -43,7 +43,14 @@ from proxy.ingest.common import (
     read_body,
 )
 from proxy.ingest.cors import Cors
-from proxy.ingest.pipeline import NO_ENVELOPE, Envelope, Rejection, RequestFacts, process
+from proxy.ingest.pipeline import (
+    NO_ENVELOPE,
+    Envelope,
+    Rejection,
+    RequestFacts,
+    process,
+    too_large_event,
+)
 from proxy.ingest.refusals import BODY_BYTES, CLIENT_IP, EXEMPT, Refusals
 from proxy.ingest.repeats import Claim, RecentIds
 from proxy.keys import ENRICHER, INGEST_COUNTS, METRICS, RATE_LIMITS, SPOOL, STITCHER
@@ -216,6 +223,12 @@ class SegmentApi:
             ttp=cookies.get(TTP_COOKIE),
             context_step=context_step,
         )
+        # Every event is held to max_event_bytes as its client sent it: a single one by its body
+        # (_read), a batch's one by one (pipeline.check_size), unless the whole body is within
+        # the limit: then so is each event's text, which is how a single event is measured.
+        measure = None
+        if route_type is None and request[BODY_BYTES] > self.event_limit:
+            measure = self.event_limit
         accepted: list[bytes] = []
         message_ids: list[str | None] = []
         rejected: list[dict[str, Any]] = []
@@ -230,6 +243,7 @@ class SegmentApi:
                 self.server_only,
                 enricher=enricher,
                 counts=app[INGEST_COUNTS],
+                measure=measure,
             )
             if not isinstance(outcome, Rejection):
                 accepted.append(outcome)
@@ -263,9 +277,13 @@ class SegmentApi:
         try:
             body = await read_body(request, limit)
         except IngestError as error:
-            if error.status == 413:  # read (or inflated) up to the limit before it was refused
-                request[BODY_BYTES] = limit
-            raise
+            if error.status != 413:
+                raise
+            request[BODY_BYTES] = limit  # read (or inflated) up to the limit before it was refused
+            if route_type is None:
+                raise
+            refused = too_large_event(limit)  # what a batch says of the same event
+            raise IngestError(refused.status, refused.code, refused.message) from None
         request[BODY_BYTES] = len(body)
         return decode_object(body)
 
@@ -325,6 +343,10 @@ def unpack_batch(data: dict[str, Any]) -> tuple[list[Any], Envelope]:
             raise IngestError(
                 400, "invalid_field", f"the batch envelope's {field} has the wrong type"
             )
+    if sent_at is not None and parse_time(sent_at) is None:  # as an event's own sentAt is
+        raise IngestError(
+            400, "invalid_field", "the batch envelope's sentAt must be an ISO-8601 string"
+        )
     return batch, Envelope(context, integrations, sent_at)
 
 

@@ -12,6 +12,7 @@ from proxy.clock import ManualClock
 from proxy.ingest.pipeline import (
     NO_ENVELOPE,
     Envelope,
+    Rejection,
     RequestFacts,
     corrected_timestamp,
     normalise,
@@ -60,7 +61,7 @@ async def test_message_id_is_generated_when_absent(
     assert len(first["messageId"]) == len("relay-") + 36
 
 
-def stamp(**fields: Any) -> tuple[str, dict[str, Any]]:
+def stamp(**fields: Any) -> tuple[str | Rejection, dict[str, Any]]:
     event = dict(fields)
     sent_at = event.pop("sentAt", None)
     return corrected_timestamp(event, sent_at, FACTS), event
@@ -85,11 +86,8 @@ def stamp(**fields: Any) -> tuple[str, dict[str, Any]]:
             },
             "2025-12-31T23:59:57.000Z",
         ),
-        # Unparseable sentAt: no correction.
-        ({"timestamp": "2025-06-01T00:00:00Z", "sentAt": "soon"}, "2025-06-01T00:00:00.000Z"),
-        # No client time, or an unparseable one: receivedAt.
+        # No client time: receivedAt.
         ({}, "2026-01-01T00:00:00.000Z"),
-        ({"timestamp": "yesterday"}, "2026-01-01T00:00:00.000Z"),
         # Correction that leaves datetime's range: receivedAt.
         (
             {"timestamp": "9999-12-31T00:00:00Z", "sentAt": "0001-01-02T00:00:00Z"},
@@ -101,9 +99,27 @@ def test_corrected_timestamp(fields: dict[str, Any], expected: str) -> None:
     assert stamp(**fields)[0] == expected
 
 
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"timestamp": "yesterday"}, "timestamp"),
+        ({"timestamp": ""}, "timestamp"),
+        ({"originalTimestamp": "yesterday"}, "originalTimestamp"),
+        ({"timestamp": "2026-01-01T00:00:00Z", "originalTimestamp": "soon"}, "originalTimestamp"),
+        ({"timestamp": "2025-06-01T00:00:00Z", "sentAt": "soon"}, "sentAt"),
+    ],
+)
+def test_a_time_that_is_not_iso_8601_is_refused(fields: dict[str, Any], field: str) -> None:
+    refused, event = stamp(**fields)
+    assert isinstance(refused, Rejection)
+    assert (refused.code, refused.status) == ("invalid_field", 400)
+    assert refused.message.startswith(f"{field} must be an ISO-8601 string, not ")
+    assert event.get("originalTimestamp") == fields.get("originalTimestamp")  # left as it was
+
+
 def test_original_timestamp_keeps_what_the_client_sent() -> None:
-    _, event = stamp(timestamp="yesterday")
-    assert event["originalTimestamp"] == "yesterday"
+    _, event = stamp(timestamp="2026-01-01T00:00:00+02:00")
+    assert event["originalTimestamp"] == "2026-01-01T00:00:00+02:00"
     _, event = stamp(timestamp="2026-01-01T00:00:00Z", originalTimestamp="2025-01-01T00:00:00Z")
     assert event["originalTimestamp"] == "2025-01-01T00:00:00Z"
 
