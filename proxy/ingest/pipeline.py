@@ -203,7 +203,7 @@ def too_large_event(max_bytes: int) -> Rejection:
 def check_ip(context: JSON | None) -> Rejection | None:
     """A server's `context.ip`, which vendors are sent as the user's address, must be one."""
     ip = context.get("ip") if context is not None else None
-    if ip is None:
+    if ip in ABSENT:  # adapters send no address for an empty one
         return None
     if isinstance(ip, str):
         try:
@@ -242,7 +242,7 @@ def normalise(
         event.clear()
         event["integrations"] = integrations
         event.update(rest)
-    sent_at = event.get("sentAt")
+    sent_at = event.get("sentAt") or None  # empty is absent, as for ids
     if sent_at is None and envelope.sent_at is not None:
         sent_at = event["sentAt"] = envelope.sent_at
     event["receivedAt"] = facts.received_at_iso
@@ -261,8 +261,8 @@ def corrected_timestamp(event: JSON, sent_at: str | None, facts: RequestFacts) -
     Without sentAt the client's time is kept; without a client time, receivedAt. A time that is
     not ISO-8601 refuses the event, as a number there does (validate()): taken as absent, it was
     replaced by receivedAt unseen, or went on to vendors as sent. Each is parsed once."""
-    client = event.get("timestamp")
-    original = event.get("originalTimestamp")
+    client = event.get("timestamp") or None  # empty is absent, as for ids
+    original = event.get("originalTimestamp") or None
     happened = parse_time(client)
     if client is not None and happened is None:
         return _not_a_time("timestamp", client)
@@ -273,7 +273,7 @@ def corrected_timestamp(event: JSON, sent_at: str | None, facts: RequestFacts) -
         if happened is None:
             happened = first
     sent = parse_time(sent_at)
-    if sent_at is not None and sent is None:
+    if sent_at and sent is None:
         return _not_a_time("sentAt", sent_at)
     if original is None and client is not None:
         event["originalTimestamp"] = client

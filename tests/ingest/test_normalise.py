@@ -86,8 +86,10 @@ def stamp(**fields: Any) -> tuple[str | Rejection, dict[str, Any]]:
             },
             "2025-12-31T23:59:57.000Z",
         ),
-        # No client time: receivedAt.
+        # No client time: receivedAt. An empty time is absent, as an empty id is.
         ({}, "2026-01-01T00:00:00.000Z"),
+        ({"timestamp": "", "originalTimestamp": ""}, "2026-01-01T00:00:00.000Z"),
+        ({"timestamp": "2025-12-31T10:00:00+02:00", "sentAt": ""}, "2025-12-31T08:00:00.000Z"),
         # Correction that leaves datetime's range: receivedAt.
         (
             {"timestamp": "9999-12-31T00:00:00Z", "sentAt": "0001-01-02T00:00:00Z"},
@@ -103,7 +105,6 @@ def test_corrected_timestamp(fields: dict[str, Any], expected: str) -> None:
     ("fields", "field"),
     [
         ({"timestamp": "yesterday"}, "timestamp"),
-        ({"timestamp": ""}, "timestamp"),
         ({"originalTimestamp": "yesterday"}, "originalTimestamp"),
         ({"timestamp": "2026-01-01T00:00:00Z", "originalTimestamp": "soon"}, "originalTimestamp"),
         ({"timestamp": "2025-06-01T00:00:00Z", "sentAt": "soon"}, "sentAt"),

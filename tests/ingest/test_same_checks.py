@@ -84,6 +84,7 @@ async def test_a_servers_context_ip_must_be_an_address(
         track(messageId="v4", context={"ip": "203.0.113.7"}),
         track(messageId="number", context={"ip": 5}),
         track(messageId="v6", context={"ip": "2001:db8::1"}),
+        track(messageId="empty", context={"ip": ""}),  # absent, as an empty id is
     ]
     answer = await post(http, f"{relay.url}/v1/batch", {"batch": batch}, key=SERVER_KEY)
     assert answer.status == 200
@@ -106,6 +107,7 @@ async def test_a_servers_context_ip_must_be_an_address(
     assert [(e["messageId"], e["context"]["ip"]) for e in stored] == [
         ("v4", "203.0.113.7"),
         ("v6", "2001:db8::1"),
+        ("empty", ""),
         ("web", "127.0.0.1"),
     ]
 
