@@ -38,7 +38,7 @@ from proxy.logs import with_request_id
 from proxy.metrics import Metrics
 from proxy.roles import Role, role_problem
 from proxy.settings import Settings, SpoolBackend
-from proxy.spool import open_spool
+from proxy.spool import open_spool, warn_about_removed
 
 HEALTH_BODY = b'{"status":"ok"}'
 READY_BODY = b'{"status":"ready"}'
@@ -137,6 +137,11 @@ async def spool_ctx(app: web.Application) -> AsyncIterator[None]:
     destinations = [destination.name for destination in settings.destinations]
     window = settings.server.repeat_window_events
     app[SPOOL] = await open_spool(settings.spool, app[CLOCK], destinations, window, serving=True)
+    try:
+        await warn_about_removed(app[SPOOL], destinations)
+    except BaseException:  # not served: the next start must find the spool unlocked
+        await app[SPOOL].close()
+        raise
     yield
     await app[SPOOL].close()
 

@@ -1,5 +1,5 @@
-"""`python -m proxy`: serve, check-config, init, paths, dead-letters, replay, test-destination,
-forget.
+"""`python -m proxy`: serve, check-config, init, paths, dead-letters, replay, discard,
+test-destination, forget.
 
 Commands that need a config take --config FILE, else ./relay.toml if present, else the demo.
 An invalid config stops every command before it touches anything, with each error on its line;
@@ -23,7 +23,7 @@ from proxy.config import ConfigError, demo_settings, load_settings
 from proxy.roles import Role, role_problem
 from proxy.settings import Settings, SpoolBackend
 from proxy.spool import open_spool
-from proxy.spool.base import DeadLetter, SpoolUnavailable
+from proxy.spool.base import DeadLetter, Spool, SpoolUnavailable
 from proxy.starter import config_warnings, write_starter
 
 DEFAULT_CONFIG = Path("relay.toml")
@@ -101,6 +101,19 @@ def _parser() -> argparse.ArgumentParser:
         help="only those that failed since WHEN: ISO-8601 (UTC unless it says) or 30m, 2h, 7d",
     )
     replay.set_defaults(command=_replay)
+
+    discard = commands.add_parser(
+        "discard", help="delete a destination's dead letters (also one removed from the config)"
+    )
+    discard.add_argument("destination", metavar="DESTINATION")
+    discard.add_argument("--config", metavar="FILE", help=config_help)
+    discard.add_argument(
+        "--since",
+        metavar="WHEN",
+        type=_since_argument,
+        help="only those that failed since WHEN: ISO-8601 (UTC unless it says) or 30m, 2h, 7d",
+    )
+    discard.set_defaults(command=_discard)
 
     forget = commands.add_parser(
         "forget", help="delete what the relay remembers of a user (the right to erasure)"
@@ -211,12 +224,16 @@ def _paths(args: argparse.Namespace) -> int:
 
 def _dead_letters(args: argparse.Namespace) -> int:
     settings = _settings(args.config)
-    if settings is None or not _known_destination(settings, args.destination):
+    if settings is None:
         return EXIT_INVALID
     if not _spool_exists(settings):
+        if not _known_destination(settings, args.destination):
+            return EXIT_INVALID
         print(f"No spool yet at {settings.spool.path}: nothing has failed.")
         return 0
     letters = asyncio.run(_read_dead_letters(settings, args.destination))
+    if letters is None:
+        return EXIT_INVALID
     names = [args.destination] if args.destination else [d.name for d in settings.destinations]
     names += sorted({letter.destination for letter in letters} - set(names))  # removed since
     for name in names:
@@ -227,7 +244,19 @@ def _dead_letters(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     settings = _settings(args.config)
-    if settings is None or not _known_destination(settings, args.destination):
+    if settings is None:
+        return EXIT_INVALID
+    name = args.destination
+    if not _configured(settings, name):
+        held = asyncio.run(_held_names(settings)) if _spool_exists(settings) else []
+        _known_destination(settings, name, [n for n in held if n != name])
+        if name in held:  # replayed, its events would wait for a worker that never runs
+            print(
+                f"  {name} is no longer in the config: to deliver what it left, add"
+                f" [destinations.{name}] back and replay; to delete it: python -m proxy"
+                f" discard {name}",
+                file=sys.stderr,
+            )
         return EXIT_INVALID
     if not _spool_exists(settings):
         print(f"No spool yet at {settings.spool.path}: nothing to replay.")
@@ -235,6 +264,31 @@ def _replay(args: argparse.Namespace) -> int:
     count = asyncio.run(_replay_dead_letters(settings, args.destination, args.since))
     since = f" that failed since {_when(args.since)}" if args.since is not None else ""
     print(f"Put {count} dead letter(s) of {args.destination}{since} back in line.")
+    return 0
+
+
+def _discard(args: argparse.Namespace) -> int:
+    """Like replay, it runs beside the relay: both only change rows the relay reads each time."""
+    settings = _settings(args.config)
+    if settings is None:
+        return EXIT_INVALID
+    name = args.destination
+    if not _spool_exists(settings):
+        if not _known_destination(settings, name):
+            return EXIT_INVALID
+        print(f"No spool yet at {settings.spool.path}: nothing to discard.")
+        return 0
+    done = asyncio.run(_discard_dead_letters(settings, name, args.since))
+    if done is None:
+        return EXIT_INVALID
+    count, dropped = done
+    since = f" that failed since {_when(args.since)}" if args.since is not None else ""
+    print(f"Discarded {count} dead letter(s) of {name}{since}.")
+    if dropped is not None:
+        print(
+            f"{name} is not in the config: the spool keeps nothing more for it"
+            f" ({dropped} waiting retr{'y' if dropped == 1 else 'ies'} dropped with it)."
+        )
     return 0
 
 
@@ -307,11 +361,19 @@ def _print_errors(path: str, error: ConfigError) -> None:
         print(f"  {line}", file=sys.stderr)
 
 
-def _known_destination(settings: Settings, name: str | None) -> bool:
-    names = [destination.name for destination in settings.destinations]
-    if name is None or name in names:
+def _configured(settings: Settings, name: str | None) -> bool:
+    return name is None or any(d.name == name for d in settings.destinations)
+
+
+def _known_destination(settings: Settings, name: str | None, held: Sequence[str] = ()) -> bool:
+    """Whether `name` is configured or among `held`, the names the spool keeps anything for
+    (dead letters of a destination since removed from the config); if not, says so."""
+    if _configured(settings, name) or name in held:
         return True
-    print(f'unknown destination "{name}" (configured: {", ".join(names)})', file=sys.stderr)
+    names = [destination.name for destination in settings.destinations]
+    removed = sorted(set(held) - set(names))
+    also = f"; the spool also holds: {', '.join(removed)}" if removed else ""
+    print(f'unknown destination "{name}" (configured: {", ".join(names)}{also})', file=sys.stderr)
     return False
 
 
@@ -346,10 +408,50 @@ def _spool_exists(settings: Settings) -> bool:
     return settings.spool.backend is not SpoolBackend.SQLITE or Path(settings.spool.path).exists()
 
 
-async def _read_dead_letters(settings: Settings, destination: str | None) -> list[DeadLetter]:
+async def _in_spool(spool: Spool, settings: Settings, name: str | None) -> bool:
+    """Whether `name` is configured, or kept in the spool (removed from the config since); if
+    not, says so."""
+    if _configured(settings, name):
+        return True
+    return _known_destination(settings, name, list(await spool.destinations_held()))
+
+
+async def _held_names(settings: Settings) -> list[str]:
     spool = await open_spool(settings.spool)
     try:
+        return list(await spool.destinations_held())
+    finally:
+        await spool.close()
+
+
+async def _read_dead_letters(
+    settings: Settings, destination: str | None
+) -> list[DeadLetter] | None:
+    """None (after saying why) for a destination neither configured nor in the spool."""
+    spool = await open_spool(settings.spool)
+    try:
+        if not await _in_spool(spool, settings, destination):
+            return None
         return await spool.dead_letters(destination)
+    finally:
+        await spool.close()
+
+
+async def _discard_dead_letters(
+    settings: Settings, destination: str, since: float | None
+) -> tuple[int, int | None] | None:
+    """How many dead letters went and, for a destination no longer configured that has none
+    left, how many retries went with the rest of what the spool kept for it. None (after saying
+    why) for a destination neither configured nor in the spool."""
+    spool = await open_spool(settings.spool)
+    try:
+        if not await _in_spool(spool, settings, destination):
+            return None
+        configured = _configured(settings, destination)
+        count = await spool.discard(destination, since=since)
+        if configured or await spool.dead_letter_count(destination):
+            return count, None
+        return count, await spool.drop(destination)
     finally:
         await spool.close()
 

@@ -6,15 +6,23 @@ without the mark, opening it switched the file to WAL and added the relay's tabl
 owner's. A new file gets the mark, and so does a relay file written before there was one.
 
 And which relay serves a spool file: one process at a time (ServingLock).
+
+The files hold events and profiles (emails, phones, IPs): only their owner may read them. A new
+file is made 0600 before SQLite opens it (its -wal and -shm take the file's mode), a folder the
+relay makes 0700.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sqlite3
+import stat
 from collections.abc import Set
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 SPOOL_MARK = 0x52_4C_53_50  # "RLSP"
 IDENTITY_MARK = 0x52_4C_49_44  # "RLID"
@@ -30,6 +38,7 @@ def connect(
     """A connection to the relay's file at `path`, marked as such (NotRelayFile when it is
     another's): `tables` are all the file may hold, `required` those every version of it has
     held (how a file from before the mark is known as the relay's)."""
+    _create_private(path)
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as error:
@@ -43,6 +52,7 @@ def connect(
         if isinstance(error, sqlite3.Error) and not isinstance(error, NotRelayFile):
             raise _naming(error, path) from None
         raise
+    _keep_private(path)  # only once it is known to be the relay's file
     return conn
 
 
@@ -50,6 +60,56 @@ def _naming(error: sqlite3.Error, path: str | Path) -> sqlite3.Error:
     """The same error with the file in its message: SQLite's own ("file is not a database",
     "unable to open database file") does not say which file the config pointed at."""
     return type(error)(f"{path}: {error}")
+
+
+def make_folder(folder: Path) -> None:
+    """`folder` and its missing parents, each made 0700; folders that exist keep their mode
+    (the relay did not make them, and may share them)."""
+    missing = []
+    for path in (folder, *folder.parents):
+        if path.is_dir():
+            break
+        missing.append(path)
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:  # another process made it meanwhile
+            continue
+
+
+def _create_private(path: str | Path) -> None:
+    """Creates a missing file empty, 0600 (SQLite takes an empty file for a new database).
+    Not a umask around the connect: the umask is the process's, and other threads create
+    files meanwhile."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        os.close(os.open(path, flags, 0o600))
+    except FileExistsError:
+        return
+
+
+def _keep_private(path: str | Path) -> None:
+    """A relay file others may read (made before the relay made them 0600, or copied in) is
+    made private, with its -wal and -shm: nobody chose that mode, and it exposes personal data
+    to every local user. Said once in the log, so an operator who did choose it learns why."""
+    for name in (str(path), f"{path}-wal", f"{path}-shm"):
+        try:
+            mode = stat.S_IMODE(os.stat(name).st_mode)
+            if mode & 0o077:
+                os.chmod(name, mode & 0o700)
+        except FileNotFoundError:
+            continue
+        except OSError as error:  # not the owner: say so, and serve all the same
+            log.warning(
+                "A relay file others may read could not be made private.",
+                extra={"path": name, "error": str(error)},
+            )
+            continue
+        if mode & 0o077:
+            log.warning(
+                "A relay file others could read was made private (0600).",
+                extra={"path": name, "mode": oct(mode)},
+            )
 
 
 def _claim(

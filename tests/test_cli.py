@@ -21,7 +21,7 @@ from proxy.clock import ManualClock
 from proxy.config import load_settings
 from proxy.destinations import REGISTRY
 from proxy.identity.sqlite import SqliteIdentityStore
-from proxy.spool.base import Dead
+from proxy.spool.base import Dead, Retry
 from proxy.spool.sqlite import SqliteSpool
 from proxy.sqlite_files import ServingLock
 from proxy.starter import prefix_warnings, random_prefix, starter
@@ -342,6 +342,78 @@ def test_replay_unknown_destination(tmp_path: Path, capsys: pytest.CaptureFixtur
 
     assert main(["replay", "debgu", "--config", str(config)]) == 2
     assert 'unknown destination "debgu" (configured: debug)' in capsys.readouterr().err
+
+
+def strand_dead_letters(path: Path) -> None:
+    """A spool where "hook", since removed from the config, left two dead letters and a retry."""
+
+    async def fill() -> None:
+        clock = ManualClock()
+        spool = await SqliteSpool.open(
+            path, max_bytes=10**9, destinations=["debug", "hook"], clock=clock
+        )
+        await spool.append([orjson.dumps({"messageId": f"m-{n}"}) for n in (1, 2, 3)])
+        first, second, third = await spool.claim("hook", 10, clock.now())
+        await spool.settle("hook", dead=[Dead(first.id, "dead:http_410", "gone")])
+        clock.advance(7200)
+        await spool.settle(
+            "hook",
+            dead=[Dead(second.id, "dead:http_410", "gone")],
+            retry=[Retry(third.id, clock.now() + 60, "http_500")],
+        )
+        await spool.close()
+
+    asyncio.run(fill())
+
+
+def test_a_removed_destinations_dead_letters_are_listed_and_discarded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "relay.toml"
+    config.write_text(MINIMAL, encoding="utf-8")
+    strand_dead_letters(tmp_path / "var/spool.sqlite3")
+
+    assert main(["dead-letters", "--config", str(config), "--destination", "hook"]) == 0
+    assert "hook: 2 dead letters" in capsys.readouterr().out
+
+    assert main(["replay", "hook", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert 'unknown destination "hook" (configured: debug)' in err
+    assert "hook is no longer in the config: to deliver what it left, add" in err
+    assert "[destinations.hook] back and replay" in err
+    assert "python -m proxy discard hook" in err
+
+    assert main(["discard", "hok", "--config", str(config)]) == 2
+    assert 'unknown destination "hok" (configured: debug; the spool also holds: hook)' in (
+        capsys.readouterr().err
+    )
+
+    # The one that failed earlier stays; with it, so does the rest of what hook left.
+    since = "2026-01-01T01:00:00Z"  # between the two failures (ManualClock's start + 1 h)
+    assert main(["discard", "hook", "--config", str(config), "--since", since]) == 0
+    out = capsys.readouterr().out
+    assert out == "Discarded 1 dead letter(s) of hook that failed since 2026-01-01 01:00:00Z.\n"
+    assert main(["discard", "hook", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "Discarded 1 dead letter(s) of hook." in out
+    assert "hook is not in the config: the spool keeps nothing more for it (1 waiting retry" in out
+    assert main(["dead-letters", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.strip() == "debug: no dead letters"
+    assert main(["dead-letters", "--config", str(config), "--destination", "hook"]) == 2
+
+
+def test_discard_of_a_configured_destination(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "relay.toml"
+    config.write_text(MINIMAL, encoding="utf-8")
+    assert main(["discard", "debug", "--config", str(config)]) == 0
+    assert "No spool yet" in capsys.readouterr().out
+    make_dead_letters(tmp_path / "var/spool.sqlite3")
+    assert main(["discard", "debug", "--config", str(config)]) == 0
+    assert capsys.readouterr().out == "Discarded 1 dead letter(s) of debug.\n"
+    assert main(["dead-letters", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.strip() == "debug: no dead letters"
 
 
 def test_dead_letters_without_a_spool_creates_none(

@@ -4,8 +4,10 @@ spool's tables beside the owner's)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
@@ -150,3 +152,29 @@ async def test_a_lock_that_cannot_be_made_is_a_clear_refusal(tmp_path: Path) -> 
     (folder / "spool.sqlite3.lock").mkdir()  # in the way: os.open cannot open it for writing
     with pytest.raises(SpoolUnavailable, match="cannot create the spool's lock file"):
         await serve(folder / "spool.sqlite3")
+
+
+async def test_a_relay_file_others_could_read_is_made_private_and_said_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As relays before the fix left them: 0644 (and the WAL's files took that mode).
+    path = tmp_path / "spool.sqlite3"
+    spool = await open_spool(path)
+    await spool.close()
+    path.chmod(0o644)
+    foreign = tmp_path / "app.db"
+    foreign_database(foreign)
+    foreign.chmod(0o644)
+
+    with caplog.at_level(logging.WARNING, logger="proxy.sqlite_files"):
+        spool = await open_spool(path)
+        with pytest.raises(NotRelayFile):
+            await open_spool(foreign)
+    for suffix in ("", "-wal", "-shm"):  # SQLite made the last two with the file's mode
+        assert stat.S_IMODE(os.stat(f"{path}{suffix}").st_mode) == 0o600
+    await spool.close()
+    assert stat.S_IMODE(foreign.stat().st_mode) == 0o644  # not the relay's: not touched
+    said = [vars(r) for r in caplog.records if "made private" in r.getMessage()]
+    assert [(r["path"], r["mode"]) for r in said] == [
+        (f"{path}{suffix}", "0o644") for suffix in ("", "-wal", "-shm")
+    ]

@@ -22,6 +22,7 @@ from proxy.admin.throttle import Throttle
 from proxy.keys import CLOCK
 from proxy.logs import request_ids
 from proxy.settings import Settings
+from proxy.sqlite_files import make_folder
 
 TOKEN_FILE = "admin-token"
 
@@ -71,7 +72,7 @@ def admin_token(settings: Settings) -> tuple[str, Path | None]:
         return settings.admin.token.value, None
     token = secrets.token_urlsafe(24)
     file = Path(settings.spool.path).resolve().parent / TOKEN_FILE
-    file.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(file.parent)
     # A fresh file, renamed over the old: an existing one kept its mode (0644 stayed readable
     # to every local user), and a symlink in its place would have been followed.
     fresh = file.with_name(f".{TOKEN_FILE}.{secrets.token_hex(8)}")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from proxy.admin.monitor import Monitor
-from proxy.spool.base import Dead, DeadLetter, Retry, Spool, SpoolUnavailable, Stored
+from proxy.spool.base import Dead, DeadLetter, Held, Retry, Spool, SpoolUnavailable, Stored
 
 
 class TappedSpool:
@@ -69,8 +69,16 @@ class TappedSpool:
     ) -> int:
         return await self.inner.replay(destination, since, ids)
 
-    async def discard(self, destination: str, ids: Sequence[str]) -> int:
-        return await self.inner.discard(destination, ids)
+    async def discard(
+        self, destination: str, ids: Sequence[str] | None = None, since: float | None = None
+    ) -> int:
+        return await self.inner.discard(destination, ids, since)
+
+    async def destinations_held(self) -> dict[str, Held]:
+        return await self.inner.destinations_held()
+
+    async def drop(self, destination: str) -> int:
+        return await self.inner.drop(destination)
 
     async def wait_for_events(self, destination: str) -> None:
         await self.inner.wait_for_events(destination)

@@ -17,6 +17,8 @@ Claimed: TypeAlias = tuple[Stored, Event]
 
 # How much of a vendor's answer a dead letter keeps for the operator.
 MAX_RESPONSE_CHARS = 2048
+# How much of it the log line that reports dead letters shows (the rest: `dead-letters`).
+LOGGED_RESPONSE_CHARS = 200
 
 
 @dataclass(slots=True)
@@ -51,3 +53,9 @@ def excerpt(response: HttpResponse | None) -> str:
     if response is None:
         return ""
     return response.body[: MAX_RESPONSE_CHARS * 4].decode("utf-8", "replace")[:MAX_RESPONSE_CHARS]
+
+
+def log_excerpt(answer: str) -> str:
+    """A vendor's answer on one log line: whitespace run together, at most LOGGED_RESPONSE_CHARS."""
+    flat = " ".join(answer[: LOGGED_RESPONSE_CHARS * 2].split())
+    return flat if len(flat) <= LOGGED_RESPONSE_CHARS else flat[: LOGGED_RESPONSE_CHARS - 3] + "..."

@@ -24,7 +24,7 @@ from proxy.deliver.consent_wait import HOLD_REASON, ConsentWait, with_answer
 from proxy.deliver.filters import names_destinations, screen, stops_nothing, turned_off
 from proxy.deliver.gone import DISABLED_MESSAGE, GONE, Disabled
 from proxy.deliver.privacy import apply_ip
-from proxy.deliver.settlement import Claimed, Settlement, excerpt
+from proxy.deliver.settlement import Claimed, Settlement, excerpt, log_excerpt
 from proxy.deliver.tasks import finish_within, first_of
 from proxy.destinations.base import Destination, HttpRequest, HttpResponse, Result, Verdict
 from proxy.events import Event, parse_time
@@ -626,6 +626,21 @@ class Worker:
         await self.spool.settle(
             self.name, done=settlement.done, retry=settlement.retry, dead=settlement.dead
         )
+        if settlement.dead and self.disabled is None:
+            # The warning for a failed send does not say that its events are now parked: this
+            # does, once per settlement, with what the vendor answered (kept with them). A
+            # disabled destination parks every claim, and said so once when it was disabled.
+            reasons = dict.fromkeys(dead.reason for dead in settlement.dead)
+            answer = next((dead.response for dead in settlement.dead if dead.response), "")
+            log.error(
+                "Events are dead letters now: they go out again only when replayed.",
+                extra={
+                    "destination": self.name,
+                    "reason": ", ".join(reasons),
+                    "events": len(settlement.dead),
+                    "answer": log_excerpt(answer),
+                },
+            )
         self.outcomes.extend(settlement.outcomes)
         self.counts.update(outcome.status for _, outcome in settlement.outcomes)
         self.counts["retry"] += len(settlement.retry)

@@ -23,7 +23,7 @@ import orjson
 
 from proxy.identity.profile import coalesce, merge_within, without_traits
 from proxy.settings import IdentitySettings
-from proxy.sqlite_files import IDENTITY_MARK, connect
+from proxy.sqlite_files import IDENTITY_MARK, connect, make_folder
 from proxy.sqlite_writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ class SqliteIdentityStore:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     conn = connect(path, IDENTITY_MARK, {"profiles"}, {"profiles"})
     conn.execute("PRAGMA journal_mode=WAL")
     # NORMAL: context is a convenience, not an acknowledged event; a power cut may lose the

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from proxy.clock import Clock
 from proxy.settings import SpoolBackend, SpoolSettings
-from proxy.spool.base import Spool
+from proxy.spool.base import Spool, SpoolUnavailable
+
+log = logging.getLogger(__name__)
 
 
 async def open_spool(
@@ -44,3 +47,26 @@ async def open_spool(
         synchronous=settings.synchronous,
         repeat_window=repeat_window,
     )
+
+
+async def warn_about_removed(spool: Spool, destinations: Sequence[str]) -> None:
+    """One warning per destination no longer configured that left dead letters or retries in
+    the spool. Nothing is deleted for it: a destination renamed in the config would lose them."""
+    try:
+        held = await spool.destinations_held()
+    except SpoolUnavailable as error:  # the relay serves all the same; the next start tells
+        log.warning("Reading the spool's destinations failed.", extra={"error": str(error)})
+        return
+    for name, kept in held.items():
+        if name in destinations or not (kept.dead_letters or kept.retries):
+            continue
+        log.warning(
+            "A destination no longer in the config keeps dead letters or retries in the spool;"
+            " add it back to deliver them, or run the command to delete them.",
+            extra={
+                "destination": name,
+                "dead_letters": kept.dead_letters,
+                "retries": kept.retries,
+                "command": f"python -m proxy discard {name}",
+            },
+        )

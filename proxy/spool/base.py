@@ -72,6 +72,14 @@ class Dead:
 
 
 @dataclass(frozen=True, slots=True)
+class Held:
+    """What a spool keeps for one destination: its dead letters and events waiting to retry."""
+
+    dead_letters: int
+    retries: int
+
+
+@dataclass(frozen=True, slots=True)
 class DeadLetter:
     destination: str
     id: str
@@ -134,7 +142,21 @@ class Spool(Protocol):
         """Put dead letters (failed at or after `since`; only `ids` when given) back in line;
         returns how many."""
 
-    async def discard(self, destination: str, ids: Sequence[str]) -> int: ...
+    async def discard(
+        self, destination: str, ids: Sequence[str] | None = None, since: float | None = None
+    ) -> int:
+        """Delete dead letters (only `ids` when given; failed at or after `since`); returns how
+        many. Their events leave the spool with the next cleanup that nothing else holds back."""
+
+    async def destinations_held(self) -> dict[str, Held]:
+        """Every destination the spool keeps anything for (a cursor or consumer group, retries,
+        dead letters), configured now or not: how a destination removed from the config is
+        still found, to list and discard what it left."""
+
+    async def drop(self, destination: str) -> int:
+        """Forget a destination this spool was not opened with (removed from the config): its
+        waiting retries and its place in the spool, so nothing is kept for it any more but its
+        dead letters (discard those first). Returns how many retries went."""
 
     async def wait_for_events(self, destination: str) -> None:
         """Return when events may have arrived for `destination` since the last claim."""

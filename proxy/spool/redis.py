@@ -21,7 +21,7 @@ from redis.exceptions import OutOfMemoryError, RedisError
 from proxy.clock import Clock, SystemClock
 from proxy.spool import redis_dead
 from proxy.spool import redis_scripts as scripts
-from proxy.spool.base import Dead, DeadLetter, Retry, SpoolFull, Stored, per_destination
+from proxy.spool.base import Dead, DeadLetter, Held, Retry, SpoolFull, Stored, per_destination
 from proxy.spool.redis_node import NameLease, compare_idle
 from proxy.spool.redis_setup import (
     Group,
@@ -178,6 +178,9 @@ class RedisSpool:
         if len(repeats) < len(events):
             for group in self._groups.values():
                 group.arrived.set()
+        if not self._groups:
+            # Maybe no destination at all, so no group waits for these: see CLEANUP.
+            await self._cleanup()
         return repeats
 
     async def _append(self, events: Sequence[bytes], marks: list[bytes]) -> tuple[bool, list[int]]:
@@ -318,14 +321,29 @@ class RedisSpool:
             self._groups[destination].arrived.set()
         return moved
 
-    async def discard(self, destination: str, ids: Sequence[str]) -> int:
-        if not ids:
+    async def discard(
+        self, destination: str, ids: Sequence[str] | None = None, since: float | None = None
+    ) -> int:
+        if ids is not None and not ids:
             return 0
         with unavailable("discard"):
             removed, self._bytes = await redis_dead.discard(
-                self._client, self._keys, destination, ids
+                self._client, self._keys, destination, ids, since
             )
         return removed
+
+    async def destinations_held(self) -> dict[str, Held]:
+        with unavailable("read the destinations"):
+            return await redis_dead.held(self._client, self._keys)
+
+    async def drop(self, destination: str) -> int:
+        """Other nodes may deliver a destination this one's config lacks: the operator says
+        they do not (`discard` names it), and its consumer group goes."""
+        if destination in self._groups:
+            raise ValueError(f"destination {destination!r} delivers from this spool")
+        with unavailable("drop a destination"):
+            dropped, self._bytes = await redis_dead.drop(self._client, self._keys, destination)
+        return dropped
 
     async def close(self) -> None:
         if self._background is not None:

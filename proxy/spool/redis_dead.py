@@ -1,5 +1,6 @@
 """Dead letters on Redis: what the operator lists, replays and discards. A dead letter is a record
-in `dead:<destination>` plus its body parked in `parked:<destination>` (the stream is trimmed)."""
+in `dead:<destination>` plus its body parked in `parked:<destination>` (the stream is trimmed).
+And what a destination removed from the config left: found, and dropped on the operator's word."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import orjson
 from redis.asyncio import Redis
 
 from proxy.spool import redis_scripts as scripts
-from proxy.spool.base import DeadLetter
+from proxy.spool.base import DeadLetter, Held
 from proxy.spool.redis_scripts import PRELUDE, Script
 from proxy.spool.redis_setup import text
 from proxy.spool.sqlite import _message_id  # one reading of messageId for both backends
@@ -59,18 +60,51 @@ return moved
 """
 )
 
-# ARGV: id...  ->  {how many removed, bytes held}
+# ARGV: since (epoch s, '' for all), then the ids to take (none: all)  ->  {how many removed,
+# bytes held}
 _DISCARD = Script(
     PRELUDE
     + """
+local since = tonumber(ARGV[1])
 local removed = 0
-for i = 1, #ARGV do
-  if redis.call('HDEL', dead, ARGV[i]) == 1 then
+local function take(id, record)
+  if since == nil or cjson.decode(record)['failed_at'] >= since then
+    redis.call('HDEL', dead, id)
     removed = removed + 1
-    unpark(ARGV[i])
+    unpark(id)
   end
 end
+if #ARGV > 1 then
+  for i = 2, #ARGV do
+    local record = redis.call('HGET', dead, ARGV[i])
+    if record then take(ARGV[i], record) end
+  end
+else
+  local all = redis.call('HGETALL', dead)
+  for i = 1, #all, 2 do take(all[i], all[i + 1]) end
+end
 return {removed, held_bytes()}
+"""
+)
+
+# KEYS: those of Keys.of, then the destinations set. ARGV: group  ->  {retries dropped, bytes
+# held}. Its consumer group goes (it held back the stream's trimming), and its retries with
+# their parked bodies; its name stays listed while it has dead letters.
+_DROP = Script(
+    PRELUDE
+    + """
+local group = ARGV[1]
+local dropped = 0
+for _, zset in ipairs({retries, leases}) do
+  for _, id in ipairs(redis.call('ZRANGE', zset, 0, -1)) do
+    if redis.call('HEXISTS', dead, id) == 0 then unpark(id) end
+    dropped = dropped + 1
+  end
+end
+redis.call('DEL', retries, leases, attempts, groups)
+if redis.call('EXISTS', stream) == 1 then redis.call('XGROUP', 'DESTROY', stream, group) end
+if redis.call('HLEN', dead) == 0 then redis.call('SREM', KEYS[9], group) end
+return {dropped, held_bytes()}
 """
 )
 
@@ -118,11 +152,38 @@ async def replay(
 
 
 async def discard(
-    client: Redis, keys: scripts.Keys, destination: str, ids: Sequence[str]
+    client: Redis,
+    keys: scripts.Keys,
+    destination: str,
+    ids: Sequence[str] | None,
+    since: float | None,
 ) -> tuple[int, int]:
     """How many were removed, and the bytes the spool holds now."""
-    removed, held = await _DISCARD(client, keys.of(destination), ids)
+    args = ["" if since is None else repr(since), *(ids or ())]
+    removed, held = await _DISCARD(client, keys.of(destination), args)
     return int(removed), int(held)
+
+
+async def held(client: Redis, keys: scripts.Keys) -> dict[str, Held]:
+    """Every destination opened on this spool or with a consumer group, and what it keeps."""
+    groups = set()
+    if await client.exists(keys.stream):
+        groups = {text(info["name"]) for info in await client.xinfo_groups(keys.stream)}
+    names = groups | {text(name) for name in await client.smembers(keys.destinations)}
+    found = {}
+    for name in sorted(names):
+        _, _, _, leases, _, _, dead, _ = keys.of(name)
+        waiting = await client.zcard(keys.retries(name)) + await client.zcard(leases)
+        kept = Held(int(await client.hlen(dead)), int(waiting))
+        if name in groups or kept.dead_letters or kept.retries:  # else: dropped, discarded
+            found[name] = kept
+    return found
+
+
+async def drop(client: Redis, keys: scripts.Keys, destination: str) -> tuple[int, int]:
+    """How many retries went, and the bytes the spool holds now."""
+    dropped, held = await _DROP(client, [*keys.of(destination), keys.destinations], [destination])
+    return int(dropped), int(held)
 
 
 def dead_record(reason: str, response: str, failed_at: float) -> bytes:

@@ -389,7 +389,8 @@ return redis.error_reply('NOGROUP no consumer group ' .. group)
 
 #  ->  {entries trimmed, bytes held}. Trims the stream below every group's position (its lowest
 # pending id, else the one after its last delivered): all of that is finished, or parked with its
-# own body. Entries newer than the oldest unfinished one stay.
+# own body. Entries newer than the oldest unfinished one stay. With no group, every entry goes:
+# no destination waits for it, and one added later starts its group at the stream's end.
 CLEANUP = Script(
     PRELUDE
     + """
@@ -406,7 +407,11 @@ for _, info in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
   end
   if floor == nil or id_less(keep, floor) then floor = keep end
 end
-if floor == nil then return {0, held_bytes()} end
+if floor == nil then
+  local newest = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
+  if not newest then return {0, held_bytes()} end
+  floor = next_id(newest[1])
+end
 local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
 if not first or not id_less(first[1], floor) then return {0, held_bytes()} end
 local last = redis.call('XREVRANGE', stream, '(' .. floor, '-', 'COUNT', 1)[1]

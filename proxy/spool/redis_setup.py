@@ -134,8 +134,13 @@ async def warn_about_other_groups(
         if name not in destinations:
             log.warning(
                 "A consumer group no destination here delivers holds back spool cleanup;"
-                " if no node delivers it any more, remove it with XGROUP DESTROY.",
-                extra={"destination": name, "stream": keys.stream},
+                " if no node delivers it any more, run the command to remove it with its"
+                " dead letters and retries.",
+                extra={
+                    "destination": name,
+                    "stream": keys.stream,
+                    "command": f"python -m proxy discard {name}",
+                },
             )
 
 

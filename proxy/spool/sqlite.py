@@ -26,6 +26,7 @@ from proxy.clock import Clock, SystemClock
 from proxy.spool.base import (
     Dead,
     DeadLetter,
+    Held,
     Retry,
     SpoolFull,
     SpoolUnavailable,
@@ -33,11 +34,12 @@ from proxy.spool.base import (
     group_key,
     per_destination,
 )
-from proxy.sqlite_files import SPOOL_MARK, ServingLock, SpoolInUse, connect
+from proxy.sqlite_files import SPOOL_MARK, ServingLock, SpoolInUse, connect, make_folder
 from proxy.sqlite_writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
 MAX_SEQ_DIGITS = 18  # below 2**63: what an SQLite INTEGER holds
+LAST_SEQ = 2**63 - 1  # past every seq: the cursor of "no destination waits for anything"
 
 T = TypeVar("T")
 
@@ -192,11 +194,12 @@ class SqliteSpool:
         exclusive: bool = False,
     ) -> SqliteSpool:
         """Open (or create) the spool. `destinations` are the ones delivering from it now: a new
-        one starts at the end of the spool; events finished by all of them are deleted. The CLI
-        opens with none, and then never deletes. `exclusive`: the relay serving it, which no
-        other process may be at the same time (SpoolUnavailable says which one is)."""
+        one starts at the end of the spool; events finished by all of them are deleted (by the
+        relay serving it with none: every event). The CLI opens with none, and never deletes.
+        `exclusive`: the relay serving it, which no other process may be at the same time
+        (SpoolUnavailable says which one is)."""
         file = Path(path)
-        file.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(file.parent)
         lock = None
         if exclusive:
             try:
@@ -239,6 +242,13 @@ class SqliteSpool:
             for name in destinations:
                 writer.execute(
                     "INSERT OR IGNORE INTO cursors (destination, seq) VALUES (?, ?)", (name, last)
+                )
+                # A destination added back to the config: cleanup did not keep the events its
+                # retries waited with while it was away, and a retry without one never goes.
+                writer.execute(
+                    "DELETE FROM retries WHERE destination = ?"
+                    " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.seq = retries.seq)",
+                    (name,),
                 )
             cursors = dict(writer.execute("SELECT destination, seq FROM cursors").fetchall())
             ahead = {name: _settled_ahead(writer, name, cursors[name]) for name in destinations}
@@ -304,6 +314,10 @@ class SqliteSpool:
             raise
         for state in self._progress.values():
             state.arrived.set()
+        if not self._progress and not self._cleanup_waits():
+            # No destination waits for these (one added later starts at the spool's end):
+            # finished already, and deleted past half the cap instead of filling the spool.
+            self._cleanup_later()
         return ()
 
     def size_bytes(self) -> int:
@@ -489,7 +503,10 @@ class SqliteSpool:
                 rows = len(done_ahead) - gone.rowcount
             if min_cursor is None:
                 return 0, False, rows
-            return (*_delete_finished(conn, min_cursor, CLEANUP_MAX_EVENTS), rows)
+            return (
+                *_delete_finished(conn, self._destinations, min_cursor, CLEANUP_MAX_EVENTS),
+                rows,
+            )
 
         try:
             freed, more, rows = await self._writer.submit(write)
@@ -505,26 +522,35 @@ class SqliteSpool:
             self._cleanup_later(0.0)
 
     def _min_cursor(self) -> int:
-        return min(state.cursor() for state in self._progress.values())
+        return min((state.cursor() for state in self._progress.values()), default=LAST_SEQ)
+
+    @property
+    def _drains(self) -> bool:
+        """Whether this spool deletes finished events: the relay serving it (with or without
+        destinations), or a spool opened with destinations. Not the CLI, which knows no cursor."""
+        return bool(self._destinations) or self._lock is not None
 
     def _cleanup_waits(self) -> bool:
         """Whether deleting finished events waits: while a destination works through a backlog,
-        below half the cap. On a busy core the deletes would slow delivery by a sixth, and they
-        would not shrink the file anyway: freed pages only serve later appends. At the cap,
-        append cleans up before refusing."""
-        if not self._destinations:
+        or while there is none (the relay keeps no event for nobody), below half the cap. On a
+        busy core the deletes would slow delivery by a sixth, and they would not shrink the file
+        anyway: freed pages only serve later appends. At the cap, append cleans up before
+        refusing."""
+        if not self._drains:
             return True
+        if not self._progress:  # no destination waits for any event: deletes gain nothing yet
+            return self._bytes < self._max_bytes // 2
         return bool(self._behind) and self._bytes < self._max_bytes // 2
 
     async def _cleanup(self, max_events: int | None = None) -> bool:
         """Delete the events every destination has finished with (at most `max_events`), now;
         True when more are left."""
-        if not self._destinations:
+        if not self._drains:
             return False
         self._last_cleanup = time.monotonic()
         min_cursor = self._min_cursor()
         freed, more = await self._writer.submit(
-            lambda conn: _delete_finished(conn, min_cursor, max_events)
+            lambda conn: _delete_finished(conn, self._destinations, min_cursor, max_events)
         )
         self._bytes -= freed
         return more
@@ -534,7 +560,7 @@ class SqliteSpool:
             self._cleanup_later(0.0)  # the next part, after what queued behind this one
 
     def _cleanup_later(self, delay_secs: float | None = None) -> None:
-        if self._closed or self._cleanup_timer is not None or not self._destinations:
+        if self._closed or self._cleanup_timer is not None or not self._drains:
             return
         delay = CLEANUP_INTERVAL_SECS if delay_secs is None else delay_secs
         self._cleanup_timer = asyncio.get_running_loop().call_later(delay, self._start_cleanup)
@@ -648,13 +674,58 @@ class SqliteSpool:
             self._progress[destination].arrived.set()
         return moved
 
-    async def discard(self, destination: str, ids: Sequence[str]) -> int:
-        rows = [(destination, seq) for seq in _seqs(ids)]
+    async def discard(
+        self, destination: str, ids: Sequence[str] | None = None, since: float | None = None
+    ) -> int:
+        since_time = since if since is not None else float("-inf")
+        only = None if ids is None else _seqs(ids)
+        if only == []:
+            return 0
+        where = "destination = ? AND failed_at >= ?"
+        if only is not None:
+            where += f" AND seq IN ({','.join('?' * len(only))})"
+        params = (destination, since_time, *(only or ()))
 
         def write(conn: sqlite3.Connection) -> int:
-            before = conn.total_changes
-            conn.executemany("DELETE FROM dead_letters WHERE destination = ? AND seq = ?", rows)
-            return conn.total_changes - before
+            return int(conn.execute(f"DELETE FROM dead_letters WHERE {where}", params).rowcount)
+
+        return await self._writer.submit(write)
+
+    async def destinations_held(self) -> dict[str, Held]:
+        def query(conn: sqlite3.Connection) -> dict[str, Held]:
+            names = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT destination FROM cursors UNION SELECT destination FROM retries"
+                    " UNION SELECT destination FROM dead_letters ORDER BY 1"
+                )
+            ]
+            dead = dict(conn.execute("SELECT destination, COUNT(*) FROM dead_letters GROUP BY 1"))
+            # Only retries whose event is still here: cleanup does not keep those of a
+            # destination removed from the config.
+            retries = dict(
+                conn.execute(
+                    "SELECT r.destination, COUNT(*) FROM retries r"
+                    " JOIN events e ON e.seq = r.seq GROUP BY 1"
+                )
+            )
+            return {name: Held(dead.get(name, 0), retries.get(name, 0)) for name in names}
+
+        return await self._read(query)
+
+    async def drop(self, destination: str) -> int:
+        if destination in self._progress:
+            raise ValueError(f"destination {destination!r} delivers from this spool")
+
+        def write(conn: sqlite3.Connection) -> int:
+            waiting = conn.execute(
+                "SELECT COUNT(*) FROM retries r JOIN events e ON e.seq = r.seq"
+                " WHERE r.destination = ?",
+                (destination,),
+            ).fetchone()[0]
+            for table in ("retries", "done_ahead", "cursors"):
+                conn.execute(f"DELETE FROM {table} WHERE destination = ?", (destination,))
+            return int(waiting)
 
         return await self._writer.submit(write)
 
@@ -733,23 +804,36 @@ def _runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
 
 
 def _delete_finished(
-    conn: sqlite3.Connection, min_cursor: int, max_events: int | None = None
+    conn: sqlite3.Connection,
+    destinations: Sequence[str],
+    min_cursor: int,
+    max_events: int | None = None,
 ) -> tuple[int, bool]:
     """Delete events every destination has finished with, the oldest `max_events` of them (by
-    seq) when given; returns the bytes freed and whether finished events are left."""
-    kept = "seq NOT IN (SELECT seq FROM retries) AND seq NOT IN (SELECT seq FROM dead_letters)"
+    seq) when given; returns the bytes freed and whether finished events are left.
+
+    Kept: dead letters (until discarded or replayed, whichever destination they are of) and
+    retries of `destinations`. A destination removed from the config has no cursor here and its
+    retries would never go out: its leftovers do not keep the spool from shrinking for ever."""
+    marks = ",".join("?" * len(destinations))
+    kept = (
+        f"seq NOT IN (SELECT seq FROM retries WHERE destination IN ({marks}))"
+        " AND seq NOT IN (SELECT seq FROM dead_letters)"
+    )
     upto = min_cursor
     if max_events is not None:
-        first = conn.execute(f"SELECT seq FROM events WHERE {kept} ORDER BY seq LIMIT 1").fetchone()
+        first = conn.execute(
+            f"SELECT seq FROM events WHERE {kept} ORDER BY seq LIMIT 1", destinations
+        ).fetchone()
         if first is None:
             return 0, False
         upto = min(min_cursor, first[0] + max_events - 1)
     # Summed in SQL, not RETURNING a row per event: no Python object per deleted event, and the
     # writer thread keeps the GIL away from the loop meanwhile.
     finished = f"FROM events WHERE seq <= ? AND {kept}"
-    freed = conn.execute(f"SELECT COALESCE(SUM(length(body)), 0) {finished}", (upto,))
+    freed = conn.execute(f"SELECT COALESCE(SUM(length(body)), 0) {finished}", (upto, *destinations))
     total = int(freed.fetchone()[0])
-    conn.execute(f"DELETE {finished}", (upto,))
+    conn.execute(f"DELETE {finished}", (upto, *destinations))
     return total, upto < min_cursor
 
 

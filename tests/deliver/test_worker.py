@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ from proxy.deliver import filters
 from proxy.destinations.base import BatchLimits, HttpRequest, HttpResponse, Result, Verdict
 from proxy.destinations.webhook import Webhook
 from proxy.events import Event, format_time
+from proxy.logs import JsonFormatter
 from proxy.outcomes import Outcome
 from proxy.settings import SpoolSettings
 from proxy.spool import open_spool
@@ -192,6 +194,30 @@ async def test_connection_refused_retries_until_max_attempts(relay: Relay, close
     (letter,) = await relay.spool.dead_letters("down")
     assert letter.reason == "dead:max_attempts"
     assert letter.response == "connection_refused"
+
+
+async def test_events_parked_as_dead_letters_are_logged_once_with_the_answer(
+    relay: Relay, receiver: FakeWebhookReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    for _ in range(3):
+        receiver.answer(500, b'{"error":\n  "upstream broke"} ' + b"x" * 5000)
+    worker = relay.start(receiver.endpoint, rand=lambda: 0.0, max_attempts=3)
+    with caplog.at_level(logging.WARNING, logger="proxy.deliver.worker"):
+        await relay.ingest(relay.event(1), relay.event(2))
+        await eventually(lambda: worker.counts["dead"] == 2, "dead after 3 attempts", 30)
+    assert [r.getMessage() for r in caplog.records].count("Delivery failed.") == 3
+    [dead] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    # As the relay's log shows it: the answer is what the dead letter keeps, cut short.
+    line = orjson.loads(JsonFormatter().format(dead))
+    assert line["message"] == "Events are dead letters now: they go out again only when replayed."
+    assert (line["destination"], line["reason"], line["events"]) == (
+        "hook",
+        "dead:max_attempts",
+        2,
+    )
+    assert line["answer"].startswith('{"error": "upstream broke"} xxx')
+    assert len(line["answer"]) == 200
+    assert line["answer"].endswith("...")
 
 
 async def test_one_destination_down_another_keeps_receiving(

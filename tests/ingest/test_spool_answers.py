@@ -11,12 +11,14 @@ import aiohttp
 import orjson
 import pytest
 
+from proxy.destinations.webhook import WebhookConfig
 from proxy.keys import SETTINGS, SPOOL
 from proxy.logs import RequestIdFilter
-from proxy.settings import SpoolSettings
+from proxy.settings import DestinationSettings, Secret, SpoolSettings
 from proxy.spool.base import SpoolUnavailable
 from tests.conftest import SERVER_KEY, RelayFactory, RelayServer, SettingsFactory
 from tests.ingest.client import post, track
+from tests.relay_process import free_port
 
 
 async def test_full_spool_is_503_with_retry_after(
@@ -27,7 +29,10 @@ async def test_full_spool_is_503_with_retry_after(
 ) -> None:
     base = settings_factory()
     spool = SpoolSettings(path=base.spool.path, max_bytes=300, retry_after_secs=17)
-    relay = await relay_factory(settings_factory(spool=spool))
+    # A destination that keeps its events (its receiver is down): with none, no event is kept.
+    hook = WebhookConfig(url=f"http://127.0.0.1:{free_port()}/in", secret=Secret("whsec_test"))
+    down = DestinationSettings("down", "webhook", hook, backoff_base_secs=60.0)
+    relay = await relay_factory(settings_factory(spool=spool, destinations=(down,)))
     # A server key: no browser enrichment, so one event fits the 300 bytes and two do not.
     url = f"{relay.url}/v1/t"
     assert (await post(http, url, track(), key=SERVER_KEY)).status == 200

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from proxy.clock import ManualClock
+from proxy.spool.base import Retry
 from proxy.spool.sqlite import SqliteSpool
 
 SIZE = len(orjson.dumps({"type": "track", "messageId": "m-0"}))
@@ -70,3 +71,30 @@ async def test_a_large_cleanup_goes_in_parts(
     await spool.settle("a", done=[s.id for s in claimed])
     await drain_to_zero(spool)
     assert spool.commits - commits >= 1 + 4  # the append, then four parts of at most two
+
+
+async def test_a_destination_added_back_forgets_retries_cleanup_did_not_keep(
+    tmp_path: Path,
+) -> None:
+    """Away from the config, its retries kept no event (nothing would send them); back, it
+    must not wait for or count retries whose events are gone."""
+    path, clock = tmp_path / "spool.sqlite3", ManualClock()
+    spool = await SqliteSpool.open(path, max_bytes=10**6, destinations=("a", "b"), clock=clock)
+    await spool.append([body(1), body(2)])
+    await spool.settle("a", done=[s.id for s in await spool.claim("a", 10, 0.0)])
+    first, second = await spool.claim("b", 10, 0.0)
+    await spool.settle("b", done=[second.id], retry=[Retry(first.id, 60.0, "http_500")])
+    await spool.close()
+
+    spool = await SqliteSpool.open(path, max_bytes=10**6, destinations=("a",), clock=clock)
+    await spool.append([body(3)])
+    await spool.settle("a", done=[s.id for s in await spool.claim("a", 10, 0.0)])
+    await drain_to_zero(spool)
+    await spool.close()
+
+    spool = await SqliteSpool.open(path, max_bytes=10**6, destinations=("a", "b"), clock=clock)
+    try:
+        assert await spool.next_retry_at("b") is None
+        assert await spool.backlog("b") == 0
+    finally:
+        await spool.close()

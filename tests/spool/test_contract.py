@@ -15,7 +15,7 @@ import pytest
 from proxy.clock import ManualClock
 from proxy.settings import SpoolBackend, SpoolSettings
 from proxy.spool import open_spool
-from proxy.spool.base import Dead, Retry, Spool, SpoolFull, Stored
+from proxy.spool.base import Dead, Held, Retry, Spool, SpoolFull, Stored
 from proxy.spool.sqlite import SqliteSpool
 
 OpenSpool = Callable[..., Awaitable[Spool]]
@@ -41,14 +41,16 @@ async def reopen(
     if backend is SpoolBackend.REDIS:
         redis_url = request.getfixturevalue("redis_server").url()
 
-    async def factory(destinations: tuple[str, ...] = ("a", "b"), max_bytes: int = 10**9) -> Spool:
+    async def factory(
+        destinations: tuple[str, ...] = ("a", "b"), max_bytes: int = 10**9, serving: bool = False
+    ) -> Spool:
         settings = SpoolSettings(
             backend=backend,
             path=str(tmp_path / "spool.sqlite3"),
             redis_url=redis_url,
             max_bytes=max_bytes,
         )
-        spool = await open_spool(settings, clock, destinations)
+        spool = await open_spool(settings, clock, destinations, serving=serving)
         opened.append(spool)
         return spool
 
@@ -240,6 +242,82 @@ async def test_discard_removes_a_dead_letter(reopen: OpenSpool, clock: ManualClo
     await spool.settle("a", dead=[Dead(stored.id, "dead:http_400")])
     assert await spool.discard("a", [stored.id]) == 1
     assert await spool.dead_letters() == []
+
+
+async def test_discard_takes_all_or_those_failed_since(
+    reopen: OpenSpool, clock: ManualClock
+) -> None:
+    spool = await reopen()
+    await spool.append([body(1), body(2), body(3)])
+    first, second, third = await spool.claim("a", 10, clock.now())
+    await spool.settle("a", dead=[Dead(first.id, "dead:http_400")])
+    clock.advance(3600)
+    cutoff = clock.now()
+    await spool.settle("a", dead=[Dead(s.id, "dead:http_400") for s in (second, third)])
+    assert await spool.discard("a", since=cutoff) == 2
+    assert [d.message_id for d in await spool.dead_letters("a")] == ["m-1"]
+    assert await spool.discard("a") == 1
+    assert await spool.dead_letters() == []
+
+
+@pytest.mark.usefixtures("eager_cleanup")
+async def test_a_removed_destination_keeps_only_its_dead_letters_until_discarded(
+    reopen: OpenSpool, clock: ManualClock
+) -> None:
+    spool = await reopen(("a", "b"))
+    await spool.append([body(n) for n in range(4)])
+    await spool.settle("a", done=[s.id for s in await spool.claim("a", 10, clock.now())])
+    retried, dead, done = await spool.claim("b", 3, clock.now())  # body(3): b's backlog
+    await spool.settle(
+        "b",
+        done=[done.id],
+        retry=[Retry(retried.id, clock.now() + 60, "http_500")],
+        dead=[Dead(dead.id, "dead:http_400", "bad")],
+    )
+    await spool.close()
+
+    spool = await reopen(("a",))  # b is removed from the config
+    held = await spool.destinations_held()
+    assert held["a"] == Held(0, 0)
+    assert held["b"] == Held(dead_letters=1, retries=1)
+    await spool.append([body(4)])
+    await spool.settle("a", done=[s.id for s in await spool.claim("a", 10, clock.now())])
+    if isinstance(spool, SqliteSpool):
+        # Only b's dead letter holds an event: its backlog and its retry went with cleanup.
+        assert spool.size_bytes() == len(body(1))
+    else:
+        # Other nodes may still deliver b: its consumer group keeps the stream until the
+        # operator drops it (`discard b`).
+        assert spool.size_bytes() > len(body(1))
+    with pytest.raises(ValueError, match="'a' delivers from this spool"):
+        await spool.drop("a")
+    assert await spool.drop("b") in (0, 1)  # SQLite: its retry's event is gone already
+    await spool.append([body(5)])
+    await spool.settle("a", done=[s.id for s in await spool.claim("a", 10, clock.now())])
+    assert spool.size_bytes() == len(body(1))
+    assert [d.message_id for d in await spool.dead_letters("b")] == ["m-1"]
+    assert set(await spool.destinations_held()) == {"a", "b"}
+
+    assert await spool.discard("b") == 1
+    await spool.append([body(6)])
+    await spool.settle("a", done=[s.id for s in await spool.claim("a", 10, clock.now())])
+    assert spool.size_bytes() == 0
+    assert set(await spool.destinations_held()) == {"a"}
+
+
+async def test_with_no_destination_the_relay_keeps_no_events(
+    reopen: OpenSpool, clock: ManualClock
+) -> None:
+    """A destination added later starts at the spool's end: with none configured, nothing
+    waits for an event, and the spool must not fill up (and answer 503 for ever)."""
+    spool = await reopen((), max_bytes=len(body(10)) * 5, serving=True)
+    for n in range(10, 40):
+        await spool.append([body(n)])
+        assert spool.size_bytes() <= len(body(10)) * 5
+    await spool.close()
+    spool = await reopen(("a",))
+    await spool.append([body(40)])
+    assert [s.raw for s in await spool.claim("a", 100, clock.now())] == [body(40)]
 
 
 async def test_full_spool_refuses_whole_append(reopen: OpenSpool, clock: ManualClock) -> None:
