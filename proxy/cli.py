@@ -24,6 +24,7 @@ from proxy.roles import Role, role_problem
 from proxy.settings import Settings, SpoolBackend
 from proxy.spool import open_spool
 from proxy.spool.base import DeadLetter, Spool, SpoolUnavailable
+from proxy.sqlite_files import SpoolInUse
 from proxy.starter import config_warnings, write_starter
 
 DEFAULT_CONFIG = Path("relay.toml")
@@ -451,7 +452,15 @@ async def _discard_dead_letters(
         count = await spool.discard(destination, since=since)
         if configured or await spool.dead_letter_count(destination):
             return count, None
-        return count, await spool.drop(destination)
+        try:
+            return count, await spool.drop(destination)
+        except SpoolInUse as error:
+            print(
+                f"Discarded {count} dead letter(s) of {destination}. Its retries and backlog stay"
+                f" until the relay is stopped and discard runs again: {error}",
+                file=sys.stderr,
+            )
+            return None
     finally:
         await spool.close()
 

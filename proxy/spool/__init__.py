@@ -50,23 +50,26 @@ async def open_spool(
 
 
 async def warn_about_removed(spool: Spool, destinations: Sequence[str]) -> None:
-    """One warning per destination no longer configured that left dead letters or retries in
-    the spool. Nothing is deleted for it: a destination renamed in the config would lose them."""
+    """One warning per destination no longer configured that left dead letters, retries or a
+    backlog in the spool. Nothing is deleted for it (a destination renamed or commented out in
+    the config would lose them), so its backlog also keeps the spool from shrinking."""
     try:
         held = await spool.destinations_held()
     except SpoolUnavailable as error:  # the relay serves all the same; the next start tells
         log.warning("Reading the spool's destinations failed.", extra={"error": str(error)})
         return
     for name, kept in held.items():
-        if name in destinations or not (kept.dead_letters or kept.retries):
+        if name in destinations or not (kept.dead_letters or kept.retries or kept.backlog):
             continue
         log.warning(
-            "A destination no longer in the config keeps dead letters or retries in the spool;"
-            " add it back to deliver them, or run the command to delete them.",
+            "A destination no longer in the config keeps events in the spool (dead letters,"
+            " retries, a backlog), which it cannot shrink past; add it back to deliver them, or"
+            " run the command to delete them.",
             extra={
                 "destination": name,
                 "dead_letters": kept.dead_letters,
                 "retries": kept.retries,
+                "backlog": kept.backlog,
                 "command": f"python -m proxy discard {name}",
             },
         )

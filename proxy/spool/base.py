@@ -73,10 +73,12 @@ class Dead:
 
 @dataclass(frozen=True, slots=True)
 class Held:
-    """What a spool keeps for one destination: its dead letters and events waiting to retry."""
+    """What a spool keeps for one destination: its dead letters, events waiting to retry, and
+    events it has not been handed yet (its backlog)."""
 
     dead_letters: int
     retries: int
+    backlog: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +158,8 @@ class Spool(Protocol):
     async def drop(self, destination: str) -> int:
         """Forget a destination this spool was not opened with (removed from the config): its
         waiting retries and its place in the spool, so nothing is kept for it any more but its
-        dead letters (discard those first). Returns how many retries went."""
+        dead letters (discard those first). Returns how many retries went. SQLite raises
+        SpoolInUse while a relay serves the file, whose config may still deliver it."""
 
     async def wait_for_events(self, destination: str) -> None:
         """Return when events may have arrived for `destination` since the last claim."""

@@ -166,15 +166,19 @@ async def discard(
 
 async def held(client: Redis, keys: scripts.Keys) -> dict[str, Held]:
     """Every destination opened on this spool or with a consumer group, and what it keeps."""
-    groups = set()
+    lag: dict[str, int] = {}
     if await client.exists(keys.stream):
-        groups = {text(info["name"]) for info in await client.xinfo_groups(keys.stream)}
+        # Redis 7 counts what a group has not read yet; None where it cannot tell.
+        lag = {
+            text(g["name"]): int(g.get("lag") or 0) for g in await client.xinfo_groups(keys.stream)
+        }
+    groups = set(lag)
     names = groups | {text(name) for name in await client.smembers(keys.destinations)}
     found = {}
     for name in sorted(names):
         _, _, _, leases, _, _, dead, _ = keys.of(name)
         waiting = await client.zcard(keys.retries(name)) + await client.zcard(leases)
-        kept = Held(int(await client.hlen(dead)), int(waiting))
+        kept = Held(int(await client.hlen(dead)), int(waiting), lag.get(name, 0))
         if name in groups or kept.dead_letters or kept.retries:  # else: dropped, discarded
             found[name] = kept
     return found

@@ -164,6 +164,7 @@ class SqliteSpool:
         reader: sqlite3.Connection,
         progress: dict[str, _Progress],
         size: int,
+        held: dict[str, int] | None = None,
     ) -> None:
         self.path = path
         self._max_bytes = max_bytes
@@ -174,6 +175,10 @@ class SqliteSpool:
         # One reader thread: SQLite reads are short, and a single connection keeps them ordered.
         self._read_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-reader")
         self._progress = progress
+        # The cursors of destinations no longer configured: they keep their backlog (a
+        # destination commented out for a while gets it when it comes back) until `drop`,
+        # which `python -m proxy discard` runs; the relay warns of them at start.
+        self._held = dict(held or {})
         self._bytes = size
         self._last_cleanup = 0.0
         self._cleanup_timer: asyncio.TimerHandle | None = None
@@ -243,13 +248,6 @@ class SqliteSpool:
                 writer.execute(
                     "INSERT OR IGNORE INTO cursors (destination, seq) VALUES (?, ?)", (name, last)
                 )
-                # A destination added back to the config: cleanup did not keep the events its
-                # retries waited with while it was away, and a retry without one never goes.
-                writer.execute(
-                    "DELETE FROM retries WHERE destination = ?"
-                    " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.seq = retries.seq)",
-                    (name,),
-                )
             cursors = dict(writer.execute("SELECT destination, seq FROM cursors").fetchall())
             ahead = {name: _settled_ahead(writer, name, cursors[name]) for name in destinations}
             size = writer.execute("SELECT COALESCE(SUM(length(body)), 0) FROM events").fetchone()[0]
@@ -275,6 +273,7 @@ class SqliteSpool:
             reader,
             progress,
             size,
+            {name: seq for name, seq in cursors.items() if name not in destinations},
         )
 
     async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
@@ -448,7 +447,7 @@ class SqliteSpool:
             # The last settle of a burst must not leave its finished events behind.
             self._cleanup_later()
         others = [st.cursor() for name, st in self._progress.items() if name != destination]
-        min_cursor = min([cursor, *others]) if cleanup else None
+        min_cursor = min([cursor, *others, *self._held.values()]) if cleanup else None
 
         done_retries = [(destination, s) for s in was_retry.intersection(done_seqs)]
         # Done, but the cursor cannot pass them yet: kept, or a restart would send them again.
@@ -503,10 +502,7 @@ class SqliteSpool:
                 rows = len(done_ahead) - gone.rowcount
             if min_cursor is None:
                 return 0, False, rows
-            return (
-                *_delete_finished(conn, self._destinations, min_cursor, CLEANUP_MAX_EVENTS),
-                rows,
-            )
+            return (*_delete_finished(conn, min_cursor, CLEANUP_MAX_EVENTS), rows)
 
         try:
             freed, more, rows = await self._writer.submit(write)
@@ -522,7 +518,8 @@ class SqliteSpool:
             self._cleanup_later(0.0)
 
     def _min_cursor(self) -> int:
-        return min((state.cursor() for state in self._progress.values()), default=LAST_SEQ)
+        cursors = [state.cursor() for state in self._progress.values()]
+        return min([*cursors, *self._held.values()], default=LAST_SEQ)
 
     @property
     def _drains(self) -> bool:
@@ -538,7 +535,7 @@ class SqliteSpool:
         refusing."""
         if not self._drains:
             return True
-        if not self._progress:  # no destination waits for any event: deletes gain nothing yet
+        if not self._progress:  # no destination is delivering: deletes gain nothing yet
             return self._bytes < self._max_bytes // 2
         return bool(self._behind) and self._bytes < self._max_bytes // 2
 
@@ -550,7 +547,7 @@ class SqliteSpool:
         self._last_cleanup = time.monotonic()
         min_cursor = self._min_cursor()
         freed, more = await self._writer.submit(
-            lambda conn: _delete_finished(conn, self._destinations, min_cursor, max_events)
+            lambda conn: _delete_finished(conn, min_cursor, max_events)
         )
         self._bytes -= freed
         return more
@@ -701,15 +698,17 @@ class SqliteSpool:
                 )
             ]
             dead = dict(conn.execute("SELECT destination, COUNT(*) FROM dead_letters GROUP BY 1"))
-            # Only retries whose event is still here: cleanup does not keep those of a
-            # destination removed from the config.
-            retries = dict(
+            retries = dict(conn.execute("SELECT destination, COUNT(*) FROM retries GROUP BY 1"))
+            backlog = dict(
                 conn.execute(
-                    "SELECT r.destination, COUNT(*) FROM retries r"
-                    " JOIN events e ON e.seq = r.seq GROUP BY 1"
+                    "SELECT c.destination, (SELECT COUNT(*) FROM events e WHERE e.seq > c.seq)"
+                    " FROM cursors c"
                 )
             )
-            return {name: Held(dead.get(name, 0), retries.get(name, 0)) for name in names}
+            return {
+                name: Held(dead.get(name, 0), retries.get(name, 0), backlog.get(name, 0))
+                for name in names
+            }
 
         return await self._read(query)
 
@@ -719,15 +718,21 @@ class SqliteSpool:
 
         def write(conn: sqlite3.Connection) -> int:
             waiting = conn.execute(
-                "SELECT COUNT(*) FROM retries r JOIN events e ON e.seq = r.seq"
-                " WHERE r.destination = ?",
-                (destination,),
+                "SELECT COUNT(*) FROM retries WHERE destination = ?", (destination,)
             ).fetchone()[0]
             for table in ("retries", "done_ahead", "cursors"):
                 conn.execute(f"DELETE FROM {table} WHERE destination = ?", (destination,))
             return int(waiting)
 
-        return await self._writer.submit(write)
+        # A relay serving this file may deliver the destination: its config is not this one's.
+        lock = None if self._lock is not None else ServingLock.take(Path(self.path))
+        try:
+            dropped = await self._writer.submit(write)
+        finally:
+            if lock is not None:
+                lock.release()
+        self._held.pop(destination, None)
+        return dropped
 
     async def close(self) -> None:
         self._closed = True  # a part of cleanup under way must not schedule the next
@@ -804,36 +809,27 @@ def _runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
 
 
 def _delete_finished(
-    conn: sqlite3.Connection,
-    destinations: Sequence[str],
-    min_cursor: int,
-    max_events: int | None = None,
+    conn: sqlite3.Connection, min_cursor: int, max_events: int | None = None
 ) -> tuple[int, bool]:
     """Delete events every destination has finished with, the oldest `max_events` of them (by
     seq) when given; returns the bytes freed and whether finished events are left.
 
-    Kept: dead letters (until discarded or replayed, whichever destination they are of) and
-    retries of `destinations`. A destination removed from the config has no cursor here and its
-    retries would never go out: its leftovers do not keep the spool from shrinking for ever."""
-    marks = ",".join("?" * len(destinations))
-    kept = (
-        f"seq NOT IN (SELECT seq FROM retries WHERE destination IN ({marks}))"
-        " AND seq NOT IN (SELECT seq FROM dead_letters)"
-    )
+    Kept: dead letters (until discarded or replayed) and retries, of any destination, the ones
+    no longer configured too: what the relay acknowledged goes only when an operator says so
+    (`python -m proxy discard`)."""
+    kept = "seq NOT IN (SELECT seq FROM retries) AND seq NOT IN (SELECT seq FROM dead_letters)"
     upto = min_cursor
     if max_events is not None:
-        first = conn.execute(
-            f"SELECT seq FROM events WHERE {kept} ORDER BY seq LIMIT 1", destinations
-        ).fetchone()
+        first = conn.execute(f"SELECT seq FROM events WHERE {kept} ORDER BY seq LIMIT 1").fetchone()
         if first is None:
             return 0, False
         upto = min(min_cursor, first[0] + max_events - 1)
     # Summed in SQL, not RETURNING a row per event: no Python object per deleted event, and the
     # writer thread keeps the GIL away from the loop meanwhile.
     finished = f"FROM events WHERE seq <= ? AND {kept}"
-    freed = conn.execute(f"SELECT COALESCE(SUM(length(body)), 0) {finished}", (upto, *destinations))
+    freed = conn.execute(f"SELECT COALESCE(SUM(length(body)), 0) {finished}", (upto,))
     total = int(freed.fetchone()[0])
-    conn.execute(f"DELETE {finished}", (upto, *destinations))
+    conn.execute(f"DELETE {finished}", (upto,))
     return total, upto < min_cursor
 
 

@@ -17,6 +17,7 @@ from proxy.settings import SpoolBackend, SpoolSettings
 from proxy.spool import open_spool
 from proxy.spool.base import Dead, Held, Retry, Spool, SpoolFull, Stored
 from proxy.spool.sqlite import SqliteSpool
+from proxy.sqlite_files import SpoolInUse
 
 OpenSpool = Callable[..., Awaitable[Spool]]
 
@@ -261,7 +262,7 @@ async def test_discard_takes_all_or_those_failed_since(
 
 
 @pytest.mark.usefixtures("eager_cleanup")
-async def test_a_removed_destination_keeps_only_its_dead_letters_until_discarded(
+async def test_a_removed_destination_keeps_what_it_left_until_discarded(
     reopen: OpenSpool, clock: ManualClock
 ) -> None:
     spool = await reopen(("a", "b"))
@@ -276,22 +277,18 @@ async def test_a_removed_destination_keeps_only_its_dead_letters_until_discarded
     )
     await spool.close()
 
-    spool = await reopen(("a",))  # b is removed from the config
+    spool = await reopen(("a",))  # b is removed from the config, or commented out a while
     held = await spool.destinations_held()
-    assert held["a"] == Held(0, 0)
-    assert held["b"] == Held(dead_letters=1, retries=1)
+    assert held["a"] == Held(0, 0, 0)
+    assert held["b"] == Held(dead_letters=1, retries=1, backlog=1)
     await spool.append([body(4)])
     await spool.settle("a", done=[s.id for s in await spool.claim("a", 10, clock.now())])
-    if isinstance(spool, SqliteSpool):
-        # Only b's dead letter holds an event: its backlog and its retry went with cleanup.
-        assert spool.size_bytes() == len(body(1))
-    else:
-        # Other nodes may still deliver b: its consumer group keeps the stream until the
-        # operator drops it (`discard b`).
-        assert spool.size_bytes() > len(body(1))
+    # Its retry and its backlog keep their events, on both backends: acknowledged events go
+    # only when the operator says so (`discard b`). Before, SQLite deleted them at once.
+    assert spool.size_bytes() > len(body(1)) * 3
     with pytest.raises(ValueError, match="'a' delivers from this spool"):
         await spool.drop("a")
-    assert await spool.drop("b") in (0, 1)  # SQLite: its retry's event is gone already
+    assert await spool.drop("b") == 1  # its retry
     await spool.append([body(5)])
     await spool.settle("a", done=[s.id for s in await spool.claim("a", 10, clock.now())])
     assert spool.size_bytes() == len(body(1))
@@ -318,6 +315,39 @@ async def test_with_no_destination_the_relay_keeps_no_events(
     spool = await reopen(("a",))
     await spool.append([body(40)])
     assert [s.raw for s in await spool.claim("a", 100, clock.now())] == [body(40)]
+
+
+async def test_with_no_destination_a_removed_ones_backlog_stays(
+    reopen: OpenSpool, clock: ManualClock
+) -> None:
+    """A relay started with every destination commented out keeps their backlogs (a review
+    found SQLite deleting them once the spool passed half its cap)."""
+    spool = await reopen(("a",))
+    await spool.append([body(1)])
+    await spool.close()
+    spool = await reopen((), max_bytes=len(body(10)) * 3, serving=True)
+    await spool.append([body(10), body(11)])
+    with pytest.raises(SpoolFull):  # at the cap, cleanup finds nothing it may delete
+        await spool.append([body(12)])
+    await spool.close()
+    spool = await reopen(("a",))
+    claimed = [s.raw for s in await spool.claim("a", 100, clock.now())]
+    assert claimed == [body(1), body(10), body(11)]
+
+
+async def test_dropping_a_destination_waits_for_the_relay_to_stop(
+    reopen: OpenSpool, clock: ManualClock
+) -> None:
+    """The relay serving a SQLite spool may deliver a destination the CLI's config lacks:
+    `discard` must not take its cursor and retries from under it."""
+    served = await reopen(("a", "b"), serving=True)
+    if not isinstance(served, SqliteSpool):
+        pytest.skip("a Redis node cannot tell which destinations the others deliver")
+    await served.append([body(1)])
+    cli = await reopen(())
+    with pytest.raises(SpoolInUse, match="is served by"):
+        await cli.drop("b")
+    assert [s.raw for s in await served.claim("b", 10, clock.now())] == [body(1)]
 
 
 async def test_full_spool_refuses_whole_append(reopen: OpenSpool, clock: ManualClock) -> None:

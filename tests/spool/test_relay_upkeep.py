@@ -101,11 +101,20 @@ async def test_serve_warns_of_what_a_removed_destination_left(
     with caplog.at_level(logging.WARNING, logger="proxy.spool"):
         await relay_factory(settings)  # neither hook nor quiet is configured now
     warned = [r for r in caplog.records if r.getMessage().startswith("A destination no longer")]
-    assert len(warned) == 1  # quiet left nothing but its place: nothing to say
-    fields = ("destination", "dead_letters", "retries", "command")
-    assert {name: getattr(warned[0], name) for name in fields} == {
-        "destination": "hook",
-        "dead_letters": 1,
-        "retries": 1,
-        "command": "python -m proxy discard hook",
-    }
+    fields = ("destination", "dead_letters", "retries", "backlog", "command")
+    assert [{name: getattr(record, name) for name in fields} for record in warned] == [
+        {
+            "destination": "hook",
+            "dead_letters": 1,
+            "retries": 1,
+            "backlog": 1,
+            "command": "python -m proxy discard hook",
+        },
+        {  # never handed an event: its whole backlog waits for it
+            "destination": "quiet",
+            "dead_letters": 0,
+            "retries": 0,
+            "backlog": 3,
+            "command": "python -m proxy discard quiet",
+        },
+    ]
