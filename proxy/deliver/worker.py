@@ -111,6 +111,7 @@ class Worker:
         self._as_stored = stops_nothing(destination) and self.settings.ip == "full"
         self._as_sent = destination.retry_as_sent
         self.disabled: Disabled | None = None
+        self._enables = 0  # how many times enable() ran: a late 410 must not undo the last one
 
     def start(self) -> None:
         if self._task is not None:
@@ -135,6 +136,7 @@ class Worker:
         if self.disabled is None:
             return
         self.disabled = None
+        self._enables += 1
         self._wake.set()
         log.info("Delivery re-enabled.", extra={"destination": self.name})
 
@@ -465,15 +467,17 @@ class Worker:
                 await self._settle(gone)
                 return
             started = time.monotonic()
+            enables = self._enables
             try:
                 response = await self.transport.send(request, self.settings.timeout_secs)
             except TransportError as error:
                 result = Result(Verdict.RETRY, error.reason)
             else:
                 result = self._classify(request, response)
-        if result.gone and self.disabled is None:
+        if result.gone and self.disabled is None and enables == self._enables:
             # Before any await: batches waiting for a request slot see it and are not sent.
-            # Requests already under way finish and settle as their answers say.
+            # Requests already under way finish and settle as their answers say. A request sent
+            # before the operator re-enabled the destination tells nothing of the fixed endpoint.
             self._disable(result.reason)
         if self.observer is not None:
             self.observer.sent(self.name, request, response, result, time.monotonic() - started)

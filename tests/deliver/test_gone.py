@@ -138,6 +138,53 @@ async def test_a_request_in_flight_finishes_and_those_waiting_are_not_sent(relay
         await vendor.close()
 
 
+class GoneThenFixed:
+    """m-0 is held until `release()` and then meets the old endpoint's 410; m-1 meets it at
+    once; later requests reach the fixed endpoint (204)."""
+
+    def __init__(self) -> None:
+        self.first = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def __call__(self, request: Recorded) -> Answer:
+        [mid] = [event["messageId"] for event in request.json()]
+        if mid == "m-0":
+            self.first.set()
+            await self.gate.wait()
+            return Answer(410)
+        return Answer(410 if mid == "m-1" else 204)
+
+    def release(self) -> None:
+        self.gate.set()
+
+
+async def test_a_410_to_a_request_sent_before_the_re_enable_leaves_it_enabled(
+    relay: Relay,
+) -> None:
+    # Before, the late answer disabled the destination again, right after the operator had
+    # fixed the endpoint and re-enabled it: the replayed and new events were parked again.
+    handler = GoneThenFixed()
+    vendor = await FakeVendor({"/in": handler}).start()
+    try:
+        worker = relay.start(vendor.url + "/in", adapter=OnePerRequest, max_in_flight=2)
+        await relay.ingest(relay.event(0))
+        await eventually(handler.first.is_set, "m-0 under way")
+        await relay.ingest(relay.event(1))
+        await eventually(lambda: worker.disabled is not None, "m-1's 410 disabled it")
+        worker.enable()  # the operator fixed the endpoint
+        handler.release()
+        await eventually(settled(worker, "m-0"), "m-0 answered")
+        assert outcomes(worker)["m-0"] == "dead:http_410_gone"
+        assert worker.disabled is None
+        await relay.ingest(relay.event(2))
+        await eventually(settled(worker, "m-2"), "m-2 settled")
+        assert outcomes(worker)["m-2"] == "delivered:http_204"
+    finally:
+        handler.release()
+        await relay.close()
+        await vendor.close()
+
+
 async def test_enable_then_replay_delivers_the_dead_letters(
     relay: Relay, receiver: FakeWebhookReceiver
 ) -> None:
