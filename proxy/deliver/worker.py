@@ -140,6 +140,11 @@ class Worker:
         self._wake.set()
         log.info("Delivery re-enabled.", extra={"destination": self.name})
 
+    def _enabled_since(self, enables: int) -> bool:
+        """Whether the destination is enabled and was not re-enabled since `enables` was read
+        (a method: mypy takes `self.disabled` as it was before the request's await)."""
+        return self.disabled is None and enables == self._enables
+
     def _disable(self, reason: str) -> None:
         self.disabled = Disabled(self.clock.now(), reason)
         log.error(DISABLED_MESSAGE, extra={"destination": self.name, "error": reason})
@@ -474,7 +479,7 @@ class Worker:
                 result = Result(Verdict.RETRY, error.reason)
             else:
                 result = self._classify(request, response)
-        if result.gone and self.disabled is None and enables == self._enables:
+        if result.gone and self._enabled_since(enables):
             # Before any await: batches waiting for a request slot see it and are not sent.
             # Requests already under way finish and settle as their answers say. A request sent
             # before the operator re-enabled the destination tells nothing of the fixed endpoint.
