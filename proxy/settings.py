@@ -134,8 +134,9 @@ class PrivacySettings:
 
     # True: an event without an answer for a category does not go where that category is
     # needed (only an explicit true lets it through: no answer is no consent, as the GDPR
-    # reads it); False: no answer counts as allowed, for sites that ask no one.
-    consent_required: bool = True
+    # reads it); False: no answer counts as allowed, for sites that ask no one. None: not set in
+    # the config, which is True (`requires_consent`); check-config says so, as it was False.
+    consent_required: bool | None = None
     gpc_opts_out: tuple[str, ...] = ("marketing",)  # categories Global Privacy Control refuses
     gpc_overrides_consent: bool = True  # GPC wins over a category the user granted
     honor_dnt: bool = False  # True: a browser's `DNT: 1` counts as GPC (`Sec-GPC: 1`)
@@ -145,6 +146,11 @@ class PrivacySettings:
     redact_query_params: tuple[str, ...] = ()  # removed from URLs, on top of the defaults
     # When set, the only query parameters kept (besides utm_* and click ids); deny rules still win.
     keep_query_params: tuple[str, ...] = ()
+
+    @property
+    def requires_consent(self) -> bool:
+        """`consent_required`, with its default (True) where the config does not set it."""
+        return self.consent_required is not False
 
 
 IpMode = Literal["full", "truncate", "drop"]

@@ -66,6 +66,14 @@ def config_warnings(settings: Settings) -> list[str]:
                 " client can give itself any address (past its rate limit, into the geo and the"
                 " IP that vendors get); list only your proxies' addresses"
             )
+    needing = [d.name for d in settings.destinations if d.consent]
+    if needing and settings.privacy.consent_required is None:
+        warnings.append(
+            f"privacy.consent_required is not set: {', '.join(needing)} get no event whose user"
+            " has not answered for the categories they list (backend events of users the relay"
+            " has no answer from, too). That is the default since it changed from false; set it"
+            " to true to say so, or to false to let unanswered events through"
+        )
     return warnings
 
 

@@ -189,6 +189,21 @@ def test_check_config_warns_of_a_proxy_list_that_trusts_everyone(tmp_path: Path)
     assert "server.trusted_proxies: ::/0 trusts every client's X-Forwarded-For" in warning
 
 
+def test_check_config_says_that_unanswered_consent_now_refuses(tmp_path: Path) -> None:
+    # The default of [privacy] consent_required changed to true: a config written before, with
+    # consent on a destination, would stop sending backend events of users without an answer.
+    needs = MINIMAL.replace('type = "debug"', 'type = "debug"\nconsent = ["analytics"]')
+    assert needs != MINIMAL
+    for privacy, warned in (("", True), ("[privacy]\nconsent_required = true\n", False)):
+        (tmp_path / "relay.toml").write_text(privacy + needs, encoding="utf-8")
+        result = run_cli("check-config", "relay.toml", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        warning = "warning: privacy.consent_required is not set: debug get no event"
+        assert (warning in result.stdout) is warned, result.stdout
+    (tmp_path / "relay.toml").write_text(MINIMAL, encoding="utf-8")  # no destination needs it
+    assert "consent_required" not in run_cli("check-config", "relay.toml", cwd=tmp_path).stdout
+
+
 def test_check_config_takes_config_as_the_other_commands_do(tmp_path: Path) -> None:
     (tmp_path / "relay.toml").write_text(MINIMAL, encoding="utf-8")
 

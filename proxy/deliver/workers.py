@@ -61,7 +61,7 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     wait = ConsentWait(privacy.consent_wait_secs, stitcher.store if stitcher else None)
     workers = {
         d.name: build_worker(
-            d, app[SPOOL], app[HTTP], app[CLOCK], observer, privacy.consent_required, wait
+            d, app[SPOOL], app[HTTP], app[CLOCK], observer, privacy.requires_consent, wait
         )
         for d in settings.destinations
     }
