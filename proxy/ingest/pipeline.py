@@ -116,10 +116,10 @@ def process(
         return Rejection("server_only_event", refused, 403)
     # First: fbc needs the event's timestamp. After it: the envelope's context is the event's.
     rejection = normalise(event, event_type, envelope, facts)
-    if rejection is None and facts.source.kind is not SourceKind.BROWSER:
-        rejection = check_ip(event.get("context"))
     if rejection is not None:
         return rejection
+    if facts.source.kind is not SourceKind.BROWSER:
+        drop_bad_ip(event.get("context"))
     enrich(event, facts, enricher)
     if facts.context_step is not None:  # issue 6: privacy rules and context stitching
         facts.context_step.apply(event)
@@ -200,19 +200,22 @@ def too_large_event(max_bytes: int) -> Rejection:
     return Rejection("too_large", f"the event is larger than {max_bytes} bytes", 413)
 
 
-def check_ip(context: JSON | None) -> Rejection | None:
-    """A server's `context.ip`, which vendors are sent as the user's address, must be one."""
+def drop_bad_ip(context: JSON | None) -> None:
+    """A server's `context.ip` that is not an address (a whole X-Forwarded-For list, a
+    host:port) is dropped, not the event: vendors would get nonsense as the user's address, and
+    a refusal would lose the event (a batch's refusals go unread by SDKs). Without it, the
+    browser's remembered address stands in where stitching has one."""
     ip = context.get("ip") if context is not None else None
-    if ip in ABSENT:  # adapters send no address for an empty one
-        return None
-    if isinstance(ip, str):
+    if ip is None:
+        return
+    if isinstance(ip, str) and ip:
         try:
             ipaddress.ip_address(ip)
-            return None
+            return
         except ValueError:
             pass
-    what = _short(ip) if isinstance(ip, str) else json_kind(ip)
-    return Rejection("invalid_field", f"context.ip must be an IPv4 or IPv6 address, not {what}")
+    assert context is not None  # ip came from it
+    del context["ip"]
 
 
 def normalise(

@@ -343,6 +343,8 @@ def unpack_batch(data: dict[str, Any]) -> tuple[list[Any], Envelope]:
             raise IngestError(
                 400, "invalid_field", f"the batch envelope's {field} has the wrong type"
             )
+    if sent_at == "":  # absent, as an event's own empty sentAt is
+        sent_at = None
     if sent_at is not None and parse_time(sent_at) is None:  # as an event's own sentAt is
         raise IngestError(
             400, "invalid_field", "the batch envelope's sentAt must be an ISO-8601 string"
