@@ -125,9 +125,12 @@ async def discard(request: web.Request) -> web.StreamResponse:
     public = request.app[PUBLIC]
     name = _destination(request)
     form = await request.post()
+    if form.get("all") == "1":  # no list of ids: a spool's statement holds only so many
+        gone = await public[SPOOL].discard(name)
+        raise web.HTTPSeeOther(f"/destinations/{name}?done=discarded+{gone}")
     existing = [letter.id for letter in await public[SPOOL].dead_letters(name)]
     # Only ids the spool handed out: ids are opaque to us, and a stranger's must not reach it.
-    wanted = set(existing) if form.get("all") == "1" else {str(v) for v in form.getall("id", [])}
+    wanted = {str(v) for v in form.getall("id", [])}
     ids = [letter_id for letter_id in existing if letter_id in wanted]
     gone = await public[SPOOL].discard(name, ids) if ids else 0
     raise web.HTTPSeeOther(f"/destinations/{name}?done=discarded+{gone}")

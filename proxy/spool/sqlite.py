@@ -675,16 +675,17 @@ class SqliteSpool:
         self, destination: str, ids: Sequence[str] | None = None, since: float | None = None
     ) -> int:
         since_time = since if since is not None else float("-inf")
-        only = None if ids is None else _seqs(ids)
-        if only == []:
-            return 0
         where = "destination = ? AND failed_at >= ?"
-        if only is not None:
-            where += f" AND seq IN ({','.join('?' * len(only))})"
-        params = (destination, since_time, *(only or ()))
+        # One statement per id: a single `IN (...)` holds at most 32,766 of them.
+        rows = None if ids is None else [(destination, since_time, seq) for seq in _seqs(ids)]
 
         def write(conn: sqlite3.Connection) -> int:
-            return int(conn.execute(f"DELETE FROM dead_letters WHERE {where}", params).rowcount)
+            before = conn.total_changes
+            if rows is None:
+                conn.execute(f"DELETE FROM dead_letters WHERE {where}", (destination, since_time))
+            else:
+                conn.executemany(f"DELETE FROM dead_letters WHERE {where} AND seq = ?", rows)
+            return conn.total_changes - before
 
         return await self._writer.submit(write)
 

@@ -350,6 +350,23 @@ async def test_dropping_a_destination_waits_for_the_relay_to_stop(
     assert [s.raw for s in await served.claim("b", 10, clock.now())] == [body(1)]
 
 
+async def test_discarding_more_dead_letters_than_a_statement_may_name(
+    reopen: OpenSpool, clock: ManualClock
+) -> None:
+    """The admin's "Discard all" named every id in one `IN (...)`, past SQLite's limit of
+    bound values (32,766 by default; lowered here to keep the test small)."""
+    spool = await reopen(("a",))
+    if isinstance(spool, SqliteSpool):
+        spool._writer._conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 50)
+    await spool.append([body(n) for n in range(120)])
+    claimed = await spool.claim("a", 200, clock.now())
+    await spool.settle("a", dead=[Dead(s.id, "dead:http_400") for s in claimed])
+    letters = await spool.dead_letters("a")
+    assert await spool.discard("a", [letter.id for letter in letters[:100]]) == 100
+    assert await spool.discard("a") == 20
+    assert await spool.dead_letters("a") == []
+
+
 async def test_full_spool_refuses_whole_append(reopen: OpenSpool, clock: ManualClock) -> None:
     spool = await reopen(max_bytes=len(body(1)) * 3)
     await spool.append([body(1), body(2)])
