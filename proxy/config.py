@@ -382,12 +382,14 @@ def _value_error(r: Reader, error: ValueError, reported: set[str] | None = None)
     """Report a ValueError from a config_type's __post_init__ or an adapter's constructor.
 
     A message "key: what is wrong" naming one of the table's keys is reported at that key.
-    When some keys were `reported` wrong already, only an error about another key is: the rest
-    may come of the defaults that stand in for the wrong ones.
+    When some keys were `reported` wrong already, only an error about another key is, and only
+    if it does not mention a reported one: the rest may come of the defaults that stand in for
+    the wrong ones ("service_account_secret: set it with service_account_user", when the user
+    was wrong and took its default).
     """
     key, separator, message = str(error).partition(": ")
     named = bool(separator) and key in r.table
-    if reported and (not named or key in reported):
+    if reported and (not named or key in reported or any(k in message for k in reported)):
         return
     if named:
         r.error(key, message)

@@ -812,6 +812,21 @@ api_secret = "{api_secret}"
     ]
 
 
+def test_a_wrong_key_is_not_blamed_on_the_key_it_goes_with(tmp_path: Path) -> None:
+    # The wrong user takes its default (none) while the adapter's checks run, and the
+    # adapter then said the right secret lacked its user: an error on a correct key.
+    text = """
+[destinations.m]
+type = "mixpanel"
+project_token = "t"
+service_account_user = 123
+service_account_secret = "s3cr3t"
+"""
+    assert errors_of(tmp_path, text) == [
+        "destinations.m.service_account_user: expected a string, got 123"
+    ]
+
+
 def test_a_vendor_endpoint_must_be_a_url() -> None:
     table = {"type": "ga4", "measurement_id": "G-1", "api_secret": "s", "endpoint": "ga.example"}
     with pytest.raises(ConfigError) as caught:
