@@ -269,7 +269,9 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _discard(args: argparse.Namespace) -> int:
-    """Like replay, it runs beside the relay: both only change rows the relay reads each time."""
+    """Like replay, it runs beside the relay (both only change rows the relay reads each time),
+    but for the place of a destination no longer configured: on SQLite that waits for the relay
+    to stop, whose config may still deliver it."""
     settings = _settings(args.config)
     if settings is None:
         return EXIT_INVALID
@@ -279,7 +281,10 @@ def _discard(args: argparse.Namespace) -> int:
             return EXIT_INVALID
         print(f"No spool yet at {settings.spool.path}: nothing to discard.")
         return 0
-    done = asyncio.run(_discard_dead_letters(settings, name, args.since))
+    try:
+        done = asyncio.run(_discard_dead_letters(settings, name, args.since))
+    except SpoolInUse:  # said why: the relay serves the file
+        return 1
     if done is None:
         return EXIT_INVALID
     count, dropped = done
@@ -455,12 +460,13 @@ async def _discard_dead_letters(
         try:
             return count, await spool.drop(destination)
         except SpoolInUse as error:
+            print(f"Discarded {count} dead letter(s) of {destination}.")
             print(
-                f"Discarded {count} dead letter(s) of {destination}. Its retries and backlog stay"
-                f" until the relay is stopped and discard runs again: {error}",
+                f"error: its retries and backlog stay until the relay is stopped and discard runs"
+                f" again ({error})",
                 file=sys.stderr,
             )
-            return None
+            raise
     finally:
         await spool.close()
 

@@ -140,10 +140,17 @@ class Worker:
         self._wake.set()
         log.info("Delivery re-enabled.", extra={"destination": self.name})
 
-    def _enabled_since(self, enables: int) -> bool:
-        """Whether the destination is enabled and was not re-enabled since `enables` was read
-        (a method: mypy takes `self.disabled` as it was before the request's await)."""
-        return self.disabled is None and enables == self._enables
+    def _gone(self, result: Result, enables: int) -> Result:
+        """An endpoint said it is gone: the destination is disabled, before any await, so the
+        batches waiting for a request slot see it and are not sent (requests already under way
+        finish and settle as their answers say). Unless the request went out before the operator
+        re-enabled it: the old endpoint's answer tells nothing of the fixed one, and the events
+        go again."""
+        if enables != self._enables:
+            return Result(Verdict.RETRY, result.reason)
+        if self.disabled is None:
+            self._disable(result.reason)
+        return result
 
     def _disable(self, reason: str) -> None:
         self.disabled = Disabled(self.clock.now(), reason)
@@ -479,11 +486,8 @@ class Worker:
                 result = Result(Verdict.RETRY, error.reason)
             else:
                 result = self._classify(request, response)
-        if result.gone and self._enabled_since(enables):
-            # Before any await: batches waiting for a request slot see it and are not sent.
-            # Requests already under way finish and settle as their answers say. A request sent
-            # before the operator re-enabled the destination tells nothing of the fixed endpoint.
-            self._disable(result.reason)
+        if result.gone:
+            result = self._gone(result, enables)
         if self.observer is not None:
             self.observer.sent(self.name, request, response, result, time.monotonic() - started)
         if result.verdict is not Verdict.DELIVERED or result.rejected:

@@ -50,21 +50,22 @@ async def open_spool(
 
 
 async def warn_about_removed(spool: Spool, destinations: Sequence[str]) -> None:
-    """One warning per destination no longer configured that left dead letters, retries or a
-    backlog in the spool. Nothing is deleted for it (a destination renamed or commented out in
-    the config would lose them), so its backlog also keeps the spool from shrinking."""
+    """One warning per destination no longer configured that the spool keeps anything for (a
+    place in it, dead letters, retries, a backlog). Nothing is deleted for it (a destination
+    renamed or commented out in the config would lose them), so it holds back cleanup. SQLite
+    forgets, at the relay's start, the place of one that is owed nothing."""
     try:
         held = await spool.destinations_held()
     except SpoolUnavailable as error:  # the relay serves all the same; the next start tells
         log.warning("Reading the spool's destinations failed.", extra={"error": str(error)})
         return
     for name, kept in held.items():
-        if name in destinations or not (kept.dead_letters or kept.retries or kept.backlog):
+        if name in destinations:  # else its cursor or group holds back cleanup, whatever it keeps
             continue
         log.warning(
             "A destination no longer in the config keeps events in the spool (dead letters,"
             " retries, a backlog), which it cannot shrink past; add it back to deliver them, or"
-            " run the command to delete them.",
+            " delete them with the command (on SQLite, once the relay is stopped).",
             extra={
                 "destination": name,
                 "dead_letters": kept.dead_letters,

@@ -73,12 +73,13 @@ class Dead:
 
 @dataclass(frozen=True, slots=True)
 class Held:
-    """What a spool keeps for one destination: its dead letters, events waiting to retry, and
-    events it has not been handed yet (its backlog)."""
+    """What a spool keeps for one destination: its dead letters, events waiting to retry, and,
+    for one the spool was not opened with, events it has not been handed yet (its backlog;
+    None where the backend cannot tell)."""
 
     dead_letters: int
     retries: int
-    backlog: int = 0
+    backlog: int | None = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -166,12 +166,12 @@ async def discard(
 
 async def held(client: Redis, keys: scripts.Keys) -> dict[str, Held]:
     """Every destination opened on this spool or with a consumer group, and what it keeps."""
-    lag: dict[str, int] = {}
+    lag: dict[str, int | None] = {}
     if await client.exists(keys.stream):
-        # Redis 7 counts what a group has not read yet; None where it cannot tell.
-        lag = {
-            text(g["name"]): int(g.get("lag") or 0) for g in await client.xinfo_groups(keys.stream)
-        }
+        # Redis 7 counts what a group has not read yet; None where it cannot tell (after XDEL).
+        for group in await client.xinfo_groups(keys.stream):
+            count = group.get("lag")
+            lag[text(group["name"])] = None if count is None else int(count)
     groups = set(lag)
     names = groups | {text(name) for name in await client.smembers(keys.destinations)}
     found = {}

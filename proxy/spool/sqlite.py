@@ -212,7 +212,7 @@ class SqliteSpool:
             except SpoolInUse as error:
                 raise SpoolUnavailable(str(error)) from None
         try:
-            spool = await cls._open(file, max_bytes, destinations, synchronous, clock)
+            spool = await cls._open(file, max_bytes, destinations, synchronous, clock, exclusive)
         except BaseException:
             if lock is not None:
                 lock.release(failed_open=True)
@@ -228,6 +228,7 @@ class SqliteSpool:
         destinations: Sequence[str],
         synchronous: str,
         clock: Clock | None,
+        serving: bool = False,
     ) -> SqliteSpool:
 
         def setup() -> tuple[
@@ -248,6 +249,13 @@ class SqliteSpool:
                 writer.execute(
                     "INSERT OR IGNORE INTO cursors (destination, seq) VALUES (?, ?)", (name, last)
                 )
+            # A retry whose event is gone (an earlier build deleted some) never goes out.
+            writer.execute(
+                "DELETE FROM retries"
+                " WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.seq = retries.seq)"
+            )
+            if serving:
+                _forget_finished_removed(writer, destinations)
             cursors = dict(writer.execute("SELECT destination, seq FROM cursors").fetchall())
             ahead = {name: _settled_ahead(writer, name, cursors[name]) for name in destinations}
             size = writer.execute("SELECT COALESCE(SUM(length(body)), 0) FROM events").fetchone()[0]
@@ -690,6 +698,8 @@ class SqliteSpool:
         return await self._writer.submit(write)
 
     async def destinations_held(self) -> dict[str, Held]:
+        configured = set(self._destinations)
+
         def query(conn: sqlite3.Connection) -> dict[str, Held]:
             names = [
                 row[0]
@@ -700,12 +710,15 @@ class SqliteSpool:
             ]
             dead = dict(conn.execute("SELECT destination, COUNT(*) FROM dead_letters GROUP BY 1"))
             retries = dict(conn.execute("SELECT destination, COUNT(*) FROM retries GROUP BY 1"))
-            backlog = dict(
-                conn.execute(
-                    "SELECT c.destination, (SELECT COUNT(*) FROM events e WHERE e.seq > c.seq)"
-                    " FROM cursors c"
-                )
-            )
+            # Counted for destinations no longer configured only (the configured ones' backlog
+            # is `backlog()`): a count walks the events' pages, bodies and all.
+            backlog = {
+                name: conn.execute("SELECT COUNT(*) FROM events WHERE seq > ?", (seq,)).fetchone()[
+                    0
+                ]
+                for name, seq in conn.execute("SELECT destination, seq FROM cursors").fetchall()
+                if name not in configured
+            }
             return {
                 name: Held(dead.get(name, 0), retries.get(name, 0), backlog.get(name, 0))
                 for name in names
@@ -727,9 +740,13 @@ class SqliteSpool:
 
         # A relay serving this file may deliver the destination: its config is not this one's.
         lock = None if self._lock is not None else ServingLock.take(Path(self.path))
+        written = self._writer.submit(write)
         try:
-            dropped = await self._writer.submit(write)
+            dropped = await asyncio.shield(written)
         finally:
+            # Held until the write is done, cancelled or not: a relay starting meanwhile must
+            # not read the place this deletes.
+            await asyncio.wait([written])
             if lock is not None:
                 lock.release()
         self._held.pop(destination, None)
@@ -807,6 +824,24 @@ def _runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
         else:
             runs.append((seq, seq))
     return runs
+
+
+def _forget_finished_removed(conn: sqlite3.Connection, destinations: Sequence[str]) -> None:
+    """Drop the place of each destination no longer configured that is owed nothing: no event
+    after its cursor, no retry. Its cursor would keep every later event for it (a destination
+    renamed after a clean stop, say), though none is owed: one added back starts at the end,
+    as a new one does. What it is still owed keeps it, until `python -m proxy discard`."""
+    for (name,) in conn.execute("SELECT destination FROM cursors").fetchall():
+        if name in destinations:
+            continue
+        owed = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM events WHERE seq > (SELECT seq FROM cursors"
+            " WHERE destination = ?)) OR EXISTS (SELECT 1 FROM retries WHERE destination = ?)",
+            (name, name),
+        ).fetchone()[0]
+        if not owed:
+            for table in ("done_ahead", "cursors"):
+                conn.execute(f"DELETE FROM {table} WHERE destination = ?", (name,))
 
 
 def _delete_finished(
