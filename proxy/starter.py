@@ -69,10 +69,11 @@ def config_warnings(settings: Settings) -> list[str]:
     needing = [d.name for d in settings.destinations if d.consent]
     if needing and settings.privacy.consent_required is None:
         warnings.append(
-            f"privacy.consent_required is not set: {', '.join(needing)} get no event whose user"
-            " has not answered for the categories they list (backend events of users the relay"
-            " has no answer from, too). That is the default since it changed from false; set it"
-            " to true to say so, or to false to let unanswered events through"
+            "privacy.consent_required is not set: an event whose user has not answered for the"
+            " consent categories a destination lists does not go to it (backend events of users"
+            f" the relay has no answer from, too; destinations: {', '.join(needing)}). That is"
+            " the default since it changed from false; set it to true to say so, or to false to"
+            " let unanswered events through"
         )
     return warnings
 
