@@ -92,29 +92,25 @@ def _parser() -> argparse.ArgumentParser:
     dead.add_argument("--destination", metavar="NAME", help="only this destination")
     dead.set_defaults(command=_dead_letters)
 
-    replay = commands.add_parser("replay", help="put a destination's dead letters back in line")
-    replay.add_argument("destination", metavar="DESTINATION")
-    replay.add_argument("--config", metavar="FILE", help=config_help)
-    replay.add_argument(
-        "--since",
-        metavar="WHEN",
-        type=_since_argument,
-        help="only those that failed since WHEN: ISO-8601 (UTC unless it says) or 30m, 2h, 7d",
-    )
-    replay.set_defaults(command=_replay)
-
-    discard = commands.add_parser(
-        "discard", help="delete a destination's dead letters (also one removed from the config)"
-    )
-    discard.add_argument("destination", metavar="DESTINATION")
-    discard.add_argument("--config", metavar="FILE", help=config_help)
-    discard.add_argument(
-        "--since",
-        metavar="WHEN",
-        type=_since_argument,
-        help="only those that failed since WHEN: ISO-8601 (UTC unless it says) or 30m, 2h, 7d",
-    )
-    discard.set_defaults(command=_discard)
+    # replay and discard: a destination's dead letters, all or those that failed since WHEN.
+    for name, run, what in (
+        ("replay", _replay, "put a destination's dead letters back in line"),
+        (
+            "discard",
+            _discard,
+            "delete a destination's dead letters (also one removed from the config)",
+        ),
+    ):
+        letters = commands.add_parser(name, help=what)
+        letters.add_argument("destination", metavar="DESTINATION")
+        letters.add_argument("--config", metavar="FILE", help=config_help)
+        letters.add_argument(
+            "--since",
+            metavar="WHEN",
+            type=_since_argument,
+            help="only those that failed since WHEN: ISO-8601 (UTC unless it says) or 30m, 2h, 7d",
+        )
+        letters.set_defaults(command=run)
 
     forget = commands.add_parser(
         "forget", help="delete what the relay remembers of a user (the right to erasure)"
