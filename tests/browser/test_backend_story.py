@@ -70,7 +70,7 @@ async def story(
     other = await aiohttp_server(other_origin_app())
     port = free_port()
     origin = f"http://127.0.0.1:{port}"
-    common = {"linger_ms": 0}
+    common: dict[str, Any] = {"linger_ms": 0}
     destinations = (
         destination_settings(
             "ga4",
@@ -83,17 +83,7 @@ async def story(
                 **common,
             },
         ),
-        destination_settings(
-            "meta",
-            {
-                "type": "meta_capi",
-                "pixel_id": "1234567890123456",
-                "access_token": "EAAB-test-token",
-                "endpoint": meta.url,
-                "consent": ["marketing"],
-                **common,
-            },
-        ),
+        meta.destination(consent=["marketing"], **common),
     )
     settings = settings_factory(
         server=ServerSettings(prefix=PREFIX),

@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from proxy.config import destination_settings
+from proxy.settings import DestinationSettings
 from tests.fakes.vendor import Answer, FakeVendor, Recorded
 
 HASHED = ("em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country", "external_id")
@@ -61,10 +63,22 @@ class FakeMeta(FakeVendor):
         now: Callable[[], float] = time.time,
     ) -> None:
         super().__init__({f"/{api_version}/{pixel_id}/events": self._events})
+        self.pixel_id = pixel_id
         self.access_token = access_token
         self.now = now
         self.received: list[dict[str, Any]] = []  # events of accepted requests
         self.test_event_codes: list[str | None] = []
+
+    def destination(self, name: str = "meta", **settings: Any) -> DestinationSettings:
+        """A `meta_capi` destination that sends to this fake, with `settings` besides."""
+        table = {
+            "type": "meta_capi",
+            "pixel_id": self.pixel_id,
+            "access_token": self.access_token,
+            "endpoint": self.url,
+            **settings,
+        }
+        return destination_settings(name, table)
 
     def _events(self, request: Recorded) -> Answer:
         if request.query.get("access_token") != self.access_token:

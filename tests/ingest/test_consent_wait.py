@@ -10,7 +10,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from proxy.config import destination_settings
 from proxy.deliver.worker import Worker
 from proxy.keys import WORKERS
 from proxy.settings import PrivacySettings
@@ -37,16 +36,8 @@ async def relay_with(
     wait: float,
     required: bool = True,
 ) -> RelayServer:
-    table = {
-        "type": "meta_capi",
-        "pixel_id": "1234567890123456",
-        "access_token": "EAAB-test-token",
-        "endpoint": meta.url,
-        "consent": ["marketing"],
-        "linger_ms": 0,
-    }
     settings = settings_factory(
-        destinations=(destination_settings("meta", table),),
+        destinations=(meta.destination(consent=["marketing"], linger_ms=0),),
         privacy=PrivacySettings(consent_wait_secs=wait, consent_required=required),
     )
     return await relay_factory(settings)

@@ -89,16 +89,7 @@ def with_vendors(
     common: dict[str, Any] = {"linger_ms": 0, "consent": list(consent)}
     return settings_factory(
         destinations=(
-            destination_settings(
-                "meta",
-                {
-                    "type": "meta_capi",
-                    "pixel_id": "1234567890123456",
-                    "access_token": "EAAB-test-token",
-                    "endpoint": meta.url,
-                    **common,
-                },
-            ),
+            meta.destination(**common),
             destination_settings(
                 "tiktok",
                 {

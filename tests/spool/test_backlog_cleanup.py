@@ -37,11 +37,16 @@ async def spool(tmp_path: Path) -> AsyncIterator[SqliteSpool]:
 
 
 async def drain_to_zero(spool: SqliteSpool) -> None:
-    for _ in range(1500):  # at least 15 s
-        if spool.size_bytes() == 0:
+    await drain_to(spool, 0)
+
+
+async def drain_to(spool: SqliteSpool, size: int) -> None:
+    """Wait (at least 15 s) for cleanup to leave `size` bytes spooled."""
+    for _ in range(1500):
+        if spool.size_bytes() == size:
             return
         await asyncio.sleep(0.01)
-    raise AssertionError(f"{spool.size_bytes()} bytes still spooled")
+    raise AssertionError(f"{spool.size_bytes()} bytes spooled, not {size}")
 
 
 async def test_cleanup_waits_while_claims_come_back_full(spool: SqliteSpool) -> None:
@@ -90,11 +95,7 @@ async def test_a_destination_away_from_the_config_keeps_its_retries_and_backlog(
     spool = await SqliteSpool.open(path, max_bytes=10**6, destinations=("a",), clock=clock)
     await spool.append([body(3)])
     await spool.settle("a", done=[s.id for s in await spool.claim("a", 10, 0.0)])
-    for _ in range(1500):  # event 2, finished by both, goes; at least 15 s
-        if spool.size_bytes() == 2 * SIZE:
-            break
-        await asyncio.sleep(0.01)
-    assert spool.size_bytes() == 2 * SIZE
+    await drain_to(spool, 2 * SIZE)  # event 2, finished by both, goes
     held = (await spool.destinations_held())["b"]
     assert (held.retries, held.backlog) == (1, 1)
     await spool.close()
